@@ -1,0 +1,3 @@
+"""medclip-ad: zero-shot anomaly detection for medical images and volumes (AnomalyCLIP)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""From embeddings to what users see: image scores and anomaly maps.
+
+All similarities use the fixed temperature of the method. Maps are sums of per-layer abnormal
+probabilities (range [0, number of layers]) and are never normalised per image, so they can be
+compared across images and slices.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medclip_ad.constants import TEMPERATURE
+from medclip_ad.modeling.gaussian_blur import gaussian_blur
+
+
+def class_logits(features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities to [normal, abnormal] over the temperature: (..., D) -> (..., 2)."""
+    return features @ text_features.t().to(features.dtype) / TEMPERATURE
+
+
+def image_scores(global_embedding: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Abnormal probability of each image from its global embedding alone: (B,)."""
+    return class_logits(global_embedding, text_features).softmax(dim=-1)[:, 1]
+
+
+def patch_probability_maps(layer_tokens: torch.Tensor, text_features: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-pixel [normal, abnormal] probabilities (B, 2, size, size) from one layer's tokens (B, 1+N, D)."""
+    probabilities = class_logits(layer_tokens[:, 1:], text_features).softmax(dim=-1)
+    batch, tokens, _ = probabilities.shape
+    grid = round(tokens ** 0.5)
+    square = probabilities.transpose(1, 2).reshape(batch, 2, grid, grid)
+    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def layer_anomaly_map(probability_maps: torch.Tensor) -> torch.Tensor:
+    """(P_abnormal + 1 - P_normal) / 2 of one layer: (B, 2, S, S) -> (B, S, S)."""
+    return (probability_maps[:, 1] + 1 - probability_maps[:, 0]) / 2
+
+
+def anomaly_map(per_layer_probability_maps: list[torch.Tensor], blur: bool = True) -> torch.Tensor:
+    """Final map (B, S, S): the layer maps summed, then smoothed."""
+    total = torch.stack([layer_anomaly_map(p) for p in per_layer_probability_maps]).sum(dim=0)
+    return gaussian_blur(total.float()) if blur else total
