@@ -1,0 +1,45 @@
+"""A case's output folder, made to appear whole or not at all.
+
+Everything of a case is written into a hidden staging folder beside the final one and renamed into
+place at the end, so a crash, a bad input or Ctrl-C never leaves a half-written case, and an existing
+case is replaced only when the user asked for it (`--overwrite`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from medclip_ad.errors import UserInputError
+
+
+def check_case_folder_free(out_dir: Path, case: str, overwrite: bool) -> None:
+    """Refuse up front, before any work, to replace an existing case silently."""
+    final = out_dir / case
+    if final.exists() and not overwrite:
+        raise UserInputError(f"{final}: output case folder already exists (pass --overwrite to replace it)")
+
+
+@contextmanager
+def staged_case_folder(out_dir: Path, case: str, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it becomes `out_dir/case`, on any error it disappears."""
+    check_case_folder_free(out_dir, case, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{case}.", suffix=".partial", dir=out_dir))
+    try:
+        yield staging
+        final = out_dir / case
+        retired = None
+        if final.exists():
+            retired = final.with_name(f".{case}.replaced-{os.getpid()}")
+            final.rename(retired)
+        staging.rename(final)
+        if retired is not None:
+            shutil.rmtree(retired)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

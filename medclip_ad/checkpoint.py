@@ -1,0 +1,161 @@
+"""Prompt checkpoints: this project's safetensors format, and import of the reference `.pth` format.
+
+A prompt checkpoint is small (43,008 values for ViT-L) but only means something together with the
+backbone, layers and image size it was trained with, so our format carries that provenance in the
+safetensors metadata. Nothing is ever unpickled with code execution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from medclip_ad import __version__
+from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.prompt_learner import ObjectAgnosticPromptLearner
+
+FORMAT_NAME = "medclip-ad-prompts"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PromptCheckpoint:
+    """Learned prompt tensors under this project's names, plus provenance.
+
+    Tensors: `ctx_normal` and `ctx_abnormal` (n_ctx, width), `deep_prompts.{i}` (length, width).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, object] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def text_width(self) -> int:
+        return self.tensors["ctx_normal"].shape[1]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.tensors["ctx_normal"].shape[0]
+
+    @property
+    def depth(self) -> int:
+        return 1 + sum(1 for name in self.tensors if name.startswith("deep_prompts."))
+
+    @property
+    def deep_length(self) -> int:
+        return self.tensors["deep_prompts.0"].shape[0] if self.depth > 1 else 0
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash recorded beside every result, so a result names the exact prompts it used."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def learner_tensors(learner: ObjectAgnosticPromptLearner) -> dict[str, torch.Tensor]:
+    """The learner's trainable tensors under this project's names, detached on the CPU."""
+    return {name: value.detach().float().cpu().contiguous() for name, value in learner.named_parameters()}
+
+
+def save_prompt_checkpoint(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> None:
+    """Write a `.safetensors` prompt checkpoint atomically, with provenance and the package version."""
+    path = Path(path)
+    full_metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
+                     **metadata}
+    encoded = {key: json.dumps(value) for key, value in full_metadata.items()}
+    temporary = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=encoded)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_prompt_checkpoint(path: Path | str) -> PromptCheckpoint:
+    """Read either format; anything else gets one clear error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: prompt checkpoint not found")
+    if _is_safetensors(path):
+        return _load_safetensors(path)
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader failure: not a usable checkpoint
+        raise UserInputError(f"{path}: not a readable prompt checkpoint ({type(error).__name__})") from error
+    if not isinstance(raw, dict) or not isinstance(raw.get("prompt_learner"), dict):
+        raise UserInputError(f"{path}: not a prompt checkpoint (expected a safetensors file or a reference "
+                             f"file holding {{'prompt_learner': state_dict}})")
+    tensors = tensors_from_reference(raw["prompt_learner"], path)
+    return PromptCheckpoint(tensors, {"method": "anomalyclip", "imported_from": "reference"}, path)
+
+
+def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
+    try:
+        ctx_normal, ctx_abnormal = state["ctx_pos"], state["ctx_neg"]
+    except KeyError as error:
+        raise UserInputError(f"{path}: reference prompt checkpoint lacks {error.args[0]}") from error
+    width = ctx_normal.shape[-1]
+    tensors = {"ctx_normal": ctx_normal.reshape(-1, width).float(),
+               "ctx_abnormal": ctx_abnormal.reshape(-1, width).float()}
+    index = 0
+    while f"compound_prompts_text.{index}" in state:
+        tensors[f"deep_prompts.{index}"] = state[f"compound_prompts_text.{index}"].float()
+        index += 1
+    return tensors
+
+
+def load_into_learner(checkpoint: PromptCheckpoint, learner: ObjectAgnosticPromptLearner) -> None:
+    """Copy checkpoint tensors into a learner of the right shape, or say exactly what does not fit."""
+    expected = dict(learner.named_parameters())
+    where = checkpoint.path or "prompt checkpoint"
+    if set(expected) != set(checkpoint.tensors):
+        raise UserInputError(f"{where}: holds {sorted(checkpoint.tensors)}, the model expects {sorted(expected)}")
+    for name, parameter in expected.items():
+        value = checkpoint.tensors[name]
+        if value.shape != parameter.shape:
+            raise UserInputError(f"{where}: {name} has shape {tuple(value.shape)} but this backbone needs "
+                                 f"{tuple(parameter.shape)} (text width {parameter.shape[-1]}): the prompts "
+                                 f"were trained for another backbone")
+        with torch.no_grad():
+            parameter.copy_(value)
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _load_safetensors(path: Path) -> PromptCheckpoint:
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            raw_metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserInputError(f"{path}: corrupt safetensors prompt checkpoint ({error})") from error
+    metadata = {key: _decode(value) for key, value in raw_metadata.items()}
+    if metadata.get("format") != FORMAT_NAME:
+        raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
+    if "ctx_normal" not in tensors:
+        raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal")
+    return PromptCheckpoint(tensors, metadata, path)
+
+
+def _decode(value: str) -> object:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
