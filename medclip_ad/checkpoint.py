@@ -22,6 +22,8 @@ from medclip_ad.modeling.prompt_learner import ObjectAgnosticPromptLearner
 
 FORMAT_NAME = "medclip-ad-prompts"
 FORMAT_VERSION = 1
+# Tensors under this prefix hold optimiser moments for resuming training, not prompts.
+OPTIMIZER_PREFIX = "optimizer."
 
 
 @dataclass
@@ -29,11 +31,13 @@ class PromptCheckpoint:
     """Learned prompt tensors under this project's names, plus provenance.
 
     Tensors: `ctx_normal` and `ctx_abnormal` (n_ctx, width), `deep_prompts.{i}` (length, width).
+    Training checkpoints also carry Adam's moments in `optimizer_state`.
     """
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, object] = field(default_factory=dict)
     path: Path | None = None
+    optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def text_width(self) -> int:
@@ -151,7 +155,9 @@ def _load_safetensors(path: Path) -> PromptCheckpoint:
         raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
     if "ctx_normal" not in tensors:
         raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal")
-    return PromptCheckpoint(tensors, metadata, path)
+    optimizer_state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
+    prompts = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    return PromptCheckpoint(prompts, metadata, path, optimizer_state)
 
 
 def _decode(value: str) -> object:

@@ -16,7 +16,8 @@ import numpy as np
 
 from medclip_ad.predictor import AnomalyPredictor
 
-AXIS_NAMES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+# Slicing planes by the world axis they are perpendicular to (RAS: x left-right, y back-front, z feet-head).
+PLANE_NORMALS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 AGGREGATIONS: tuple[str, ...] = ("max", "topk_mean", "mean")
 
 
@@ -27,6 +28,27 @@ class VolumeResult:
     map_volume: np.ndarray
     slice_scores: np.ndarray
     axis: int
+
+
+def slice_axis_for_plane(plane: str, affine: np.ndarray | None) -> int:
+    """The array axis whose direction is closest to the plane's normal (identity geometry if unknown)."""
+    if plane not in PLANE_NORMALS:
+        raise ValueError(f"unknown plane {plane!r} (choose from {', '.join(PLANE_NORMALS)})")
+    return int(np.argmax(_direction_weights(affine)[PLANE_NORMALS[plane]]))
+
+
+def plane_of_axis(axis: int, affine: np.ndarray | None) -> str:
+    """The anatomical plane that slicing along an array axis shows."""
+    world_axis = int(np.argmax(_direction_weights(affine)[:, axis]))
+    return {normal: name for name, normal in PLANE_NORMALS.items()}[world_axis]
+
+
+def _direction_weights(affine: np.ndarray | None) -> np.ndarray:
+    """|cosine| between world axes (rows) and array axes (columns)."""
+    if affine is None:
+        return np.eye(3)
+    rotation = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return np.abs(rotation / np.linalg.norm(rotation, axis=0, keepdims=True))
 
 
 def volume_score(slice_scores: np.ndarray, aggregation: str = "max", top_k: int = 5) -> float:

@@ -12,18 +12,22 @@ TorchScript archives through `torch.jit.load`, which reads tensors and TorchScri
 
 from __future__ import annotations
 
+import socket
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from medclip_ad.constants import DEFAULT_BACKBONE
 from medclip_ad.errors import UserInputError
 
 RANDOM_PREFIX = "random:"
+HUB_HOST = "huggingface.co"  # where open_clip fetches the OpenAI releases from
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
 
             raw = load_file(str(path))
         elif _is_torchscript_archive(path):
-            raw = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # OpenAI ships this format; torch marks its reader deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                raw = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # any reader failure means the file is not usable weights
@@ -144,14 +150,42 @@ def _openai_release(model_name: str) -> ClipBackbone:
     config = open_clip.pretrained.get_pretrained_cfg(model_name, "openai")
     if not config:
         raise UserInputError(f"openai:{model_name}: open_clip has no OpenAI release of that model")
-    try:
-        path = open_clip.download_pretrained(config)
-    except Exception as error:  # offline machines end here; the message says what to do instead
-        raise UserInputError(f"openai:{model_name}: could not download the OpenAI CLIP weights "
-                             f"({type(error).__name__}); pass a local file with --clip-weights PATH") from error
+    path = _cached_release(config)
+    if path is None:
+        if not _hub_reachable():
+            raise UserInputError(f"openai:{model_name}: the weights are not in open_clip's cache and {HUB_HOST} "
+                                 f"cannot be reached; pass a local file with --clip-weights PATH")
+        try:
+            path = open_clip.download_pretrained(config)
+        except Exception as error:  # any download failure: say what to do instead
+            raise UserInputError(f"openai:{model_name}: could not download the OpenAI CLIP weights "
+                                 f"({type(error).__name__}); pass a local file with --clip-weights PATH") from error
     state_dict, _ = read_state_dict(Path(path))
     model = clip_from_state_dict(state_dict, quick_gelu=True, origin=f"openai:{model_name}")
     return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), random_weights=False)
+
+
+def _cached_release(config: dict) -> str | None:
+    """A release open_clip downloaded before, found without touching the network."""
+    repo = config.get("hf_hub", "").strip("/")
+    if not repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return cached
+    return None
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """A quick look before downloading, so offline machines fail in seconds instead of minutes of retries."""
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _random_clip(preset_name: str) -> ClipBackbone:

@@ -1,0 +1,97 @@
+"""One case from scan to output folder: the same steps for `infer`, the demo, the bundle and the viewer.
+
+A 2-D image is scored as it is; a volume slice by slice. Outputs follow the product's output contract
+(scores.json; anomaly_map.npy + overlay.png for images; anomaly_map.nii.gz + overlays/ for volumes)
+and appear in `out_dir/<case>` only once complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medclip_ad import __version__
+from medclip_ad.case_outputs import staged_case_folder
+from medclip_ad.intensity import IntensityMapping
+from medclip_ad.io.scan import Scan
+from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
+from medclip_ad.overlay import OverlayStyle, overlay
+from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.volume_inference import infer_volume, plane_of_axis, slice_axis_for_plane, top_slices, volume_score
+
+
+@dataclass(frozen=True)
+class CaseOptions:
+    """Per-run choices that shape a case's outputs (not the model)."""
+
+    axis: str | None = None  # None: the acquisition plane
+    window: str | tuple[float, float] | None = None  # CT preset name or (width, level); None: by modality
+    aggregation: str = "max"
+    top_k: int = 5
+    overlay_count: int = 5
+    overwrite: bool = False
+    volume_index: int | None = None  # which volume of a 4-D NIfTI
+
+
+def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
+    """The array axis a volume is sliced along: the chosen plane, else the acquisition plane."""
+    return slice_axis_for_plane(options.axis, scan.affine) if options.axis else scan.slice_axis
+
+
+def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Score a scan and write its case folder; returns the scores.json document."""
+    mapping = IntensityMapping.from_scan(scan, window=options.window)
+    with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
+        if scan.kind == "image":
+            document = _image_case(predictor, scan, mapping, folder)
+        else:
+            document = _volume_case(predictor, scan, mapping, folder, options, progress)
+        document.update(_provenance(predictor, scan, mapping))
+        write_json(folder / "scores.json", document)
+    return document
+
+
+def _image_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path) -> dict:
+    image = mapping(scan.array)
+    prediction = predictor.predict([image])
+    anomaly_map = prediction.maps[0].astype(np.float32)
+    write_npy(folder / "anomaly_map.npy", anomaly_map)
+    write_png(folder / "overlay.png", overlay(image, anomaly_map, _style(predictor)))
+    return {"case": scan.name, "input": str(scan.source), "kind": "image",
+            "score": float(prediction.scores[0]), "slice_axis": None}
+
+
+def _volume_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,
+                 options: CaseOptions, progress: Callable[[int], None] | None) -> dict:
+    axis = resolve_slice_axis(scan, options)
+    result = infer_volume(predictor, scan.array, axis, mapping, progress)
+    write_volume_map(result.map_volume, scan, folder / "anomaly_map.nii.gz")
+    best = top_slices(result.slice_scores, options.overlay_count)
+    (folder / "overlays").mkdir()
+    for index in best:
+        image = mapping(np.take(scan.array, index, axis=axis).T)
+        slice_map = np.take(result.map_volume, index, axis=axis).T
+        write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
+    return {"case": scan.name, "input": str(scan.source), "kind": "volume",
+            "score": volume_score(result.slice_scores, options.aggregation, options.top_k),
+            "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
+            else f"topk_mean(k={options.top_k})",
+            "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis, "slice_scores": [float(s) for s in result.slice_scores],
+            "top_slices": best, "shape": list(scan.array.shape)}
+
+
+def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:
+    document: dict = {"map_range": [0.0, float(len(predictor.model.layers))],
+                      "intensity": mapping.description, "model": predictor.provenance(),
+                      "package_version": __version__}
+    if predictor.random_weights:
+        document["warning"] = RANDOM_WEIGHTS_WARNING
+    return document
+
+
+def _style(predictor: AnomalyPredictor) -> OverlayStyle:
+    return OverlayStyle(vmax=float(len(predictor.model.layers)))

@@ -1,0 +1,39 @@
+"""Command-line options that choose a detector, shared by every command that loads one."""
+
+from __future__ import annotations
+
+import argparse
+
+from medclip_ad.config import METHODS, PRECISIONS, DetectorConfig
+from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    """Weights, layers, image size and device: what training and inference both need."""
+    group = parser.add_argument_group("backbone")
+    group.add_argument("--clip-weights", default="openai", metavar="W",
+                       help="`openai` (downloaded by open_clip on first use), a local CLIP checkpoint file, "
+                            "or random:tiny (random weights: plumbing checks only)")
+    group.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS), metavar="L",
+                       help="1-based ViT blocks whose maps are used (published numbers: 24)")
+    group.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="model input side in pixels")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
+    """Everything that loads a detector for inference or evaluation."""
+    add_backbone_arguments(parser)
+    group = parser.add_argument_group("detector")
+    group.add_argument("--prompts", metavar="P", help="prompt checkpoint (.safetensors, or the reference .pth)")
+    group.add_argument("--method", choices=METHODS, default="anomalyclip",
+                       help="anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates")
+    group.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help="images or slices per batch")
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: fp32 on CPU, bf16 autocast on CUDA")
+
+
+def detector_config(args: argparse.Namespace) -> DetectorConfig:
+    return DetectorConfig(clip_weights=args.clip_weights, prompts=getattr(args, "prompts", None),
+                          method=getattr(args, "method", None) or "anomalyclip", layers=tuple(args.layers),
+                          image_size=args.image_size, device=args.device,
+                          batch_size=getattr(args, "batch_size", 8), precision=getattr(args, "precision", "auto"))

@@ -1,0 +1,88 @@
+"""`medclip-ad infer`: score images, DICOM series and NIfTI volumes; write one folder per case.
+
+A run with some bad inputs processes the good ones, names every bad one on its own line, and exits 1;
+a run where nothing could be read exits 2. Existing case folders are checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medclip_ad.case_inference import CaseOptions, resolve_slice_axis, run_case
+from medclip_ad.case_outputs import check_case_folder_free
+from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
+from medclip_ad.errors import UserInputError
+from medclip_ad.intensity import CT_WINDOW_PRESETS
+from medclip_ad.io.discovery import CaseSource, discover_cases
+from medclip_ad.io.readers import read_case
+from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.volume_inference import AGGREGATIONS, PLANE_NORMALS
+
+HELP = "detect anomalies in images (PNG/JPEG/TIFF), DICOM series or files, and NIfTI volumes"
+PARTIAL_FAILURE_EXIT = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="image, DICOM file, DICOM series folder, NIfTI file, or a folder of these")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (one sub-folder per case)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    add_case_arguments(parser)
+    add_detector_arguments(parser)
+
+
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that shape how a scan is sliced, windowed and summarised (shared with the demo)."""
+    group = parser.add_argument_group("volumes")
+    group.add_argument("--axis", choices=list(PLANE_NORMALS), help="slicing plane (default: the acquisition plane)")
+    group.add_argument("--window", type=float, nargs=2, metavar=("WIDTH", "LEVEL"),
+                       help="display window for CT values (default: by modality)")
+    group.add_argument("--window-preset", choices=list(CT_WINDOW_PRESETS), help="named CT window")
+    group.add_argument("--aggregation", choices=AGGREGATIONS, default="max", help="volume score from slice scores")
+    group.add_argument("--top-k", type=int, default=5, help="k of topk_mean")
+    group.add_argument("--overlays", type=int, default=5, help="overlay PNGs written for the top slices")
+    group.add_argument("--volume-index", type=int, help="volume of a 4-D NIfTI to use")
+
+
+def case_options(args: argparse.Namespace) -> CaseOptions:
+    return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
+                       aggregation=args.aggregation, top_k=args.top_k,
+                       overlay_count=args.overlays, overwrite=getattr(args, "overwrite", False),
+                       volume_index=args.volume_index)
+
+
+def run(args: argparse.Namespace) -> int:
+    sources, problems = discover_cases(args.inputs)
+    failures = [f"{problem.path}: {problem.message}" for problem in problems]
+    if not sources:
+        raise UserInputError("; ".join(failures) if failures else "no readable input")
+    for source in sources:
+        check_case_folder_free(args.out, source.name, args.overwrite)
+    predictor = AnomalyPredictor(detector_config(args))
+    if predictor.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    written = infer_sources(predictor, sources, args.out, case_options(args), failures)
+    for failure in failures:
+        print(f"medclip-ad: error: {failure}", file=sys.stderr)
+    print(f"{len(written)} case(s) written to {args.out}" + (f"; {len(failures)} input(s) failed" if failures else ""))
+    return PARTIAL_FAILURE_EXIT if failures else 0
+
+
+def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
+                  failures: list[str]) -> list[Path]:
+    """Run each case; a case that fails adds its error line to `failures` and the rest go on."""
+    written = []
+    for source in tqdm(sources, desc="cases", unit="case", disable=len(sources) < 2):
+        try:
+            scan = read_case(source, volume_index=options.volume_index)
+            total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 0
+            with tqdm(total=total, desc=scan.name, unit="slice", leave=False, disable=not total) as bar:
+                run_case(predictor, scan, out_dir, options, progress=bar.update)
+            written.append(out_dir / scan.name)
+        except UserInputError as error:
+            failures.append(str(error))
+    return written

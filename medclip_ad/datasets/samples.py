@@ -1,0 +1,77 @@
+"""Manifest entries as model-ready samples, for training and evaluation alike.
+
+Images go through the same reader, 8-bit mapping and preprocessing as `infer`, so a model is trained
+and evaluated on exactly what it will see in use. Masks: any value > 0 is anomalous; they are resized
+to the model size bilinearly and thresholded at 0.5, as the published protocol does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medclip_ad.datasets.manifest import Manifest, ManifestEntry
+from medclip_ad.errors import UserInputError
+from medclip_ad.intensity import IntensityMapping
+from medclip_ad.io.discovery import CaseSource
+from medclip_ad.io.readers import read_case
+from medclip_ad.preprocessing import preprocess
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One entry with absolute paths, and the manifest it came from (for per-dataset reporting)."""
+
+    entry: ManifestEntry
+    dataset: str
+
+
+def manifest_samples(manifests: list[Manifest], split: str = "test") -> list[Sample]:
+    """All 2-D image entries of a split of several manifests, with absolute paths."""
+    samples = []
+    for manifest in manifests:
+        for entry in manifest.entries(split):
+            if entry.kind != "image":
+                raise UserInputError(f"{entry.img_path}: volume entries are evaluated with the volume path, "
+                                     f"not as 2-D training images")
+            samples.append(Sample(manifest.absolute(entry), manifest.dataset or "dataset"))
+    return samples
+
+
+def read_display_image(path: Path) -> np.ndarray:
+    """An image file as the 8-bit array the model sees (8-bit unchanged, 16-bit by robust percentiles)."""
+    scan = read_case(CaseSource(name=path.stem, kind="image", paths=(path,), input=path))
+    return IntensityMapping.from_scan(scan)(scan.array)
+
+
+def read_mask(path: str, size: int) -> torch.Tensor:
+    """A binary (size, size) float mask; an empty path means a normal image (all zeros)."""
+    if not path:
+        return torch.zeros(size, size)
+    array = read_display_image(Path(path))
+    binary = torch.from_numpy((array.max(axis=-1) if array.ndim == 3 else array) > 0).float()
+    resized = F.interpolate(binary[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    return (resized > 0.5).float()
+
+
+class SampleDataset(Dataset):
+    """Samples -> dicts with `image` (3, S, S) normalised, `mask` (S, S), `label`, `has_mask`, `index`."""
+
+    def __init__(self, samples: list[Sample], image_size: int) -> None:
+        self.samples = samples
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        entry = self.samples[index].entry
+        image = preprocess([read_display_image(Path(entry.img_path))], self.image_size)[0]
+        return {"image": image, "mask": read_mask(entry.mask_path, self.image_size),
+                "label": torch.tensor(int(entry.anomaly)), "has_mask": torch.tensor(entry.has_mask),
+                "index": torch.tensor(index)}

@@ -1,0 +1,172 @@
+"""Glocal prompt training: only the prompt learner learns; CLIP is frozen and sees no gradient.
+
+Defaults are the published recipe (Adam 1e-3, betas (0.5, 0.999), batch 8, 15 epochs, 518 px, layer 24,
+seed 111, last epoch kept). Every epoch writes a resumable checkpoint with full provenance; a resumed
+run continues with the same data order it would have had, because each epoch's shuffle is seeded by
+(seed, epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medclip_ad.build import new_prompt_learner
+from medclip_ad.checkpoint import (OPTIMIZER_PREFIX, learner_tensors, load_into_learner, load_prompt_checkpoint,
+                                   save_prompt_checkpoint)
+from medclip_ad.config import DetectorConfig
+from medclip_ad.constants import LOCAL_LOSS_WEIGHT
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.datasets.samples import SampleDataset, manifest_samples
+from medclip_ad.errors import UserInputError
+from medclip_ad.losses import glocal_loss
+from medclip_ad.modeling.anomaly_clip import AnomalyCLIP
+from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.modeling.dpam import DPAMVisionEncoder
+from medclip_ad.modeling.text_encoder import TextEncoder
+from medclip_ad.predictor import resolve_device
+
+FINAL_CHECKPOINT = "prompts.safetensors"
+LOG_FILE = "train_log.csv"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation recipe; the defaults reproduce the published prompts."""
+
+    epochs: int = 15
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 111
+    local_weight: float = LOCAL_LOSS_WEIGHT
+    image_labels_only: bool = False
+    workers: int = 0
+
+
+@dataclass
+class TrainingRun:
+    """What a finished run leaves behind."""
+
+    final_checkpoint: Path
+    epoch_losses: list[float] = field(default_factory=list)
+    loss_mode: str = "glocal"
+
+
+def train_prompts(detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
+                  config: TrainingConfig = TrainingConfig(), resume: Path | None = None,
+                  show_progress: bool = True) -> TrainingRun:
+    """Train prompts on the test splits of `manifests` (the published protocol) and write checkpoints."""
+    samples = manifest_samples(manifests)
+    if not samples:
+        raise UserInputError("training data: the manifests list no images")
+    labels = {int(sample.entry.anomaly) for sample in samples}
+    if labels != {0, 1}:
+        raise UserInputError("training data: needs both normal and anomalous images "
+                             f"(found only label {labels.pop() if labels else 'none'})")
+    use_masks = not config.image_labels_only and any(sample.entry.has_mask for sample in samples)
+    loss_mode = "glocal" if use_masks else "global only (no masks)"
+    device = resolve_device(detector.device)
+
+    torch.manual_seed(config.seed)
+    backbone = load_clip(detector.clip_weights, detector.quick_gelu)
+    text_encoder = TextEncoder(backbone.model)
+    learner = new_prompt_learner(text_encoder)
+    model = AnomalyCLIP(text_encoder, DPAMVisionEncoder(backbone.model, detector.image_size, detector.layers),
+                        learner).to(device)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.learning_rate, betas=config.betas)
+    start_epoch = _resume(resume, learner, optimizer) if resume else 0
+    if start_epoch >= config.epochs:
+        raise UserInputError(f"{resume}: already trained {start_epoch} epochs of {config.epochs}; "
+                             f"raise --epochs to continue")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = SampleDataset(samples, detector.image_size)
+    provenance = _provenance(detector, backbone.source, backbone.architecture, manifests, samples, config, loss_mode)
+    run = TrainingRun(out_dir / FINAL_CHECKPOINT, loss_mode=loss_mode)
+    print(f"training {sum(p.numel() for p in learner.parameters())} prompt values on {len(samples)} images "
+          f"({loss_mode}), epochs {start_epoch + 1}..{config.epochs}, device {device}", file=sys.stderr)
+    with open(out_dir / LOG_FILE, "a", newline="") as log_handle:
+        log = csv.writer(log_handle)
+        if log_handle.tell() == 0:
+            log.writerow(["epoch", "step", "loss", "global_loss", "local_loss"])
+        for epoch in range(start_epoch, config.epochs):
+            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                                generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            totals = []
+            for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
+                                              disable=not show_progress, leave=False)):
+                parts = _training_step(model, optimizer, batch, device, use_masks, config.local_weight)
+                totals.append(parts["total"])
+                log.writerow([epoch + 1, step, *(f"{parts[key]:.6f}" for key in ("total", "global", "local"))])
+            log_handle.flush()
+            run.epoch_losses.append(sum(totals) / len(totals))
+            checkpoint = out_dir / f"epoch_{epoch + 1:03d}.safetensors"
+            _save(checkpoint, learner, optimizer, {**provenance, "epoch": epoch + 1})
+            print(f"epoch {epoch + 1}/{config.epochs}: mean loss {run.epoch_losses[-1]:.4f} -> {checkpoint}",
+                  file=sys.stderr)
+    shutil.copyfile(checkpoint, out_dir / f".{FINAL_CHECKPOINT}.partial")
+    (out_dir / f".{FINAL_CHECKPOINT}.partial").replace(run.final_checkpoint)
+    return run
+
+
+def _training_step(model: AnomalyCLIP, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
+                   use_masks: bool, local_weight: float) -> dict[str, float]:
+    images = batch["image"].to(device)
+    labels = batch["label"].to(device)
+    output = model(images)  # CLIP is frozen, so autograd records only the text side
+    # A local term needs a true mask: anomalous images without one only train the global term.
+    valid = (batch["has_mask"] | (batch["label"] == 0)).to(device)
+    masks = batch["mask"].to(device)[valid] if use_masks and bool(valid.any()) else None
+    maps = [probabilities[valid] for probabilities in output.probability_maps] if masks is not None else []
+    parts = glocal_loss(output.image_logits, labels, maps, masks, local_weight)
+    optimizer.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    optimizer.step()
+    return {key: float(value.detach()) for key, value in parts.items()}
+
+
+def _provenance(detector: DetectorConfig, source: str, architecture: str, manifests: list[Manifest],
+                samples: list, config: TrainingConfig, loss_mode: str) -> dict[str, object]:
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.dataset] = counts.get(sample.dataset, 0) + 1
+    return {"method": "anomalyclip", "backbone": architecture, "clip_weights": source,
+            "layers": list(detector.layers), "image_size": detector.image_size,
+            "training_data": counts, "epochs": config.epochs, "seed": config.seed,
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+            "loss_mode": loss_mode}
+
+
+def _save(path: Path, learner, optimizer: torch.optim.Optimizer, metadata: dict[str, object]) -> None:
+    tensors = learner_tensors(learner)
+    metadata = {**metadata, "n_ctx": learner.n_ctx, "depth": 1 + len(learner.deep_prompts),
+                "t_n_ctx": learner.deep_prompts[0].shape[0] if len(learner.deep_prompts) else 0}
+    for name, parameter in learner.named_parameters():
+        for key, value in optimizer.state.get(parameter, {}).items():
+            tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = torch.as_tensor(value).detach().float().cpu().reshape(-1)
+    save_prompt_checkpoint(path, tensors, metadata)
+
+
+def _resume(path: Path, learner, optimizer: torch.optim.Optimizer) -> int:
+    """Restore prompts and Adam moments from an epoch checkpoint; returns the epochs already done."""
+    checkpoint = load_prompt_checkpoint(path)
+    if "epoch" not in checkpoint.metadata:
+        raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); resume from epoch_NNN.safetensors")
+    load_into_learner(checkpoint, learner)
+    for name, parameter in learner.named_parameters():
+        state = {key.rsplit(".", 1)[1]: value for key, value in checkpoint.optimizer_state.items()
+                 if key.rsplit(".", 1)[0] == name}
+        if state:
+            optimizer.state[parameter] = {
+                "step": state["step"].reshape(()),
+                "exp_avg": state["exp_avg"].reshape(parameter.shape).to(parameter.device),
+                "exp_avg_sq": state["exp_avg_sq"].reshape(parameter.shape).to(parameter.device)}
+    return int(checkpoint.metadata["epoch"])
