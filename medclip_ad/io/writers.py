@@ -1,0 +1,107 @@
+"""Write outputs so that they appear whole or not at all, and volume maps exactly on their scan.
+
+Every file goes through `atomic_write`: it is written under a temporary name in its destination folder
+and renamed into place (`os.replace`, atomic on POSIX and Windows), so a crash, a full disk or a bug
+mid-write never leaves a half-written file under the real name.
+
+Volume maps are written with nibabel directly rather than MONAI's `NibabelWriter`: that writer squeezes
+(or pads) trailing singleton dimensions, so a one-slice volume could not keep the scan's shape, and it
+always marks the affine as scanner-based; here the shape is the scan's and a NIfTI input's sform/qform
+codes are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from medclip_ad.io.scan import Scan
+
+# NIfTI xform code for scanner-anatomical coordinates: what a map from DICOM (or without codes) gets.
+SCANNER_XFORM_CODE: int = 1
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it to `path`, on failure delete it.
+
+    The temporary name keeps the destination's suffixes (`.nii.gz`, `.png`) because libraries pick the
+    format from them, and starts with a dot so directory listings and globs for outputs skip it. The
+    destination folder is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffixes = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    temporary = path.with_name(f".{stem}.{secrets.token_hex(4)}.partial{suffixes}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_volume_map(map_volume: np.ndarray, scan: Scan, path: Path) -> None:
+    """Save a float32 map of a volume scan as NIfTI with exactly the scan's shape and affine.
+
+    The map is not rescaled in any way (maps are comparable across cases only if never normalised).
+    """
+    if scan.kind != "volume" or scan.affine is None:
+        raise ValueError(f"{scan.name}: a volume map needs a volume scan with an affine, got a {scan.kind}")
+    data = np.asarray(map_volume, dtype=np.float32)
+    if data.shape != scan.array.shape:
+        raise ValueError(f"{scan.name}: map shape {data.shape} differs from the scan's {scan.array.shape}")
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=int(scan.metadata.get("sform_code") or SCANNER_XFORM_CODE))
+    image.set_qform(affine, code=int(scan.metadata.get("qform_code") or SCANNER_XFORM_CODE))
+    image.header.set_data_dtype(np.float32)
+    with atomic_write(path) as temporary:
+        nib.save(image, temporary)
+
+
+def write_png(path: Path, rgb_uint8: np.ndarray) -> None:
+    """Save an (H, W, 3) or (H, W) uint8 image as PNG."""
+    array = np.asarray(rgb_uint8)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"{path}: PNG needs (H, W) or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    image = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_write(path) as temporary:
+        image.save(temporary, format="PNG")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Save an array as .npy (no pickled objects, so it loads with `allow_pickle=False`)."""
+    data = np.asarray(array)
+    with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, data, allow_pickle=False)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Save `obj` as indented JSON; numpy values and paths are converted, NaN/Inf are refused.
+
+    The text is built before anything is written, so an unserialisable value leaves no file behind.
+    """
+    text = json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n"
+    with atomic_write(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    """Plain-JSON form of the non-JSON types outputs naturally contain."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
