@@ -85,7 +85,7 @@ def _volume_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapp
 
 
 def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:
-    document: dict = {"map_range": [0.0, float(len(predictor.model.layers))],
+    document: dict = {"map_range": [0.0, float(len(predictor.layers))],
                       "intensity": mapping.description, "model": predictor.provenance(),
                       "package_version": __version__}
     if predictor.random_weights:
@@ -94,4 +94,4 @@ def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMappi
 
 
 def _style(predictor: AnomalyPredictor) -> OverlayStyle:
-    return OverlayStyle(vmax=float(len(predictor.model.layers)))
+    return OverlayStyle(vmax=float(len(predictor.layers)))

@@ -6,3 +6,8 @@ class UserInputError(Exception):
 
     The message names the offending file or option and what is wrong with it.
     """
+
+
+# Exit codes of the command line: user errors, and runs where only some inputs failed.
+USER_ERROR_EXIT = 2
+PARTIAL_FAILURE_EXIT = 1

@@ -77,6 +77,10 @@ class AnomalyPredictor:
     def random_weights(self) -> bool:
         return self.backbone.random_weights
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.model.layers
+
     def provenance(self) -> dict[str, object]:
         """The `model` block of scores.json: enough to reproduce or question any result."""
         prompts_path = self._prompts.path if self._prompts else None
@@ -86,7 +90,7 @@ class AnomalyPredictor:
             "clip_weights": self.backbone.source,
             "prompts": str(prompts_path) if prompts_path else None,
             "prompts_sha256": file_sha256(prompts_path) if prompts_path else None,
-            "layers": list(self.model.layers),
+            "layers": list(self.layers),
             "image_size": self.config.image_size,
             "random_weights": self.random_weights,
             "precision": str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else "fp32",

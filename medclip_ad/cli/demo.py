@@ -26,6 +26,7 @@ from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 HELP = "generate a synthetic CT study with a known lesion (DICOM series and NIfTI) and run it end to end"
 DEMO_MARKER = ".medclip-ad-demo"
 FALLBACK_WEIGHTS = "random:tiny"
+DEMO_WINDOW = "soft_tissue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config = replace(detector_config(args), method=method, clip_weights=backbone.source)
     predictor = AnomalyPredictor(config, backbone=backbone)
     options = replace(case_options(args), overwrite=True)
+    if options.window is None:  # the NIfTI copy carries no modality tag: window both copies alike
+        options = replace(options, window=DEMO_WINDOW)
     results_dir = args.out / "results"
     sources, problems = discover_cases([study.dicom_dir, study.nifti_path])
     if problems:

@@ -1,7 +1,7 @@
 """`medclip-ad infer`: score images, DICOM series and NIfTI volumes; write one folder per case.
 
 A run with some bad inputs processes the good ones, names every bad one on its own line, and exits 1;
-a run where nothing could be read exits 2. Existing case folders are checked before the model loads.
+a run where no case could be written exits 2. Existing case folders are checked before the model loads.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tqdm import tqdm
 from medclip_ad.case_inference import CaseOptions, resolve_slice_axis, run_case
 from medclip_ad.case_outputs import check_case_folder_free
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
-from medclip_ad.errors import UserInputError
+from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
 from medclip_ad.intensity import CT_WINDOW_PRESETS
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
@@ -23,7 +23,6 @@ from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.volume_inference import AGGREGATIONS, PLANE_NORMALS
 
 HELP = "detect anomalies in images (PNG/JPEG/TIFF), DICOM series or files, and NIfTI volumes"
-PARTIAL_FAILURE_EXIT = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"medclip-ad: error: {failure}", file=sys.stderr)
     print(f"{len(written)} case(s) written to {args.out}" + (f"; {len(failures)} input(s) failed" if failures else ""))
-    return PARTIAL_FAILURE_EXIT if failures else 0
+    if not failures:
+        return 0
+    return PARTIAL_FAILURE_EXIT if written else USER_ERROR_EXIT
 
 
 def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
