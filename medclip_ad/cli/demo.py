@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    backbone = _backbone_or_fallback(args.clip_weights)
     _prepare_folder(args.out)
     study = make_synthetic_study(args.out / "study")
-    backbone = _backbone_or_fallback(args.clip_weights)
     method = args.method or ("anomalyclip" if args.prompts else "ensemble")
     config = replace(detector_config(args), method=method, clip_weights=backbone.source)
     predictor = AnomalyPredictor(config, backbone=backbone)
