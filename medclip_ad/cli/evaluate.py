@@ -1,0 +1,54 @@
+"""`medclip-ad evaluate`: a detector on dataset manifests, metrics per class, published numbers beside ours.
+
+Bad inputs (a missing manifest, a missing image, an existing report) are refused before the model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.evaluation import (REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate,
+                                   format_percent)
+from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+
+HELP = "evaluate a detector on dataset manifests (image and pixel metrics, published AnomalyCLIP numbers beside)"
+# Columns of the summary printed to stdout: the metrics the published table reports.
+SUMMARY_METRICS: dict[str, str] = {"image_auroc": "img AUROC", "image_ap": "img AP", "pixel_auroc": "px AUROC",
+                                   "aupro": "AUPRO"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", type=Path, nargs="+", required=True, metavar="M",
+                        help="manifests from `medclip-ad prepare-data` (one dataset each; their test splits are used)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help=f"report folder: {RESULTS_FILE}, {REPORT_FILE}, cases.csv, curves/, examples/")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
+    parser.add_argument("--name", help="label of this detector in the report (default: method and prompt file)")
+    add_detector_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    manifests = [Manifest.load(path) for path in args.manifest]
+    check_evaluation_inputs(manifests, args.out, args.overwrite)
+    predictor = AnomalyPredictor(detector_config(args))
+    if predictor.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite)
+    print(summary_table(report))
+    print(f"report: {args.out / REPORT_FILE} ({report.timing['images_per_second']:.2f} images/s)")
+    return 0
+
+
+def summary_table(report: EvaluationReport) -> str:
+    """Mean metrics per dataset in percent, one line each, for a quick look in the terminal."""
+    width = max(len("dataset"), *(len(name) for name in report.datasets))
+    header = f"{'dataset':<{width}}  {'images':>6}" + "".join(f"  {label:>9}" for label in SUMMARY_METRICS.values())
+    lines = [header]
+    for name, result in report.datasets.items():
+        values = "".join(f"  {format_percent(result.mean[metric]):>9}" for metric in SUMMARY_METRICS)
+        lines.append(f"{name:<{width}}  {result.counts()['images']:>6}{values}")
+    return "\n".join(lines)
