@@ -16,6 +16,8 @@ import numpy as np
 from medclip_ad import __version__
 from medclip_ad.case_outputs import staged_case_folder
 from medclip_ad.intensity import IntensityMapping
+from medclip_ad.io.dicom_export import (dicom_source_files, source_slice_overlays, write_parametric_map,
+                                        write_secondary_capture)
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
 from medclip_ad.overlay import OverlayStyle, overlay
@@ -34,6 +36,7 @@ class CaseOptions:
     overlay_count: int = 5
     overwrite: bool = False
     volume_index: int | None = None  # which volume of a 4-D NIfTI
+    dicom_out: str | None = None  # also write DICOM: one of io.dicom_export.DICOM_OUTPUTS
 
 
 def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
@@ -44,6 +47,8 @@ def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
 def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
              progress: Callable[[int], None] | None = None) -> dict:
     """Score a scan and write its case folder; returns the scores.json document."""
+    if options.dicom_out:
+        dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
     mapping = IntensityMapping.from_scan(scan, window=options.window)
     with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
         if scan.kind == "image":
@@ -76,12 +81,27 @@ def _volume_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapp
         image = mapping(np.take(scan.array, index, axis=axis).T)
         slice_map = np.take(result.map_volume, index, axis=axis).T
         write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
+    if options.dicom_out:
+        _write_dicom(predictor, scan, mapping, folder, options, result.map_volume, result.slice_scores, axis)
     return {"case": scan.name, "input": str(scan.source), "kind": "volume",
             "score": volume_score(result.slice_scores, options.aggregation, options.top_k),
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
             else f"topk_mean(k={options.top_k})",
             "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis, "slice_scores": [float(s) for s in result.slice_scores],
             "top_slices": best, "shape": list(scan.array.shape)}
+
+
+def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,
+                 options: CaseOptions, map_volume: np.ndarray, slice_scores: np.ndarray, axis: int) -> None:
+    """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices."""
+    if options.dicom_out in ("parametric-map", "both"):
+        write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm", map_range=(0.0, float(len(predictor.layers))))
+    if options.dicom_out in ("secondary-capture", "both"):
+        # Secondary captures show source slices; sliced along another axis, rank them by their map maximum.
+        source_scores = slice_scores if axis == scan.slice_axis else map_volume.max(axis=(0, 1))
+        slices = top_slices(source_scores, options.overlay_count)
+        write_secondary_capture(source_slice_overlays(scan, map_volume, slices, mapping, _style(predictor)),
+                                scan, folder / "dicom_overlays")
 
 
 def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:

@@ -145,3 +145,22 @@ def test_all_nan_volume_is_refused_and_constant_volume_runs(tmp_path, capsys):
     assert _infer([tmp_path / "flat.nii.gz"], tmp_path / "out") == 0
     flat_map = np.asarray(nib.load(tmp_path / "out" / "flat" / "anomaly_map.nii.gz").dataobj)
     assert np.isfinite(flat_map).all()
+
+
+def test_dicom_out_writes_a_parametric_map_and_secondary_captures(tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    out = tmp_path / "out"
+    assert _infer([CT5N], out, "--dicom-out", "both", "--overlays", "2") == 0
+    parametric = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(out / "CT5N" / "anomaly_map.dcm"))
+    written = np.asarray(nib.load(out / "CT5N" / "anomaly_map.nii.gz").dataobj)
+    assert parametric.NumberOfFrames == 5 and float(parametric.pixel_array.max()) == pytest.approx(written.max(), abs=1e-5)
+    captures = sorted((out / "CT5N" / "dicom_overlays").iterdir())
+    assert len(captures) == 2 and pydicom.dcmread(captures[0]).PhotometricInterpretation == "RGB"
+
+
+def test_dicom_out_refuses_nifti_before_running(tmp_path, capsys):
+    source = Path(nibabel_data) / "standard.nii.gz"
+    assert _infer([source], tmp_path / "out", "--dicom-out", "parametric-map") == 2
+    assert "--dicom-out needs a DICOM input" in capsys.readouterr().err

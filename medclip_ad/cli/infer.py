@@ -17,6 +17,7 @@ from medclip_ad.case_outputs import check_case_folder_free
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
 from medclip_ad.intensity import CT_WINDOW_PRESETS
+from medclip_ad.io.dicom_export import DICOM_OUTPUTS
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image, DICOM file, DICOM series folder, NIfTI file, or a folder of these")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (one sub-folder per case)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    parser.add_argument("--dicom-out", choices=DICOM_OUTPUTS,
+                        help="also write DICOM for PACS (DICOM inputs only): a Parametric Map of the anomaly map, "
+                             "RGB Secondary Capture overlays of the top slices, or both")
     add_case_arguments(parser)
     add_detector_arguments(parser)
 
@@ -51,7 +55,7 @@ def case_options(args: argparse.Namespace) -> CaseOptions:
     return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
                        aggregation=args.aggregation, top_k=args.top_k,
                        overlay_count=args.overlays, overwrite=getattr(args, "overwrite", False),
-                       volume_index=args.volume_index)
+                       volume_index=args.volume_index, dicom_out=getattr(args, "dicom_out", None))
 
 
 def run(args: argparse.Namespace) -> int:
