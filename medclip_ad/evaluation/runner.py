@@ -1,0 +1,102 @@
+"""One evaluation run: check the inputs, predict and score each manifest, draw its pictures, write the report.
+
+One call evaluates one detector (a prompt checkpoint, or the `ensemble` method) on one or more manifests;
+one manifest is one dataset and its classes are the entries' `cls_name`. An existing report is only
+replaced on request. Comparing several detectors means one call each, under different `name`s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.errors import UserInputError
+from medclip_ad.evaluation.plots import write_curves, write_examples
+from medclip_ad.evaluation.predictions import predict, samples_by_class
+from medclip_ad.evaluation.published import published_anomalyclip
+from medclip_ad.evaluation.report import RESULTS_FILE, write_report
+from medclip_ad.evaluation.results import DatasetResult, EvaluationReport
+from medclip_ad.evaluation.scoring import score_dataset
+from medclip_ad.predictor import AnomalyPredictor
+
+
+def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any model work, what would fail later: an existing report, volumes, missing files."""
+    results = Path(out_dir) / RESULTS_FILE
+    if results.exists() and not overwrite:
+        raise UserInputError(f"{results}: already exists (pass --overwrite to replace it)")
+    if not manifests:
+        raise UserInputError("evaluation needs at least one manifest")
+    for manifest in manifests:
+        entries = [manifest.absolute(entry) for entry in manifest.entries("test")]
+        name = manifest.dataset or "dataset"
+        if not entries:
+            raise UserInputError(f"{manifest.root}: the {name} manifest lists no test images")
+        volumes = [entry for entry in entries if entry.kind == "volume"]
+        if volumes:
+            raise UserInputError(f"{volumes[0].img_path}: evaluating volume entries is not supported yet "
+                                 f"(the {name} manifest lists {len(volumes)}); evaluate 2-D image manifests")
+        missing = [path for entry in entries for path in (entry.img_path, entry.mask_path)
+                   if path and not os.path.isfile(path)]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise UserInputError(f"{missing[0]}: listed in the {name} manifest but not found{more}")
+
+
+def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Path, *, name: str | None = None,
+             overwrite: bool = False, show_progress: bool = True) -> EvaluationReport:
+    """Evaluate `predictor` on the test split of every manifest and write the report files into `out_dir`.
+
+    `name` labels this detector in the report (default: its method, and its prompt file if any).
+    """
+    out_dir = Path(out_dir)
+    check_evaluation_inputs(manifests, out_dir, overwrite)
+    started = time.perf_counter()
+    published = published_anomalyclip()
+    model = predictor.provenance()
+    datasets: dict[str, DatasetResult] = {}
+    inference_seconds = 0.0
+    for dataset_name, manifest in zip(_dataset_names(manifests), manifests):
+        samples = samples_by_class(manifest)
+        dataset_started = time.perf_counter()
+        predictions = predict(predictor, samples, keep_pixels=any(s.entry.has_mask for s in samples),
+                              description=dataset_name, show_progress=show_progress)
+        inference_seconds += time.perf_counter() - dataset_started
+        result = score_dataset(dataset_name, manifest, samples, predictions,
+                               published.datasets.get(manifest.dataset, {}))
+        result.files = write_curves(out_dir, result, samples, predictions)
+        result.examples = write_examples(out_dir, predictor, result, samples, predictions.scores)
+        result.seconds = time.perf_counter() - dataset_started
+        datasets[dataset_name] = result
+    images = sum(len(result.cases) for result in datasets.values())
+    total_seconds = time.perf_counter() - started
+    report = EvaluationReport(
+        name=name or _default_name(model), model=model, datasets=datasets, out_dir=out_dir,
+        timing={"images": images, "seconds": round(total_seconds, 3),
+                "inference_seconds": round(inference_seconds, 3),
+                "images_per_second": round(images / inference_seconds, 3),
+                "end_to_end_images_per_second": round(images / total_seconds, 3)})
+    write_report(out_dir, report, published.source)
+    return report
+
+
+def _default_name(model: dict[str, object]) -> str:
+    """The method, and the prompt file where there is one, so two reports of one method stay apart."""
+    prompts = model.get("prompts")
+    return f"{model['method']} ({Path(str(prompts)).name})" if prompts else str(model["method"])
+
+
+def _dataset_names(manifests: list[Manifest]) -> list[str]:
+    """A file-name-safe, unique name per manifest: its dataset name, numbered when it repeats."""
+    names: list[str] = []
+    for manifest in manifests:
+        base = re.sub(r"[^\w.+-]", "_", manifest.dataset or "dataset")
+        candidate, number = base, 1
+        while candidate in names:
+            number += 1
+            candidate = f"{base}_{number}"
+        names.append(candidate)
+    return names

@@ -1,0 +1,66 @@
+"""Metrics from one dataset's predictions, as the reference evaluation computes them (spec section 7).
+
+Per class: image AUROC, AP and F1-max of the image scores, defined where both labels occur; pixel AUROC,
+AUPRO (reference and standard flavours), pixel AP and F1-max over all pixels of the class's kept maps and
+masks pooled, defined where an anomalous pixel exists. Then the unweighted mean over classes, as the
+published tables average.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.datasets.samples import Sample
+from medclip_ad.evaluation.predictions import Predictions, class_spans, kept_rows
+from medclip_ad.evaluation.results import METRICS, PIXEL_METRICS, CaseScore, ClassResult, DatasetResult
+from medclip_ad.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
+
+
+def score_dataset(name: str, manifest: Manifest, samples: list[Sample], predictions: Predictions,
+                  published: dict[str, float]) -> DatasetResult:
+    """Per-class metrics, their mean and one row per image, for the report of one dataset."""
+    classes: dict[str, ClassResult] = {}
+    for cls_name, span in class_spans(samples).items():
+        entries = [sample.entry for sample in samples[span]]
+        labels = np.array([entry.anomaly for entry in entries])
+        metrics = {"image_auroc": image_auroc(labels, predictions.scores[span]),
+                   "image_ap": image_ap(labels, predictions.scores[span]),
+                   "image_f1_max": f1_max(labels, predictions.scores[span])}
+        metrics.update(_pixel_metrics(predictions, span))
+        classes[cls_name] = ClassResult(images=len(entries), normal=int((labels == 0).sum()),
+                                        anomalous=int(labels.sum()),
+                                        with_masks=sum(entry.has_mask for entry in entries), metrics=metrics)
+    cases = [CaseScore(cls_name=sample.entry.cls_name, image=_manifest_path(manifest, sample.entry.img_path),
+                       label=sample.entry.anomaly, score=float(predictions.scores[i]),
+                       map_max=float(predictions.map_max[i])) for i, sample in enumerate(samples)]
+    return DatasetResult(name=name, classes=classes, mean=_mean_over_classes(classes), cases=cases,
+                         published=published)
+
+
+def _pixel_metrics(predictions: Predictions, span: slice) -> dict[str, float | None]:
+    """Pixel metrics of one class, pooled over its kept images; all None without an anomalous pixel."""
+    rows = kept_rows(predictions, span)
+    if rows is None or not predictions.masks[rows].any():
+        return dict.fromkeys(PIXEL_METRICS)
+    masks, maps = predictions.masks[rows], predictions.maps[rows]
+    return {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, "reference"),
+            "aupro_standard": aupro(masks, maps, "standard"), "pixel_ap": pixel_ap(masks, maps),
+            "pixel_f1_max": pixel_f1_max(masks, maps)}
+
+
+def _mean_over_classes(classes: dict[str, ClassResult]) -> dict[str, float | None]:
+    """The unweighted mean over the classes where each metric is defined, as the published tables average."""
+    mean: dict[str, float | None] = {}
+    for metric in METRICS:
+        values = [result.metrics[metric] for result in classes.values() if result.metrics[metric] is not None]
+        mean[metric] = float(np.mean(values)) if values else None
+    return mean
+
+
+def _manifest_path(manifest: Manifest, absolute: str) -> str:
+    """A file's path as the manifest lists it (relative to its root), so reports hold no machine paths."""
+    return Path(os.path.relpath(absolute, manifest.root)).as_posix()
