@@ -3,19 +3,23 @@
 Defaults are the published recipe (Adam 1e-3, betas (0.5, 0.999), batch 8, 15 epochs, 518 px, layer 24,
 seed 111, last epoch kept). Every epoch writes a resumable checkpoint with full provenance; a resumed
 run continues with the same data order it would have had, because each epoch's shuffle is seeded by
-(seed, epoch).
+(seed, epoch). A data-parallel run (`medclip_ad.distributed`) runs this same loop in every rank, as one
+`TrainingProcess` each.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from medclip_ad.build import new_prompt_learner
@@ -60,10 +64,48 @@ class TrainingRun:
     loss_mode: str = "glocal"
 
 
+class TrainingProcess(Protocol):
+    """What differs between training alone and training as one rank of a data-parallel run."""
+
+    is_main: bool  # the one process that logs, prints and writes checkpoints
+
+    def loader(self, dataset: Dataset, config: TrainingConfig, epoch: int) -> DataLoader:
+        """This process's batches of an epoch."""
+
+    def text_source(self, learner: nn.Module) -> nn.Module:
+        """The module the detector calls for text features (the learner, or a wrapper that syncs gradients)."""
+
+    def mean(self, parts: dict[str, float]) -> dict[str, float]:
+        """A step's loss parts averaged over all processes, for the log."""
+
+
+class SingleProcess:
+    """Training in this process alone: whole batches in the epoch's seeded order."""
+
+    is_main = True
+
+    def loader(self, dataset: Dataset, config: TrainingConfig, epoch: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                          generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+
+    def text_source(self, learner: nn.Module) -> nn.Module:
+        return learner
+
+    def mean(self, parts: dict[str, float]) -> dict[str, float]:
+        return parts
+
+
 def train_prompts(detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
                   config: TrainingConfig = TrainingConfig(), resume: Path | None = None,
                   show_progress: bool = True) -> TrainingRun:
     """Train prompts on the test splits of `manifests` (the published protocol) and write checkpoints."""
+    return train_prompts_as(SingleProcess(), detector, manifests, out_dir, config, resume, show_progress)
+
+
+def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
+                     config: TrainingConfig = TrainingConfig(), resume: Path | None = None,
+                     show_progress: bool = True) -> TrainingRun:
+    """`train_prompts` as one `process` of a run: alone, or one rank of a data-parallel run."""
     samples = manifest_samples(manifests)
     if not samples:
         raise UserInputError("training data: the manifests list no images")
@@ -86,34 +128,38 @@ def train_prompts(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
     if start_epoch >= config.epochs:
         raise UserInputError(f"{resume}: already trained {start_epoch} epochs of {config.epochs}; "
                              f"raise --epochs to continue")
+    model.text_source = process.text_source(learner)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = SampleDataset(samples, detector.image_size)
     provenance = _provenance(detector, backbone.source, backbone.architecture, manifests, samples, config, loss_mode)
     run = TrainingRun(out_dir / FINAL_CHECKPOINT, loss_mode=loss_mode)
-    print(f"training {sum(p.numel() for p in learner.parameters())} prompt values on {len(samples)} images "
-          f"({loss_mode}), epochs {start_epoch + 1}..{config.epochs}, device {device}", file=sys.stderr)
-    with open(out_dir / LOG_FILE, "a", newline="") as log_handle:
+    if process.is_main:
+        print(f"training {sum(p.numel() for p in learner.parameters())} prompt values on {len(samples)} images "
+              f"({loss_mode}), epochs {start_epoch + 1}..{config.epochs}, device {device}", file=sys.stderr)
+    # Only the main process keeps the log; the others write theirs to nowhere.
+    with open(out_dir / LOG_FILE if process.is_main else os.devnull, "a", newline="") as log_handle:
         log = csv.writer(log_handle)
         if log_handle.tell() == 0:
             log.writerow(["epoch", "step", "loss", "global_loss", "local_loss"])
         for epoch in range(start_epoch, config.epochs):
-            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-                                generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
             totals = []
-            for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
-                                              disable=not show_progress, leave=False)):
-                parts = _training_step(model, optimizer, batch, device, use_masks, config.local_weight)
+            for step, batch in enumerate(tqdm(process.loader(dataset, config, epoch),
+                                              desc=f"epoch {epoch + 1}/{config.epochs}",
+                                              disable=not (show_progress and process.is_main), leave=False)):
+                parts = process.mean(_training_step(model, optimizer, batch, device, use_masks, config.local_weight))
                 totals.append(parts["total"])
                 log.writerow([epoch + 1, step, *(f"{parts[key]:.6f}" for key in ("total", "global", "local"))])
             log_handle.flush()
             run.epoch_losses.append(sum(totals) / len(totals))
             checkpoint = out_dir / f"epoch_{epoch + 1:03d}.safetensors"
-            _save(checkpoint, learner, optimizer, {**provenance, "epoch": epoch + 1})
-            print(f"epoch {epoch + 1}/{config.epochs}: mean loss {run.epoch_losses[-1]:.4f} -> {checkpoint}",
-                  file=sys.stderr)
-    shutil.copyfile(checkpoint, out_dir / f".{FINAL_CHECKPOINT}.partial")
-    (out_dir / f".{FINAL_CHECKPOINT}.partial").replace(run.final_checkpoint)
+            if process.is_main:
+                _save(checkpoint, learner, optimizer, {**provenance, "epoch": epoch + 1})
+                print(f"epoch {epoch + 1}/{config.epochs}: mean loss {run.epoch_losses[-1]:.4f} -> {checkpoint}",
+                      file=sys.stderr)
+    if process.is_main:
+        shutil.copyfile(checkpoint, out_dir / f".{FINAL_CHECKPOINT}.partial")
+        (out_dir / f".{FINAL_CHECKPOINT}.partial").replace(run.final_checkpoint)
     return run
 
 
