@@ -1,0 +1,71 @@
+"""medclip-ad viewer: anomaly heatmaps over scans, for the radiologists who decide what a flag means.
+
+    streamlit run app/viewer.py                                              # upload a study
+    streamlit run app/viewer.py -- --case medclip-ad-demo/results/dicom      # open an infer output
+    streamlit run app/viewer.py -- --data-root /data/studies                 # browse server folders
+
+Streamlit puts this file's folder on the import path, so the viewer's modules import by their names.
+This script only lays the page out; each part lives in its own module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import streamlit as st
+
+from viewer_display_controls import intensity_controls, overlay_controls
+from viewer_launch import parse_launch_options
+from viewer_model_panel import model_panel, run_button
+from viewer_open_panel import open_case_panel
+from viewer_review_panel import (case_header, exports, image_panels, jump_buttons, plane_control, provenance,
+                                 random_weights_banner, score_metrics, score_plot, slice_control)
+from viewer_state import KEY_SHOW_PATIENT, viewer_session
+
+NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
+
+st.set_page_config(page_title="medclip-ad viewer", layout="wide")
+launch = parse_launch_options(sys.argv[1:], os.environ)
+session = viewer_session()
+st.sidebar.title("medclip-ad viewer")
+open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in range(4))
+with open_box:
+    open_case_panel(session, launch)
+with model_box:
+    config = model_panel()
+    run_button(session, config)
+with privacy_box:
+    st.header("Privacy")
+    show_patient = st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT)
+
+st.caption(NOT_FOR_DIAGNOSIS)
+if session.scan is None:
+    st.info("Open a case from the sidebar: a results folder, a folder under the data root, or an upload.")
+    st.stop()
+
+scan, result = session.scan, session.shown()
+case_header(scan, show_patient)
+if result is None:
+    st.info("No results for this case yet: choose the model in the sidebar and press Run inference.")
+else:
+    random_weights_banner(result)
+with display_box:
+    st.header("Display")
+    mapping = intensity_controls(session, scan, result.document.get("intensity") if result else None)
+    style = overlay_controls(result.map_max) if result else None
+viewer_column, side_column = st.columns([3, 1])
+with side_column:
+    metrics_box = st.container()
+    plane = plane_control(scan, result)
+    if result is not None:
+        jump_buttons(result)
+with viewer_column:
+    layout, index = slice_control(scan, result, plane)
+    overlay_png = image_panels(session, layout, index, mapping, style)
+if result is not None:
+    with metrics_box:
+        score_metrics(result, layout, index)
+    score_plot(result, layout, index)
+    exports(scan, result, layout, index, overlay_png)
+    provenance(result)

@@ -1,0 +1,462 @@
+"""The Streamlit viewer driven through its widgets (AppTest), and its pure parts checked on their own.
+
+AppTest runs app/viewer.py in-process. The images it displays are recorded from Streamlit's media
+store, so the tests check the pixels a browser would receive: PNG, the expected display size for the
+voxel spacing, radiological orientation, and the colour scale.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from medclip_ad.case_inference import run_case
+from medclip_ad.config import DetectorConfig
+from medclip_ad.errors import UserInputError
+from medclip_ad.intensity import CT_WINDOW_PRESETS
+from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.readers import read_case
+from medclip_ad.io.scan import Scan
+from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
+from medclip_ad.overlay import OverlayStyle
+from medclip_ad.predictor import AnomalyPredictor
+
+APP_DIR = Path(__file__).resolve().parents[1] / "app"
+sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Streamlit runs them
+
+from viewer_browse import list_entries, resolve_under_root  # noqa: E402
+from viewer_intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
+from viewer_launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
+from viewer_open_panel import SOURCE_BROWSE  # noqa: E402
+from viewer_rendering import (ScreenLabels, compose_panels, display_shape, extract_slice, plane_layout,  # noqa: E402
+                              png_bytes, screen_labels, slice_position_mm)
+from viewer_state import (JUMP_KEY_PREFIX, KEY_BROWSE, KEY_BROWSE_OPEN, KEY_CLIP_WEIGHTS,  # noqa: E402
+                          KEY_DOWNLOAD_OVERLAY, KEY_IMAGE_SIZE, KEY_INTENSITY_MODE, KEY_PLANE, KEY_RUN, KEY_SHOW_PATIENT, KEY_SOURCE,
+                          KEY_THRESHOLD, KEY_UPLOAD, KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
+from viewer_uploads import save_upload  # noqa: E402
+
+VIEWER = APP_DIR / "viewer.py"
+FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
+APP_TIMEOUT_S = 180
+LESION_SLICE = 16
+
+
+# --- fixtures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """A synthetic CT study (DICOM series + NIfTI) and an `infer` output for its DICOM series."""
+    root = tmp_path_factory.mktemp("viewer")
+    study = make_synthetic_study(root / "data" / "study")
+    predictor = AnomalyPredictor(FAST_CONFIG)
+    sources, _ = discover_cases([study.dicom_dir])
+    scan = read_case(sources[0])
+    document = run_case(predictor, scan, root / "results")
+    return {"study": study, "scan": scan, "case": root / "results" / document["case"], "document": document,
+            "data_root": root / "data"}
+
+
+class RecordingMediaStorage(MemoryMediaFileStorage):
+    """Streamlit's in-memory media store, keeping every file so tests can decode what was displayed."""
+
+    files: dict[str, tuple[bytes, str]] = {}
+
+    def load_and_get_id(self, path_or_data, mimetype, kind, filename=None):
+        file_id = super().load_and_get_id(path_or_data, mimetype, kind, filename)
+        RecordingMediaStorage.files[file_id] = (self.get_file(file_id).content, mimetype)
+        return file_id
+
+
+@pytest.fixture()
+def viewer(monkeypatch):
+    """An AppTest of the viewer with a clean environment; set MEDCLIP_AD_* before calling `.run()`."""
+    monkeypatch.delenv(CASE_ENV, raising=False)
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    monkeypatch.setattr("streamlit.testing.v1.app_test.MemoryMediaFileStorage", RecordingMediaStorage)
+    return AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S)
+
+
+def opened_case(viewer: AppTest, monkeypatch, case: Path) -> AppTest:
+    monkeypatch.setenv(CASE_ENV, str(case))
+    return ok(viewer.run())
+
+
+def ok(at: AppTest) -> AppTest:
+    """The run raised nothing."""
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def panel(at: AppTest, name: str) -> tuple[np.ndarray, str, str]:
+    """The displayed 'Scan' or 'Overlay' image: decoded pixels, its caption, and its MIME type."""
+    for element in at.image:
+        for url, caption in zip(element.value, element.captions):
+            if caption.startswith(f"{name} ·"):
+                content, mimetype = RecordingMediaStorage.files[Path(url).stem]
+                return np.asarray(Image.open(io.BytesIO(content))), caption, mimetype
+    raise AssertionError(f"no {name} panel on the page")
+
+
+def metric(at: AppTest, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def page_text(at: AppTest) -> str:
+    """Everything the page shows (all element protos, main area and sidebar), for what-is-not-shown checks."""
+    texts: list[str] = []
+
+    def walk(node) -> None:
+        children = getattr(node, "children", None)
+        if children is not None:
+            for child in children.values():
+                walk(child)
+        elif getattr(node, "proto", None) is not None:
+            texts.append(str(node.proto))
+
+    walk(at.main)
+    walk(at.sidebar)
+    return "\n".join(texts)
+
+
+# --- the viewer, driven through its widgets ---------------------------------------------------------
+
+
+def test_results_folder_opens_with_score_banner_and_png_panels(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    document = generated["document"]
+    assert metric(at, "Case score") == f"{document['score']:.4f}"
+    assert any("RANDOM WEIGHTS" in e.value for e in at.error)
+    scan_png, caption, mimetype = panel(at, "Scan")
+    overlay_png, _, overlay_mimetype = panel(at, "Overlay")
+    assert mimetype == overlay_mimetype == "image/png"
+    assert scan_png.shape == overlay_png.shape == (512, 512, 3)  # 128 x 128 at 1.6 x 1.6 mm: square
+    top = document["top_slices"][0]
+    assert f"axial slice {top} of 31" in caption and "left R, right L, top A, bottom P" in caption
+    assert at.slider(key=slice_key("axial")).value == top
+    assert "window soft_tissue" in caption  # the model's window (scores.json `intensity`)
+
+
+def test_slice_slider_moves_the_slice_and_its_score(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    before, _, _ = panel(at, "Scan")
+    ok(at.slider(key=slice_key("axial")).set_value(LESION_SLICE).run())
+    after, caption, _ = panel(at, "Scan")
+    assert f"axial slice {LESION_SLICE} of 31" in caption
+    assert metric(at, f"Slice {LESION_SLICE} score") == f"{generated['document']['slice_scores'][LESION_SLICE]:.4f}"
+    assert not np.array_equal(before, after)
+
+
+def test_displayed_slice_is_the_scan_in_radiological_orientation(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    ok(at.slider(key=slice_key("axial")).set_value(LESION_SLICE).run())
+    shown, _, _ = panel(at, "Scan")
+    scan = generated["scan"]
+    layout = plane_layout("axial", scan.affine)
+    mapping = window_mapping(CT_WINDOW_PRESETS["soft_tissue"].width, CT_WINDOW_PRESETS["soft_tissue"].level)
+    expected, _ = compose_panels(mapping(extract_slice(scan.array, layout, LESION_SLICE)), None, OverlayStyle(),
+                                 (512, 512))
+    np.testing.assert_array_equal(shown, expected)
+    # The lesion lies at 35% of the column axis, which runs towards patient left: it shows left of centre.
+    lesion_columns = np.flatnonzero(extract_slice(generated["study"].lesion_mask, layout, LESION_SLICE).any(axis=0))
+    assert lesion_columns.mean() < 64
+
+
+def test_switching_views_keeps_physical_aspect(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    for plane in ("coronal", "sagittal"):
+        ok(at.radio(key=KEY_PLANE).set_value(plane).run())
+        shown, caption, _ = panel(at, "Scan")
+        # 32 slices of 4 mm over 128 pixels of 1.6 mm: 128 mm tall, 204.8 mm wide.
+        assert shown.shape == (320, 512, 3), plane
+        assert f"{plane} slice 64 of 127" in caption
+        assert at.slider(key=slice_key(plane)).value == 64
+    assert "left A, right P, top S, bottom I" in caption
+    ok(at.radio(key=KEY_PLANE).set_value("axial").run())
+    assert panel(at, "Scan")[0].shape == (512, 512, 3)
+
+
+def test_window_presets_and_free_window_level(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    soft, _, _ = panel(at, "Scan")
+    ok(at.selectbox(key=KEY_WINDOW_PRESET).select("bone").run())
+    assert at.number_input(key=KEY_WINDOW_WIDTH).value == 2500.0
+    assert at.number_input(key=KEY_WINDOW_LEVEL).value == 480.0
+    bone, caption, _ = panel(at, "Scan")
+    assert "window bone" in caption and not np.array_equal(soft, bone)
+    ok(at.number_input(key=KEY_WINDOW_WIDTH).set_value(100.0).run())
+    assert at.selectbox(key=KEY_WINDOW_PRESET).value == "custom"
+    assert "window 100/480" in panel(at, "Scan")[1]
+    ok(at.radio(key=KEY_INTENSITY_MODE).set_value("percentiles").run())
+    assert "percentiles 0.5-99.5" in panel(at, "Scan")[1]
+
+
+def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    scan_png, _, _ = panel(at, "Scan")
+    coloured, _, _ = panel(at, "Overlay")
+    assert not np.array_equal(scan_png, coloured)
+    map_max = generated["document"]["map_range"][1]
+    ok(at.slider(key=KEY_THRESHOLD).set_value(map_max).run())
+    hidden, _, _ = panel(at, "Overlay")
+    np.testing.assert_array_equal(hidden, scan_png)  # every value is below the map's maximum: all grey
+
+
+def test_jump_buttons_show_the_top_slices(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    ok(at.radio(key=KEY_PLANE).set_value("coronal").run())
+    ok(at.button(key=f"{JUMP_KEY_PREFIX}2").click().run())
+    third = generated["document"]["top_slices"][2]
+    assert at.radio(key=KEY_PLANE).value == "axial"
+    assert at.slider(key=slice_key("axial")).value == third
+    assert f"axial slice {third} of 31" in panel(at, "Overlay")[1]
+
+
+def test_overlay_export_is_the_displayed_png(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    download = at.download_button(key=KEY_DOWNLOAD_OVERLAY)
+    content, mimetype = RecordingMediaStorage.files[Path(download.proto.url).stem]
+    assert mimetype == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(content))), panel(at, "Overlay")[0])
+    assert any(button.label.startswith("Download map (NIfTI)") for button in at.download_button)
+
+
+def test_patient_identifiers_only_with_the_toggle(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    text = page_text(at)
+    assert DEMO_PATIENT_NAME not in text and DEMO_PATIENT_ID not in text
+    ok(at.toggle(key=KEY_SHOW_PATIENT).set_value(True).run())
+    assert any(DEMO_PATIENT_NAME in m.value and DEMO_PATIENT_ID in m.value for m in at.markdown)
+
+
+def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, generated):
+    monkeypatch.setenv(DATA_ROOT_ENV, str(generated["data_root"]))
+    at = ok(viewer.run())
+    ok(at.radio(key=KEY_SOURCE).set_value(SOURCE_BROWSE).run())
+    entries = at.selectbox(key=KEY_BROWSE).options
+    assert "study/dicom/" in entries and "study/synthetic_ct.nii.gz" in entries
+    assert all(not entry.startswith("/") and ".." not in entry for entry in entries)
+    at.selectbox(key=KEY_BROWSE).select("study/synthetic_ct.nii.gz")
+    ok(at.button(key=KEY_BROWSE_OPEN).click().run())
+    assert at.subheader[0].value == "synthetic_ct"
+    assert any("No results" in info.value for info in at.info)
+    assert "percentiles" in panel(at, "Scan")[1]  # NIfTI has no modality: robust percentiles, as the model
+    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
+    ok(at.run())
+    assert any("RANDOM WEIGHTS" in e.value for e in at.sidebar.error)
+    ok(at.button(key=KEY_RUN).click().run())
+    assert at.progress and at.progress[0].value == 100
+    assert 0.0 < float(metric(at, "Case score")) < 1.0
+    assert panel(at, "Overlay")[0].shape == (512, 512, 3)
+    assert ok(at.run()).button(key=KEY_RUN).label == "Show earlier result"  # cached per case and model
+
+
+def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
+    rng = np.random.default_rng(0)
+    image = png_bytes(rng.integers(0, 256, (60, 90), dtype=np.uint8))
+    at = ok(viewer.run())
+    ok(at.file_uploader(key=KEY_UPLOAD).upload("photo.png", image, "image/png").run())
+    assert at.subheader[0].value == "photo"
+    assert "8-bit image, unchanged" in panel(at, "Scan")[1]
+    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
+    ok(at.button(key=KEY_RUN).click().run())
+    assert 0.0 < float(metric(at, "Case score")) < 1.0
+    assert panel(at, "Overlay")[0].shape == (341, 512, 3)  # 60 x 90 enlarged to a 512 px long side
+
+
+def test_zipped_dicom_series_upload_opens_without_identifiers(viewer, generated):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(generated["study"].dicom_dir.iterdir()):
+            archive.write(path, f"series/{path.name}")
+    at = ok(viewer.run())
+    ok(at.file_uploader(key=KEY_UPLOAD).upload("series.zip", buffer.getvalue(), "application/zip").run())
+    assert at.subheader[0].value == "series"
+    assert "volume · CT · 128 x 128 x 32" in page_text(at)
+    assert DEMO_PATIENT_NAME not in page_text(at)
+
+
+def test_unreadable_uploads_get_a_clear_message(viewer):
+    at = ok(viewer.run())
+    ok(at.file_uploader(key=KEY_UPLOAD).upload("scan.dcm", b"not a dicom file at all").run())
+    messages = [e.value for e in at.sidebar.error]
+    assert any(m.startswith("Cannot read scan.dcm: not a DICOM file") for m in messages), messages
+    assert not any("/tmp" in m or "medclip-ad-viewer" in m for m in messages)  # no server paths
+    ok(at.file_uploader(key=KEY_UPLOAD).set_value(("series.zip", b"PK broken", "application/zip")).run())
+    assert any("series.zip: not a readable zip archive" in e.value for e in at.sidebar.error)
+    assert any("Open a case" in info.value for info in at.info)
+
+
+def test_results_folder_whose_input_moved_says_so(viewer, monkeypatch, generated, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    document = dict(generated["document"], input=str(tmp_path / "gone"))
+    (moved / "scores.json").write_text(json.dumps(document))
+    (moved / "anomaly_map.nii.gz").write_bytes((generated["case"] / "anomaly_map.nii.gz").read_bytes())
+    at = opened_case(viewer, monkeypatch, moved)
+    assert any("no longer there" in e.value for e in at.sidebar.error)
+
+
+# --- pure parts ---------------------------------------------------------------------------------------
+
+
+def _marker_volume() -> tuple[np.ndarray, np.ndarray]:
+    """A volume stored like DICOM read through MONAI (columns towards patient left, rows towards
+    posterior, slices towards superior) with one bright voxel at the patient's right, front, top."""
+    volume = np.zeros((6, 5, 4), dtype=np.float32)
+    volume[0, 0, 3] = 1.0  # column 0 = most right, row 0 = most anterior, slice 3 = most superior
+    affine = np.diag([-2.0, -1.0, 3.0, 1.0])
+    return volume, affine
+
+
+def _stored_differently(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same anatomy stored RAS-ascending and with axes permuted (as a NIfTI converter might)."""
+    flipped = volume[::-1, ::-1, :]
+    flipped_affine = affine.copy()
+    flipped_affine[:3, 0] *= -1
+    flipped_affine[:3, 1] *= -1
+    order = (2, 0, 1)
+    permuted = np.transpose(flipped, order)
+    permuted_affine = np.eye(4)
+    permuted_affine[:3, :3] = flipped_affine[:3, :3][:, order]
+    return permuted, permuted_affine
+
+
+@pytest.mark.parametrize("plane, corner", [("axial", (0, 0)), ("coronal", (0, 0)), ("sagittal", (0, 0))])
+def test_radiological_orientation_puts_right_anterior_superior_top_left(plane, corner):
+    volume, affine = _marker_volume()
+    for stored, stored_affine in ((volume, affine), _stored_differently(volume, affine)):
+        layout = plane_layout(plane, stored_affine)
+        marker_index = int(np.argwhere(stored > 0)[0][layout.slice_axis])
+        shown = extract_slice(stored, layout, marker_index)
+        # axial: right on the left, anterior on top; coronal: right left, superior top; sagittal: anterior
+        # left, superior top. The marker is right-anterior-superior, so it is top-left in every plane.
+        assert tuple(np.argwhere(shown > 0)[0]) == corner, (plane, stored.shape)
+
+
+def test_orientation_is_the_same_whatever_the_storage_order():
+    volume, affine = _marker_volume()
+    volume = np.random.default_rng(0).random(volume.shape).astype(np.float32)
+    other, other_affine = _stored_differently(volume, affine)
+    for plane in ("axial", "coronal", "sagittal"):
+        first, second = plane_layout(plane, affine), plane_layout(plane, other_affine)
+        for index in range(volume.shape[first.slice_axis]):
+            np.testing.assert_array_equal(extract_slice(volume, first, index),
+                                          extract_slice(other, second, _matching_index(first, second, index, volume)))
+        assert (first.row_mm, first.col_mm) == (second.row_mm, second.col_mm)
+
+
+def _matching_index(first, second, index, volume) -> int:
+    """Where slice `index` of the first storage lies in the second, whose axes 0 and 1 were reversed."""
+    flipped = {0: True, 1: True, 2: False}[first.slice_axis]
+    return volume.shape[first.slice_axis] - 1 - index if flipped else index
+
+
+def test_screen_labels_follow_the_conventions():
+    assert screen_labels("axial") == ScreenLabels(left="R", right="L", top="A", bottom="P")
+    assert (screen_labels("coronal").left, screen_labels("coronal").top) == ("R", "S")
+    assert (screen_labels("sagittal").left, screen_labels("sagittal").right) == ("A", "P")
+
+
+def test_display_shape_keeps_physical_aspect_within_bounds():
+    axial = plane_layout("axial", np.diag([0.8, 0.8, 4.0, 1.0]))
+    coronal = plane_layout("coronal", np.diag([0.8, 0.8, 4.0, 1.0]))
+    assert display_shape(512, 512, axial) == (512, 512)
+    assert display_shape(40, 512, coronal) == (200, 512)  # 160 mm tall, 409.6 mm wide
+    assert display_shape(2000, 3000, plane_layout("axial", None)) == (683, 1024)  # large: reduced
+    assert display_shape(30, 60, plane_layout("axial", None)) == (256, 512)  # small: enlarged
+
+
+def test_slice_position_is_world_millimetres():
+    study_affine = np.array([[-1.6, 0, 0, 101.6], [0, -1.6, 0, 101.6], [0, 0, 4.0, -62.0], [0, 0, 0, 1]])
+    layout = plane_layout("axial", study_affine)
+    assert slice_position_mm(study_affine, (128, 128, 32), layout, 0) == pytest.approx(-62.0)
+    assert slice_position_mm(study_affine, (128, 128, 32), layout, 31) == pytest.approx(62.0)
+
+
+def test_window_math_matches_the_presets():
+    mapping = window_mapping(400.0, 40.0)
+    assert mapping.bounds == (-160.0, 240.0) and mapping.description == "window soft_tissue"
+    np.testing.assert_array_equal(mapping(np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0])), [0, 0, 128, 255, 255])
+    assert window_mapping(100.0, 0.0).description == "window 100/0"
+    with pytest.raises(UserInputError):
+        window_mapping(0.0, 40.0)
+
+
+def test_percentiles_ignore_non_finite_values():
+    values = np.concatenate([np.arange(101, dtype=np.float32), [np.nan, np.inf, -np.inf]])
+    assert percentile_mapping(values, (0.0, 100.0)).bounds == (0.0, 100.0)
+    assert percentile_mapping(values, (2.0, 98.0)).bounds == (2.0, 98.0)
+
+
+def test_default_grey_levels_by_modality_and_model():
+    volume = np.zeros((4, 4, 4), np.float32)
+    ct = Scan("ct", Path("ct"), "volume", volume, np.eye(4), modality="CT")
+    mr = Scan("mr", Path("mr"), "volume", volume, np.eye(4), modality="MR")
+    photo = Scan("photo", Path("p.png"), "image", np.zeros((4, 4, 3), np.uint8))
+    assert default_mode(ct, None) == "ct_window" and default_mode(mr, None) == "percentiles"
+    assert default_mode(mr, "window brain") == "ct_window" and default_mode(photo, None) == "as_stored"
+
+
+def test_colour_scale_is_fixed_not_per_slice():
+    grey = np.full((4, 4), 100, np.uint8)
+    faint = np.full((4, 4), 0.2, np.float32)
+    mixed = faint.copy()
+    mixed[0, 0] = 0.9
+    style = OverlayStyle(vmax=1.0, opacity=0.5, threshold=0.1)
+    _, first = compose_panels(grey, faint, style, (4, 4))
+    _, second = compose_panels(grey, mixed, style, (4, 4))
+    np.testing.assert_array_equal(first[1:, 1:], second[1:, 1:])  # 0.2 looks the same beside a 0.9
+    below = np.full((4, 4), 0.05, np.float32)
+    scan_rgb, hidden = compose_panels(grey, below, style, (4, 4))
+    np.testing.assert_array_equal(hidden, scan_rgb)
+
+
+def test_png_is_lossless():
+    rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(rgb)))), rgb)
+
+
+def test_launch_options_from_arguments_then_environment(tmp_path):
+    env = {CASE_ENV: str(tmp_path / "env-case"), DATA_ROOT_ENV: str(tmp_path / "root")}
+    options = parse_launch_options(["--case", str(tmp_path / "arg-case"), "-q", "tests/x.py"], env)
+    assert options.case == tmp_path / "arg-case" and options.data_root == tmp_path / "root"
+    assert parse_launch_options([], {}).case is None
+
+
+def test_browsing_is_confined_to_the_data_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "series").mkdir(parents=True)
+    (root / "brain.nii.gz").write_bytes(b"")
+    (root / "notes.txt").write_text("x")
+    (tmp_path / "secret").mkdir()
+    os.symlink(tmp_path / "secret", root / "escape")
+    entries, truncated = list_entries(root)
+    assert entries == ["./", "brain.nii.gz", "series/"] and not truncated
+    assert resolve_under_root(root, "series/") == (root / "series").resolve()
+    for outside in ("../secret", "escape", str(tmp_path / "secret")):
+        with pytest.raises(UserInputError, match="outside the data root"):
+            resolve_under_root(root, outside)
+
+
+def test_zip_upload_cannot_escape_its_folder(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../evil.txt", "x")
+    with pytest.raises(UserInputError, match="leads outside"):
+        save_upload([("bad.zip", buffer.getvalue())], tmp_path / "upload")
+    assert not (tmp_path / "evil.txt").exists()
+    folder = save_upload([("../../a b.png", b"1"), ("a b.png", b"2")], tmp_path / "names")
+    assert sorted(p.name for p in folder.iterdir()) == ["1_a_b.png", "a_b.png"]
