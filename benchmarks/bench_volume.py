@@ -27,8 +27,9 @@ from medclip_ad.predictor import AnomalyPredictor
 from medclip_ad.preprocessing import preprocess
 from medclip_ad.volume_inference import infer_volume
 
-# ViT-B/16 needs a multiple of 16; the other presets use the published 518.
+# ViT-B/16 needs a multiple of 16; the other presets use the published 518. Maps from the last block.
 IMAGE_SIZES = {"tiny": 518, "vit-b": 512, "vit-l-14-336": 518}
+LAST_BLOCK = {"tiny": 24, "vit-b": 12, "vit-l-14-336": 24}
 
 
 def soft_tissue(array: np.ndarray) -> np.ndarray:
@@ -77,6 +78,7 @@ def main() -> None:
     for preset in args.presets:
         weights = f"random:{preset}"
         base = DetectorConfig(clip_weights=weights, method="ensemble", image_size=IMAGE_SIZES[preset],
+                              layers=(LAST_BLOCK[preset],),
                               device=args.device, precision=args.precision, batch_size=1)
         naive = AnomalyPredictor(base)
         naive_reference_loop(naive, volume[:, :, :1])  # warm-up

@@ -103,6 +103,24 @@ def load_prompt_checkpoint(path: Path | str) -> PromptCheckpoint:
     return PromptCheckpoint(tensors, {"method": "anomalyclip", "imported_from": "reference"}, path)
 
 
+def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
+    """Read a `.safetensors` checkpoint of a method that learns no prompts (`rwda`'s head), checking its method.
+
+    Such checkpoints share the prompt format and provenance; only their tensors differ.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: {method} checkpoint not found")
+    if not _is_safetensors(path):
+        raise UserInputError(f"{path}: not a {method} checkpoint (train one with `medclip-ad train --method {method}`)")
+    checkpoint = _read_safetensors(path)
+    found = checkpoint.metadata.get("method")
+    if found != method:
+        raise UserInputError(f"{path}: a checkpoint of method {found or 'unknown'}, but --method {method} needs "
+                             f"one from `medclip-ad train --method {method}`")
+    return checkpoint
+
+
 def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
     try:
@@ -144,6 +162,16 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_safetensors(path: Path) -> PromptCheckpoint:
+    checkpoint = _read_safetensors(path)
+    if "ctx_normal" not in checkpoint.tensors:
+        method = checkpoint.metadata.get("method")
+        hint = f" (a {method} checkpoint: pass --method {method})" if method not in (None, "anomalyclip") else ""
+        raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal{hint}")
+    return checkpoint
+
+
+def _read_safetensors(path: Path) -> PromptCheckpoint:
+    """Tensors, decoded metadata and optimiser moments of any checkpoint in this project's format."""
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
@@ -153,8 +181,6 @@ def _load_safetensors(path: Path) -> PromptCheckpoint:
     metadata = {key: _decode(value) for key, value in raw_metadata.items()}
     if metadata.get("format") != FORMAT_NAME:
         raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
-    if "ctx_normal" not in tensors:
-        raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal")
     optimizer_state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
     prompts = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
     return PromptCheckpoint(prompts, metadata, path, optimizer_state)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 
-METHODS: tuple[str, ...] = ("anomalyclip", "ensemble")
+METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -16,7 +16,7 @@ class DetectorConfig:
 
     clip_weights: `openai`, `openai:MODEL`, a checkpoint path, or `random:PRESET` (tests only).
     prompts: a prompt checkpoint (this project's .safetensors or the reference .pth); required by
-        `anomalyclip`, ignored by `ensemble`.
+        `anomalyclip`, ignored by `ensemble`; for `rwda`, its trained head (.safetensors).
     precision: `auto` is fp32 on CPU and bf16 autocast on CUDA.
     """
 

@@ -79,7 +79,11 @@ class AnomalyPredictor:
 
     @property
     def layers(self) -> tuple[int, ...]:
-        return self.model.layers
+        """One entry per map the final map sums, so the map range is [0, len(layers)].
+
+        Methods whose one map fuses several feature layers (adaclip) say so with `map_layers`.
+        """
+        return getattr(self.model, "map_layers", self.model.layers)
 
     def provenance(self) -> dict[str, object]:
         """The `model` block of scores.json: enough to reproduce or question any result."""
@@ -90,7 +94,7 @@ class AnomalyPredictor:
             "clip_weights": self.backbone.source,
             "prompts": str(prompts_path) if prompts_path else None,
             "prompts_sha256": file_sha256(prompts_path) if prompts_path else None,
-            "layers": list(self.layers),
+            "layers": list(self.model.layers),
             "image_size": self.config.image_size,
             "random_weights": self.random_weights,
             "precision": str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else "fp32",

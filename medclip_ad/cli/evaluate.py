@@ -11,8 +11,10 @@ from pathlib import Path
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import (REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate,
                                    format_percent)
+from medclip_ad.evaluation_comparison import COMPARISON_MARKDOWN, ComparedDetector, compare_detectors
 from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
 HELP = "evaluate a detector on dataset manifests (image and pixel metrics, published AnomalyCLIP numbers beside)"
@@ -28,18 +30,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"report folder: {RESULTS_FILE}, {REPORT_FILE}, cases.csv, curves/, examples/")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--name", help="label of this detector in the report (default: method and prompt file)")
+    parser.add_argument("--compare", nargs="+", metavar="METHOD[:CKPT]",
+                        help="evaluate several detectors instead of one (e.g. ensemble anomalyclip:prompts.safetensors "
+                             "rwda:rwda_head.safetensors), each into a sub-folder of --out, and write "
+                             f"{COMPARISON_MARKDOWN}; replaces --method and --prompts")
     add_detector_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     manifests = [Manifest.load(path) for path in args.manifest]
     check_evaluation_inputs(manifests, args.out, args.overwrite)
+    if args.compare:
+        return _run_comparison(args, manifests)
     predictor = AnomalyPredictor(detector_config(args))
     if predictor.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite)
     print(summary_table(report))
     print(f"report: {args.out / REPORT_FILE} ({report.timing['images_per_second']:.2f} images/s)")
+    return 0
+
+
+def _run_comparison(args: argparse.Namespace, manifests: list[Manifest]) -> int:
+    if args.prompts or args.name:
+        raise UserInputError(f"{'--prompts' if args.prompts else '--name'}: not used with --compare, which names "
+                             f"each detector as METHOD[:CHECKPOINT]")
+    detectors = [ComparedDetector.parse(spec) for spec in args.compare]
+    comparison = compare_detectors(detectors, detector_config(args), manifests, args.out, overwrite=args.overwrite)
+    if comparison.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    print(comparison.markdown_path.read_text(encoding="utf-8"))
+    print(f"comparison: {comparison.markdown_path}")
     return 0
 
 

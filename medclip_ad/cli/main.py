@@ -10,11 +10,11 @@ import sys
 from typing import Sequence
 
 from medclip_ad import __version__
-from medclip_ad.cli import demo, evaluate, import_checkpoint, infer, prepare_data, train
+from medclip_ad.cli import demo, evaluate, export, import_checkpoint, infer, prepare_data, train
 from medclip_ad.errors import USER_ERROR_EXIT, UserInputError
 
 SUBCOMMANDS = {"infer": infer, "demo": demo, "import-checkpoint": import_checkpoint, "prepare-data": prepare_data,
-               "train": train, "evaluate": evaluate}
+               "train": train, "evaluate": evaluate, "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ def patch_probability_maps(layer_tokens: torch.Tensor, text_features: torch.Tens
     """Per-pixel [normal, abnormal] probabilities (B, 2, size, size) from one layer's tokens (B, 1+N, D)."""
     probabilities = class_logits(layer_tokens[:, 1:], text_features).softmax(dim=-1)
     batch, tokens, _ = probabilities.shape
-    grid = round(tokens ** 0.5)
+    grid = round(int(tokens) ** 0.5)  # int(): under torch.jit.trace sizes are tensors; the grid is fixed per model
     square = probabilities.transpose(1, 2).reshape(batch, 2, grid, grid)
     return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
 

@@ -27,15 +27,15 @@ class VisualFeatures:
     layer_tokens: list[torch.Tensor]
 
 
-def resize_position_embedding(position_embedding: torch.Tensor, grid: int) -> torch.Tensor:
-    """Resize the patch part of a ViT position embedding to `grid` x `grid`, bilinearly; CLS kept."""
+def resize_position_embedding(position_embedding: torch.Tensor, grid: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize the patch part of a ViT position embedding to `grid` x `grid` (bilinear unless `mode`); CLS kept."""
     cls_position, patch_positions = position_embedding[:1], position_embedding[1:]
     old_grid = round(patch_positions.shape[0] ** 0.5)
     if old_grid == grid:
         return position_embedding.clone()
     width = patch_positions.shape[1]
     square = patch_positions.reshape(1, old_grid, old_grid, width).permute(0, 3, 1, 2)
-    resized = F.interpolate(square, size=(grid, grid), mode="bilinear", align_corners=False)
+    resized = F.interpolate(square, size=(grid, grid), mode=mode, align_corners=False)
     return torch.cat([cls_position, resized.permute(0, 2, 3, 1).reshape(grid * grid, width)])
 
 

@@ -1,0 +1,135 @@
+"""AdaCLIP training on auxiliary data: only the prompters, generators and projections learn; CLIP is frozen.
+
+Defaults are the published recipe (AdamW lr 0.01, betas (0.5, 0.999), weight decay 0.01, 5 epochs,
+518 px, seed 111; batch 1 as the reference, though any batch size works). Loss: focal on the image
+probabilities, plus per feature layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), all with
+weight 1. Anomalous images without a mask train the image term only. The data path is the same as
+AnomalyCLIP's: the test splits of prepared manifests.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
+from medclip_ad.config import DetectorConfig
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.datasets.samples import SampleDataset, manifest_samples
+from medclip_ad.errors import UserInputError
+from medclip_ad.losses import focal_loss, local_loss
+from medclip_ad.modeling.adaclip import AdaCLIP, AdaCLIPOutput
+from medclip_ad.modeling.adaclip_text import DEFAULT_OBJECT_WORD
+from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.modeling.text_encoder import TextEncoder
+from medclip_ad.predictor import resolve_device
+from medclip_ad.training import LOG_FILE
+
+FINAL_CHECKPOINT = "adaclip.safetensors"
+
+
+@dataclass(frozen=True)
+class AdaCLIPTrainingConfig:
+    """The optimisation recipe; the defaults are the published one."""
+
+    epochs: int = 5
+    batch_size: int = 1
+    learning_rate: float = 0.01
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
+    seed: int = 111
+    workers: int = 0
+    object_word: str = DEFAULT_OBJECT_WORD
+
+
+@dataclass
+class AdaCLIPTrainingRun:
+    """What a finished run leaves behind: the checkpoint and the mean loss of each epoch."""
+
+    final_checkpoint: Path
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def adaclip_loss(output: AdaCLIPOutput, labels: torch.Tensor, masks: torch.Tensor | None,
+                 valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Image focal term plus the local terms of every layer on the images with a true mask (`valid`)."""
+    probabilities = output.image_logits.float().softmax(dim=-1)
+    image_term = focal_loss(probabilities[:, :, None, None], labels.float()[:, None, None])
+    if masks is None or not bool(valid.any()):
+        return {"total": image_term, "image": image_term, "local": image_term.new_zeros(())}
+    local_term = sum(local_loss(maps[valid].float(), masks[valid].float()) for maps in output.layer_probability_maps)
+    return {"total": image_term + local_term, "image": image_term, "local": local_term}
+
+
+def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
+                  config: AdaCLIPTrainingConfig = AdaCLIPTrainingConfig(),
+                  show_progress: bool = True) -> AdaCLIPTrainingRun:
+    """Train AdaCLIP on the test splits of `manifests` and write `adaclip.safetensors` with provenance."""
+    if config.epochs < 1 or config.batch_size < 1:
+        raise UserInputError(f"--epochs {config.epochs} / --batch-size {config.batch_size}: both must be at least 1")
+    samples = manifest_samples(manifests)
+    labels = {int(sample.entry.anomaly) for sample in samples}
+    if labels != {0, 1}:
+        raise UserInputError("training data: needs both normal and anomalous images "
+                             f"(found {'only label ' + str(labels.pop()) if labels else 'no images'})")
+    device = resolve_device(detector.device)
+    torch.manual_seed(config.seed)
+    backbone = load_clip(detector.clip_weights, detector.quick_gelu)
+    try:
+        model = AdaCLIP(TextEncoder(backbone.model), backbone.model, detector.image_size,
+                        object_word=config.object_word).to(device).train()
+    except ValueError as error:
+        raise UserInputError(f"--image-size: {error}") from error
+    optimizer = torch.optim.AdamW(model.weights.parameters(), lr=config.learning_rate, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    dataset = SampleDataset(samples, detector.image_size)
+    use_masks = any(sample.entry.has_mask for sample in samples)
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.dataset] = counts.get(sample.dataset, 0) + 1
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = AdaCLIPTrainingRun(out_dir / FINAL_CHECKPOINT)
+    print(f"training {sum(p.numel() for p in model.weights.parameters())} adaclip values on {len(samples)} images, "
+          f"{config.epochs} epochs, device {device}", file=sys.stderr)
+    with open(out_dir / LOG_FILE, "w", newline="") as log_handle:
+        log = csv.writer(log_handle)
+        log.writerow(["epoch", "step", "loss", "image_loss", "local_loss"])
+        for epoch in range(config.epochs):
+            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                                generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            totals = []
+            for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
+                                              disable=not show_progress, leave=False)):
+                parts = _training_step(model, optimizer, batch, device, use_masks)
+                totals.append(parts["total"])
+                log.writerow([epoch + 1, step, *(f"{parts[key]:.6f}" for key in ("total", "image", "local"))])
+            run.epoch_losses.append(sum(totals) / len(totals))
+            print(f"epoch {epoch + 1}/{config.epochs}: mean loss {run.epoch_losses[-1]:.4f}", file=sys.stderr)
+    provenance = {"backbone": backbone.architecture, "clip_weights": backbone.source,
+                  "image_size": detector.image_size, "training_data": counts, "epochs": config.epochs,
+                  "epoch": config.epochs, "seed": config.seed,
+                  "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+                  "epoch_losses": [round(loss, 6) for loss in run.epoch_losses]}
+    save_adaclip_checkpoint(run.final_checkpoint, model, provenance)
+    return run
+
+
+def _training_step(model: AdaCLIP, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
+                   use_masks: bool) -> dict[str, float]:
+    images = batch["image"].to(device)
+    labels = batch["label"].to(device)
+    output = model(images)
+    valid = (batch["has_mask"] | (batch["label"] == 0)).to(device)
+    masks = batch["mask"].to(device) if use_masks else None
+    parts = adaclip_loss(output, labels, masks, valid)
+    optimizer.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    optimizer.step()
+    return {key: float(value.detach()) for key, value in parts.items()}

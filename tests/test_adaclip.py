@@ -1,0 +1,150 @@
+"""AdaCLIP: output shapes, batch independence, training, checkpoints, the infer contract, seeded fusion.
+
+A tiny random CLIP at 224 px keeps these fast; they check the mechanics, not detection quality.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mini_datasets import make_endo
+from PIL import Image
+
+from medclip_ad.adaclip_checkpoint import load_adaclip, save_adaclip_checkpoint
+from medclip_ad.checkpoint import load_method_checkpoint
+from medclip_ad.cli.main import main
+from medclip_ad.config import DetectorConfig
+from medclip_ad.datasets import prepare_dataset
+from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.adaclip import ADACLIP_LAYERS, AdaCLIP
+from medclip_ad.modeling.adaclip_text import adaclip_sentences
+from medclip_ad.modeling.semantic_fusion import fused_embedding
+from medclip_ad.modeling.text_encoder import TextEncoder
+from medclip_ad.predictor import AnomalyPredictor
+
+SIZE = 224
+BACKBONE = ["--clip-weights", "random:tiny", "--image-size", str(SIZE), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_backbone):
+    torch.manual_seed(0)
+    return AdaCLIP(TextEncoder(tiny_backbone.model), tiny_backbone.model, SIZE).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def batched(model, images):
+    with torch.no_grad():
+        return model(images)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run of `medclip-ad train --method adaclip` on tiny generated data: its folder."""
+    root = tmp_path_factory.mktemp("adaclip")
+    manifest = prepare_dataset("endo", [make_endo(root / "endo", normal=1, anomalous=2)])
+    manifest.save(root / "endo.json")
+    assert main(["train", "--method", "adaclip", "--manifest", str(root / "endo.json"), "--out", str(root / "run"),
+                 "--epochs", "2", "--batch-size", "3", *BACKBONE]) == 0
+    return root / "run"
+
+
+def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
+    embed_dim = tiny_backbone.model.visual.proj.shape[1]
+    with torch.no_grad():
+        frozen = F.normalize(model.vision_encoder(images[:1]).image_embedding, dim=-1)
+        text_prompts = model.weights.text_prompter(frozen)
+        visual_prompts = model.weights.visual_prompter(frozen)
+        text = model.text_encoder(text_prompts)
+        visual = model.vision_encoder(images[:1], visual_prompts)
+        model.train()
+        try:
+            training_output = model(images[:2])
+        finally:
+            model.eval()
+    assert text_prompts.shape == (1, 4, 5, tiny_backbone.text_width)
+    assert visual_prompts.shape == (1, 4, 5, tiny_backbone.model.visual.conv1.out_channels)
+    assert text.shape == (1, 2, embed_dim) and torch.allclose(text.norm(dim=-1), torch.ones(1, 2), atol=1e-5)
+    assert len(adaclip_sentences()[0]) == 28 and len(adaclip_sentences()[1]) == 20
+    assert [tuple(t.shape) for t in visual.patch_tokens] == [(1, (SIZE // 14) ** 2, 128)] * 4
+    assert batched.image_logits.shape == (3, 2) and len(batched.probability_maps) == 1
+    assert batched.probability_maps[0].shape == (3, 2, SIZE, SIZE) and not batched.layer_probability_maps
+    assert torch.allclose(batched.probability_maps[0].sum(dim=1), torch.ones(3, SIZE, SIZE), atol=1e-5)
+    assert training_output.image_logits.shape == (2, 2) and len(training_output.layer_probability_maps) == 4
+    assert all(m.shape == (2, 2, SIZE, SIZE) for m in training_output.layer_probability_maps)
+    assert model.layers == ADACLIP_LAYERS and model.text_features().shape == (0, embed_dim)
+
+
+def test_a_batch_of_three_equals_three_batches_of_one(model, images, batched):
+    with torch.no_grad():
+        singles = [model(images[index:index + 1]) for index in range(3)]
+    scores = batched.image_logits.softmax(dim=-1)[:, 1]
+    single_scores = torch.cat([s.image_logits.softmax(dim=-1)[:, 1] for s in singles])
+    assert torch.allclose(scores, single_scores, atol=1e-5)
+    single_maps = torch.cat([s.probability_maps[0] for s in singles])
+    assert torch.allclose(batched.probability_maps[0], single_maps, atol=1e-5)
+
+
+def test_semantic_fusion_is_seeded():
+    generator = torch.Generator().manual_seed(2)
+    tokens = [F.normalize(torch.randn(256, 96, generator=generator), dim=-1) for _ in range(4)]
+    probability, centre = torch.rand(256, generator=generator), F.normalize(torch.randn(96, generator=generator), dim=0)
+    assert torch.equal(fused_embedding(tokens, probability, centre), fused_embedding(tokens, probability, centre))
+
+
+def test_training_lowers_the_loss_and_records_provenance(trained):
+    metadata = load_method_checkpoint(trained / "adaclip.safetensors", "adaclip").metadata
+    assert metadata["epoch_losses"][1] < metadata["epoch_losses"][0]
+    assert metadata["feature_layers"] == list(ADACLIP_LAYERS) and metadata["object_word"] == "object"
+    assert metadata["recipe"]["learning_rate"] == 0.01 and metadata["recipe"]["betas"] == [0.5, 0.999]
+    assert metadata["recipe"]["weight_decay"] == 0.01 and metadata["seed"] == 111
+    assert metadata["training_data"] == {"endo": 3} and metadata["clip_weights"] == "random:tiny"
+    with open(trained / "train_log.csv") as handle:
+        assert len(handle.readlines()) == 1 + 2
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(model, images, tiny_backbone, tmp_path):
+    with torch.no_grad():
+        for parameter in model.weights.parameters():
+            parameter.add_(0.01)  # not the initial values: the weights must really be loaded
+    path = tmp_path / "adaclip.safetensors"
+    save_adaclip_checkpoint(path, model, {"note": "test"})
+    loaded, checkpoint = load_adaclip(path, tiny_backbone, TextEncoder(tiny_backbone.model), SIZE)
+    loaded.eval()
+    assert checkpoint.metadata["method"] == "adaclip"
+    with torch.no_grad():
+        before, after = model(images[:1]), loaded(images[:1])
+    assert torch.equal(before.image_logits, after.image_logits)
+    assert torch.equal(before.probability_maps[0], after.probability_maps[0])
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="adaclip", prompts=str(path),
+                                                image_size=SIZE, device="cpu"), backbone=tiny_backbone)
+    scores, maps = predictor.predict_tensor(images[:1])
+    assert torch.allclose(scores, before.image_logits.softmax(dim=-1)[:, 1], atol=1e-6)
+    assert maps.shape == (1, SIZE, SIZE) and predictor.layers == (24,)
+    with pytest.raises(UserInputError, match="method adaclip"):
+        AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", prompts=str(path), image_size=SIZE, device="cpu"),
+                         backbone=tiny_backbone)
+
+
+def test_infer_command_follows_the_output_contract(trained, tmp_path):
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert main(["infer", str(image), "--out", str(out), "--method", "adaclip",
+                 "--prompts", str(trained / "adaclip.safetensors"), *BACKBONE]) == 0
+    document = json.loads((out / "scan" / "scores.json").read_text())
+    anomaly_map = np.load(out / "scan" / "anomaly_map.npy")
+    assert anomaly_map.dtype == np.float32 and anomaly_map.shape == (60, 90)
+    assert 0.0 <= anomaly_map.min() and anomaly_map.max() <= 1.0 and document["map_range"] == [0.0, 1.0]
+    assert 0 < document["score"] < 1 and document["model"]["method"] == "adaclip"
+    assert document["model"]["layers"] == list(ADACLIP_LAYERS)
+    assert np.asarray(Image.open(out / "scan" / "overlay.png")).shape == (60, 90, 3)
