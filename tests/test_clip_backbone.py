@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.clip_backbone import load_clip
-from medclip_ad.modeling.dpam import resize_position_embedding
+from medclip_ad.modeling.vision_tower import resize_position_embedding
 
 
 class _Node(torch.nn.Module):

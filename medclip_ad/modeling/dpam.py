@@ -8,15 +8,13 @@ path's state in every block and never feeds back, so the global embedding stays 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from open_clip.model import CLIP
 
 from medclip_ad.constants import DPAM_FIRST_BLOCK
 from medclip_ad.modeling.transformer_block import heads_qkv, merge_heads, mlp_step, vanilla_block
+from medclip_ad.modeling.vision_tower import ClipVisionTower
 
 
 @dataclass
@@ -27,47 +25,11 @@ class VisualFeatures:
     layer_tokens: list[torch.Tensor]
 
 
-def resize_position_embedding(position_embedding: torch.Tensor, grid: int, mode: str = "bilinear") -> torch.Tensor:
-    """Resize the patch part of a ViT position embedding to `grid` x `grid` (bilinear unless `mode`); CLS kept."""
-    cls_position, patch_positions = position_embedding[:1], position_embedding[1:]
-    old_grid = round(patch_positions.shape[0] ** 0.5)
-    if old_grid == grid:
-        return position_embedding.clone()
-    width = patch_positions.shape[1]
-    square = patch_positions.reshape(1, old_grid, old_grid, width).permute(0, 3, 1, 2)
-    resized = F.interpolate(square, size=(grid, grid), mode=mode, align_corners=False)
-    return torch.cat([cls_position, resized.permute(0, 2, 3, 1).reshape(grid * grid, width)])
-
-
-class DPAMVisionEncoder(nn.Module):
+class DPAMVisionEncoder(ClipVisionTower):
     """Encode images at a fixed size into the global embedding and DPAM token features of chosen layers."""
 
-    def __init__(self, clip: CLIP, image_size: int, layers: Sequence[int]) -> None:
-        super().__init__()
-        visual = clip.visual
-        self.patch_embed = visual.conv1
-        self.blocks = visual.transformer.resblocks
-        self.ln_pre, self.ln_post = visual.ln_pre, visual.ln_post
-        self.class_embedding = visual.class_embedding
-        self.projection = visual.proj
-        patch = visual.conv1.kernel_size[0]
-        if image_size % patch:
-            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
-        self.image_size = image_size
-        self.grid = image_size // patch
-        self.register_buffer("position_embedding",
-                             resize_position_embedding(visual.positional_embedding.detach(), self.grid),
-                             persistent=False)
-        depth = len(self.blocks)
-        if not layers or any(not 1 <= layer <= depth for layer in layers):
-            raise ValueError(f"layers {list(layers)} must be block indices between 1 and {depth}")
-        self.layers = tuple(sorted(set(layers)))
-
     def forward(self, images: torch.Tensor) -> VisualFeatures:
-        tokens = self.patch_embed(images).flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
-        state = self.ln_pre(torch.cat([cls, tokens], dim=1) + self.position_embedding.to(tokens.dtype))
-
+        state = self.embed(images)
         wanted = set(self.layers)
         layer_states: dict[int, torch.Tensor] = {}
         vv_state: torch.Tensor | None = None
