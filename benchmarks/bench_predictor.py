@@ -1,9 +1,11 @@
 """Images per second of the Python API (`AnomalyPredictor.predict`) at batch sizes 1, 4 and 8.
 
     python benchmarks/bench_predictor.py [--clip-weights random:tiny] [--device cpu] [--images 16]
+        [--method ensemble|anomalyclip|rwda|adaclip] [--prompts CKPT]
 
 Prints the machine, then one line per batch size. Random weights cost the same as real ones of the
 same shape, so `random:vit-l-14-336` measures the published backbone's speed without its download.
+`--method adaclip` without `--prompts` times AdaCLIP's initial weights, which cost what trained ones do.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from medclip_ad.config import DetectorConfig
+from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
+from medclip_ad.config import METHODS, DetectorConfig
+from medclip_ad.constants import IMAGE_SIZE
+from medclip_ad.modeling.adaclip import AdaCLIP
+from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import AnomalyPredictor
 
 
@@ -27,7 +36,24 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--images", type=int, default=16, help="images per measurement")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--method", default="ensemble", choices=METHODS)
+    parser.add_argument("--prompts", help="the method's checkpoint (anomalyclip, rwda; optional for adaclip)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.method == "adaclip" and not args.prompts:
+            args.prompts = initial_adaclip_weights(args.clip_weights, args.image_size, Path(scratch))
+        measure(args)
+
+
+def initial_adaclip_weights(clip_weights: str, image_size: int, folder: Path) -> str:
+    backbone = load_clip(clip_weights)
+    path = folder / "adaclip.safetensors"
+    save_adaclip_checkpoint(path, AdaCLIP(TextEncoder(backbone.model), backbone.model, image_size), {})
+    return str(path)
+
+
+def measure(args: argparse.Namespace) -> None:
 
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     print(f"machine: {device_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
@@ -35,8 +61,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (512, 512), dtype=np.uint8) for _ in range(args.images)]
     for batch_size in args.batch_sizes:
-        config = DetectorConfig(clip_weights=args.clip_weights, method="ensemble", device=args.device,
-                                batch_size=batch_size, precision=args.precision)
+        config = DetectorConfig(clip_weights=args.clip_weights, method=args.method, prompts=args.prompts,
+                                image_size=args.image_size, device=args.device, batch_size=batch_size,
+                                precision=args.precision)
         predictor = AnomalyPredictor(config)
         predictor.predict(images[:batch_size])  # warm-up
         if args.device.startswith("cuda"):
@@ -46,7 +73,7 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        print(f"{args.clip_weights} {predictor.provenance()['precision']} batch {batch_size}: "
+        print(f"{args.method} {args.clip_weights} @{args.image_size} {predictor.provenance()['precision']} batch {batch_size}: "
               f"{len(images) / elapsed:.2f} images/s ({elapsed:.2f} s for {len(images)} images of 512x512)")
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medclip_ad.checkpoint import PromptCheckpoint, load_method_checkpoint, save_prompt_checkpoint
+import torch
+
+from medclip_ad.checkpoint import PromptCheckpoint, load_method_checkpoint, optimizer_tensors, save_prompt_checkpoint
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.adaclip import ADACLIP_LAYERS, AdaCLIP, AdaCLIPWeights
 from medclip_ad.modeling.adaclip_text import DEFAULT_OBJECT_WORD
@@ -19,9 +21,15 @@ from medclip_ad.modeling.text_encoder import TextEncoder
 METHOD = "adaclip"
 
 
-def save_adaclip_checkpoint(path: Path, model: AdaCLIP, metadata: dict[str, object]) -> None:
-    """Write the model's learned weights with its layers and object word added to `metadata`."""
+def save_adaclip_checkpoint(path: Path, model: AdaCLIP, metadata: dict[str, object],
+                            optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Write the model's learned weights with its layers and object word added to `metadata`.
+
+    Training passes its `optimizer`, whose moments make the file resumable.
+    """
     tensors = {name: value.detach().float().cpu() for name, value in model.weights.state_dict().items()}
+    if optimizer is not None:
+        tensors.update(optimizer_tensors(model.weights, optimizer))
     save_prompt_checkpoint(path, tensors, {**metadata, "method": METHOD, "feature_layers": list(model.layers),
                                            "object_word": model.text_encoder.object_word})
 

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from monai.transforms import Transform
 from tqdm import tqdm
 
+from medclip_ad.adaclip_training import AdaCLIPTrainingConfig, AdaCLIPTrainingRun, train_adaclip
 from medclip_ad.case_inference import CaseOptions, run_case
 from medclip_ad.case_outputs import check_case_folder_free
 from medclip_ad.config import DetectorConfig
@@ -28,6 +29,7 @@ from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.rwda_training import HeadTrainingRun, RandomWordTrainingConfig, train_random_word_head
 from medclip_ad.training import TrainingConfig, TrainingRun, train_prompts
 
 logger = logging.getLogger(__name__)
@@ -159,6 +161,25 @@ def run_training(detector: DetectorConfig, manifests: PathList, output_dir: str 
                 resume=Path(resume) if resume else None)
     logger.info("prompts: %s (epoch losses: %s)", run.final_checkpoint,
                 ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
+    return run
+
+
+def run_adaclip_training(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
+                         training: AdaCLIPTrainingConfig = AdaCLIPTrainingConfig(),
+                         resume: str | os.PathLike | None = None) -> AdaCLIPTrainingRun:
+    """`medclip-ad train --method adaclip`: AdaCLIP's weights from the manifests' test splits."""
+    run = train_adaclip(detector, load_manifests(manifests), Path(output_dir), training,
+                        resume=Path(resume) if resume else None)
+    logger.info("adaclip weights: %s (epoch losses: %s)", run.final_checkpoint,
+                ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
+    return run
+
+
+def run_rwda_training(detector: DetectorConfig, output_dir: str | os.PathLike,
+                      training: RandomWordTrainingConfig = RandomWordTrainingConfig()) -> HeadTrainingRun:
+    """`medclip-ad train --method rwda`: the head from random-word prompts, no images."""
+    run = train_random_word_head(detector, Path(output_dir), training)
+    logger.info("rwda head: %s (accuracy on its prompts %.3f)", run.final_checkpoint, run.accuracy)
     return run
 
 

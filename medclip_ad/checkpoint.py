@@ -121,6 +121,28 @@ def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
     return checkpoint
 
 
+def optimizer_tensors(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam(W)'s per-parameter moments as checkpoint tensors, so a resumed run continues exactly."""
+    tensors = {}
+    for name, parameter in module.named_parameters():
+        for key, value in optimizer.state.get(parameter, {}).items():
+            tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = torch.as_tensor(value).detach().float().cpu().reshape(-1)
+    return tensors
+
+
+def restore_optimizer_state(checkpoint: PromptCheckpoint, module: torch.nn.Module,
+                            optimizer: torch.optim.Optimizer) -> None:
+    """Put the moments `optimizer_tensors` saved back onto `module`'s parameters."""
+    for name, parameter in module.named_parameters():
+        state = {key.rsplit(".", 1)[1]: value for key, value in checkpoint.optimizer_state.items()
+                 if key.rsplit(".", 1)[0] == name}
+        if state:
+            optimizer.state[parameter] = {
+                "step": state["step"].reshape(()),
+                "exp_avg": state["exp_avg"].reshape(parameter.shape).to(parameter.device),
+                "exp_avg_sq": state["exp_avg_sq"].reshape(parameter.shape).to(parameter.device)}
+
+
 def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
     try:

@@ -1,12 +1,13 @@
 """Export a loaded detector for deployment (TorchScript, and ONNX when installed), checked against eager PyTorch.
 
 The exported graph is the predictor's model path with the text side baked in (text features, or the
-rwda head's weights): normalised images (B, 3, S, S) float32 -> image scores (B,) and blurred anomaly
+rwda head's weights; adaclip, whose text features depend on each image, carries its prompted text
+encoder and its semantic-fusion clustering instead): normalised images (B, 3, S, S) float32 -> image scores (B,) and blurred anomaly
 maps (B, S, S) at model size, exactly what `AnomalyPredictor.predict_tensor` returns. Preprocessing
 (squash-resize to S, RGB / 255, CLIP mean/std) and resizing maps back to each input stay with the caller.
 
 Both formats come from one `torch.jit.trace` of that wrapper; the TorchScript file is frozen, which also
-drops the unused text encoder. Each export is run on a batch of another size than the traced one (so a
+drops the text encoder where it is unused. Each export is run on a batch of another size than the traced one (so a
 baked-in batch size would show) and compared with the eager predictor; a file only appears once its
 largest difference is within `EXPORT_TOLERANCE`. TorchScript runs on the device it was traced on; ONNX
 runs anywhere onnxruntime does. Exports are fp32.
@@ -177,6 +178,8 @@ def _quiet_tracing() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         # The ONNX exporter notes that a traced module has no Python signature to read input names from.
         warnings.filterwarnings("ignore", message=".*skipping _decide_input_format")
+        # ...and that advanced indexing is wrong for negative indices; ours are argmax/arange results.
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
         yield
 
 

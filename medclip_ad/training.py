@@ -23,13 +23,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from medclip_ad.build import new_prompt_learner
-from medclip_ad.checkpoint import (OPTIMIZER_PREFIX, learner_tensors, load_into_learner, load_prompt_checkpoint,
-                                   save_prompt_checkpoint)
+from medclip_ad.checkpoint import (learner_tensors, load_into_learner, load_prompt_checkpoint, optimizer_tensors,
+                                   restore_optimizer_state, save_prompt_checkpoint)
 from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import LOCAL_LOSS_WEIGHT
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.writers import atomic_write
 from medclip_ad.losses import glocal_loss
 from medclip_ad.modeling.anomaly_clip import AnomalyCLIP
 from medclip_ad.modeling.clip_backbone import load_clip
@@ -158,8 +159,8 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
                 print(f"epoch {epoch + 1}/{config.epochs}: mean loss {run.epoch_losses[-1]:.4f} -> {checkpoint}",
                       file=sys.stderr)
     if process.is_main:
-        shutil.copyfile(checkpoint, out_dir / f".{FINAL_CHECKPOINT}.partial")
-        (out_dir / f".{FINAL_CHECKPOINT}.partial").replace(run.final_checkpoint)
+        with atomic_write(run.final_checkpoint) as temporary:
+            shutil.copyfile(checkpoint, temporary)
     return run
 
 
@@ -195,9 +196,7 @@ def _save(path: Path, learner, optimizer: torch.optim.Optimizer, metadata: dict[
     tensors = learner_tensors(learner)
     metadata = {**metadata, "n_ctx": learner.n_ctx, "depth": 1 + len(learner.deep_prompts),
                 "t_n_ctx": learner.deep_prompts[0].shape[0] if len(learner.deep_prompts) else 0}
-    for name, parameter in learner.named_parameters():
-        for key, value in optimizer.state.get(parameter, {}).items():
-            tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = torch.as_tensor(value).detach().float().cpu().reshape(-1)
+    tensors.update(optimizer_tensors(learner, optimizer))
     save_prompt_checkpoint(path, tensors, metadata)
 
 
@@ -207,12 +206,5 @@ def _resume(path: Path, learner, optimizer: torch.optim.Optimizer) -> int:
     if "epoch" not in checkpoint.metadata:
         raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); resume from epoch_NNN.safetensors")
     load_into_learner(checkpoint, learner)
-    for name, parameter in learner.named_parameters():
-        state = {key.rsplit(".", 1)[1]: value for key, value in checkpoint.optimizer_state.items()
-                 if key.rsplit(".", 1)[0] == name}
-        if state:
-            optimizer.state[parameter] = {
-                "step": state["step"].reshape(()),
-                "exp_avg": state["exp_avg"].reshape(parameter.shape).to(parameter.device),
-                "exp_avg_sq": state["exp_avg_sq"].reshape(parameter.shape).to(parameter.device)}
+    restore_optimizer_state(checkpoint, learner, optimizer)
     return int(checkpoint.metadata["epoch"])

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from mini_datasets import make_endo
 from PIL import Image
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
 
 from medclip_ad.adaclip_checkpoint import load_adaclip, save_adaclip_checkpoint
 from medclip_ad.checkpoint import load_method_checkpoint
@@ -22,7 +24,7 @@ from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.adaclip import ADACLIP_LAYERS, AdaCLIP
 from medclip_ad.modeling.adaclip_text import adaclip_sentences
-from medclip_ad.modeling.semantic_fusion import fused_embedding
+from medclip_ad.modeling.semantic_fusion import KMEANS_STEPS, fused_embedding, kmeans_labels, mean_of_cluster_means
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import AnomalyPredictor
 
@@ -94,11 +96,33 @@ def test_a_batch_of_three_equals_three_batches_of_one(model, images, batched):
     assert torch.allclose(batched.probability_maps[0], single_maps, atol=1e-5)
 
 
-def test_semantic_fusion_is_seeded():
+def test_semantic_fusion_is_deterministic_and_per_image():
     generator = torch.Generator().manual_seed(2)
-    tokens = [F.normalize(torch.randn(256, 96, generator=generator), dim=-1) for _ in range(4)]
-    probability, centre = torch.rand(256, generator=generator), F.normalize(torch.randn(96, generator=generator), dim=0)
-    assert torch.equal(fused_embedding(tokens, probability, centre), fused_embedding(tokens, probability, centre))
+    tokens = [F.normalize(torch.randn(3, 256, 96, generator=generator), dim=-1) for _ in range(4)]
+    probability, centre = torch.rand(3, 256, generator=generator), F.normalize(torch.randn(3, 96, generator=generator))
+    fused = fused_embedding(tokens, probability, centre)
+    assert torch.equal(fused, fused_embedding(tokens, probability, centre))
+    alone = fused_embedding([t[1:2] for t in tokens], probability[1:2], centre[1:2])
+    assert torch.allclose(fused[1:2], alone, atol=1e-6) and torch.allclose(fused.norm(dim=-1), torch.ones(3))
+
+
+def test_kmeans_finds_the_clusters_scikit_learn_finds_and_settles():
+    generator = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(20, 96, generator=generator), dim=-1)
+    blobs = F.normalize(centres.repeat_interleave(20, 0) + 0.05 * torch.randn(400, 96, generator=generator), dim=-1)
+    blobs = blobs[torch.randperm(400, generator=generator)]
+    ours = kmeans_labels(blobs[None], 20)[0].numpy()
+    theirs = KMeans(n_clusters=20, random_state=0, n_init=10).fit_predict(blobs.double().numpy())
+    assert adjusted_rand_score(ours, theirs) == 1.0
+    scattered = F.normalize(torch.randn(4, 400, 96, generator=generator), dim=-1)
+    assert torch.equal(kmeans_labels(scattered, 20), kmeans_labels(scattered, 20, steps=KMEANS_STEPS + 20))
+
+
+def test_empty_clusters_are_left_out_of_the_centre():
+    points = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    labels = kmeans_labels(points, 3)  # two distinct points: the third centre stays empty
+    assert len(labels.unique()) == 2
+    assert torch.allclose(mean_of_cluster_means(points, labels, 3), torch.tensor([[0.5, 0.5]]))
 
 
 def test_training_lowers_the_loss_and_records_provenance(trained):
@@ -110,6 +134,59 @@ def test_training_lowers_the_loss_and_records_provenance(trained):
     assert metadata["training_data"] == {"endo": 3} and metadata["clip_weights"] == "random:tiny"
     with open(trained / "train_log.csv") as handle:
         assert len(handle.readlines()) == 1 + 2
+
+
+def test_a_resumed_run_ends_where_a_straight_run_ends(trained, tmp_path):
+    assert sorted(path.name for path in trained.glob("epoch_*.safetensors")) == ["epoch_001.safetensors",
+                                                                                "epoch_002.safetensors"]
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--method", "adaclip", "--manifest", str(trained.parent / "endo.json"), "--out", str(resumed),
+                 "--epochs", "2", "--batch-size", "3", "--resume", str(trained / "epoch_001.safetensors"),
+                 *BACKBONE]) == 0
+    straight = load_method_checkpoint(trained / "adaclip.safetensors", "adaclip")
+    continued = load_method_checkpoint(resumed / "adaclip.safetensors", "adaclip")
+    assert continued.metadata["epoch"] == 2 and continued.optimizer_state
+    assert continued.metadata["epoch_losses"] == pytest.approx(straight.metadata["epoch_losses"], abs=1e-5)
+    for name, value in straight.tensors.items():
+        assert torch.allclose(continued.tensors[name], value, atol=1e-6), name
+    with open(resumed / "train_log.csv") as handle:
+        assert [row.split(",")[0] for row in handle.read().splitlines()] == ["epoch", "2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "2", "--resume", "RUN/epoch_002.safetensors"], "already trained 2 epochs of 2"),
+    (["--epochs", "3", "--resume", "RUN/epoch_001.safetensors", "--object-word", "brain"],
+     "trained with object word object, but this run asks for brain"),
+    (["--epochs", "3", "--resume", "RUN/epoch_001.safetensors", "--layers", "12", "24"],
+     "trained with feature layers [6, 12, 18, 24], but this run asks for [12, 24]"),
+    (["--local-weight", "2"], "--local-weight: not used by --method adaclip"),
+])
+def test_bad_training_requests_get_one_clear_line(trained, tmp_path, capsys, extra, message):
+    extra = [value.replace("RUN", str(trained)) for value in extra]
+    code = main(["train", "--method", "adaclip", "--manifest", str(trained.parent / "endo.json"),
+                 "--out", str(tmp_path / "run"), *extra, *BACKBONE])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in error[-1]
+    assert not (tmp_path / "run" / "adaclip.safetensors").exists()
+
+
+def test_layers_are_refused_at_inference(trained, tmp_path, capsys):
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "scan.png")
+    code = main(["infer", str(tmp_path / "scan.png"), "--out", str(tmp_path / "out"), "--method", "adaclip", "--layers", "24",
+                 "--prompts", str(trained / "adaclip.safetensors"), *BACKBONE])
+    assert code == 2 and "--layers: not used by --method adaclip" in capsys.readouterr().err
+
+
+def test_chosen_feature_layers_are_trained_and_recorded(trained, tmp_path):
+    out = tmp_path / "two_layers"
+    assert main(["train", "--method", "adaclip", "--manifest", str(trained.parent / "endo.json"), "--out", str(out),
+                 "--epochs", "1", "--layers", "12", "24", *BACKBONE]) == 0
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="adaclip",
+                                                prompts=str(out / "adaclip.safetensors"), image_size=SIZE,
+                                                device="cpu"))
+    assert predictor.model.layers == (12, 24) and len(predictor.model.weights.patch_projections) == 2
+    scores, maps = predictor.predict_tensor(torch.zeros(2, 3, SIZE, SIZE))
+    assert scores.shape == (2,) and maps.shape == (2, SIZE, SIZE)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(model, images, tiny_backbone, tmp_path):

@@ -24,15 +24,20 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from PIL import Image
 
+from medclip_ad.adaclip_training import FINAL_CHECKPOINT as ADACLIP_FINAL_CHECKPOINT
+from medclip_ad.adaclip_training import AdaCLIPTrainingConfig
 from medclip_ad.case_inference import CaseOptions
-from medclip_ad.checkpoint import load_prompt_checkpoint
+from medclip_ad.checkpoint import load_method_checkpoint, load_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
+from medclip_ad.constants import IMAGE_SIZE
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import RESULTS_FILE, published_anomalyclip
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.synthetic import make_synthetic_study
+from medclip_ad.rwda_training import FINAL_CHECKPOINT as RWDA_FINAL_CHECKPOINT
+from medclip_ad.rwda_training import RandomWordTrainingConfig
 from medclip_ad.training import FINAL_CHECKPOINT, LOG_FILE, TrainingConfig
 
 BUNDLE = REPO_ROOT / "bundles" / "anomalyclip_zeroshot_medical"
@@ -207,6 +212,44 @@ def test_torchrun_sharded_inference_resumes_and_writes_each_case_once(single_inf
     for case in order:
         assert output.count(f"-> sharded/{case}") == (case in rank_zero[1:])  # ranks > 0 log warnings only
     assert_same_cases(single_inference, out, CASES)
+
+
+def test_adaclip_and_rwda_train_through_their_configs_and_run_through_inference(workspace):
+    """Each method's training config writes its checkpoint under models/; inference.json then runs it."""
+    bundle_api(workspace, "train_adaclip", bundle_root="adaclip_bundle", manifests=MANIFESTS, epochs=1,
+               batch_size=4, **TINY)
+    adaclip = workspace / "adaclip_bundle" / "models" / "adaclip" / ADACLIP_FINAL_CHECKPOINT
+    metadata = load_method_checkpoint(adaclip, "adaclip").metadata
+    assert metadata["training_data"] == {"kvasir": 4, "endo": 6} and metadata["feature_layers"] == [6, 12, 18, 24]
+    assert metadata["recipe"]["batch_size"] == 4 and metadata["recipe"]["weight_decay"] == 0.01
+    bundle_api(workspace, "train_rwda", bundle_root="rwda_bundle", prompts_per_class=16, epochs=2,
+               clip_weights="random:tiny", device="cpu")
+    rwda = workspace / "rwda_bundle" / "models" / "rwda" / RWDA_FINAL_CHECKPOINT
+    assert load_method_checkpoint(rwda, "rwda").metadata["training_data"] == {"random_word_prompts": 32}
+    for method, checkpoint in (("adaclip", adaclip), ("rwda", rwda)):
+        bundle_api(workspace, "inference", input_path=["photos"], output_dir=f"by_{method}", method=method,
+                   prompts=str(checkpoint), **TINY)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(workspace)
+            assert main(["infer", "photos", "--out", f"cli_{method}", "--method", method, "--prompts", str(checkpoint),
+                         "--clip-weights", "random:tiny", "--image-size", "224", "--device", "cpu"]) == 0
+        photos = {case: kind for case, kind in CASES.items() if kind == "image"}
+        assert_same_cases(workspace / f"cli_{method}", workspace / f"by_{method}", photos)
+        document = json.loads((workspace / f"by_{method}" / "photo_grey" / "scores.json").read_text())
+        assert document["model"]["method"] == method
+
+
+def test_method_training_configs_default_to_the_published_recipes():
+    adaclip, rwda = AdaCLIPTrainingConfig(), RandomWordTrainingConfig()
+    config = ConfigParser.load_config_file(CONFIGS / "train_adaclip.json")
+    recipe = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "workers", "object_word",
+              "image_labels_only")
+    assert {key: config[key] for key in recipe} == {key: getattr(adaclip, key) for key in recipe}
+    assert config["feature_layers"] == list(adaclip.feature_layers) and config["image_size"] == IMAGE_SIZE
+    config = ConfigParser.load_config_file(CONFIGS / "train_rwda.json")
+    assert {key: config[key] for key in ("epochs", "batch_size", "learning_rate", "seed")} == \
+        {key: getattr(rwda, key) for key in ("epochs", "batch_size", "learning_rate", "seed")}
+    assert config["prompts_per_class"] == rwda.prompts.prompts_per_class
 
 
 def assert_same_cases(expected: Path, actual: Path, cases: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """`medclip-ad evaluate --compare`: several detectors on the same data, one comparison table.
 
-The three methods run on the tiny random backbone at 224 px: `ensemble`, `anomalyclip` with the parity
-fixture's reference prompts, and `rwda` with a head trained here in a second. Every number in the table
+The four methods run on the tiny random backbone at 224 px: `ensemble`, `anomalyclip` with the parity
+fixture's reference prompts, `rwda` with a head trained here in a second, and `adaclip` with its initial
+weights. Every number in the table
 must be the one in that detector's own report, and a detector evaluated alone must give the same numbers
 (the shared backbone carries nothing from one detector to the next).
 """
@@ -11,14 +12,19 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from mini_datasets import make_brainmri, make_endo
 
+from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.evaluation import evaluate
 from medclip_ad.evaluation_comparison import COMPARISON_JSON, COMPARISON_MARKDOWN, PUBLISHED_ROW
+from medclip_ad.modeling.adaclip import AdaCLIP
+from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.random_word_prompts import RandomWordSettings
+from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import AnomalyPredictor
 from medclip_ad.rwda_training import RandomWordTrainingConfig, train_random_word_head
 
@@ -30,7 +36,7 @@ BACKBONE = ["--clip-weights", "random:tiny", "--image-size", "224", "--device", 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, parity_dir):
-    """Two manifests (pixel masks; image labels only) and the three detectors as `--compare` spells them."""
+    """Two manifests (pixel masks; image labels only) and the four detectors as `--compare` spells them."""
     root = tmp_path_factory.mktemp("comparison")
     manifests = []
     for name, maker in (("endo", make_endo), ("brainmri", make_brainmri)):
@@ -40,7 +46,12 @@ def inputs(tmp_path_factory, parity_dir):
     head = train_random_word_head(DetectorConfig(clip_weights="random:tiny", device="cpu"), root / "rwda",
                                   RandomWordTrainingConfig(epochs=1, prompts=RandomWordSettings(prompts_per_class=16)),
                                   show_progress=False).final_checkpoint
-    detectors = ["ensemble", f"anomalyclip:{parity_dir / 'tiny_prompts_reference_format.pth'}", f"rwda:{head}"]
+    backbone = load_clip("random:tiny")
+    torch.manual_seed(0)
+    adaclip = root / "adaclip.safetensors"  # initial weights: the comparison needs a checkpoint, not a good one
+    save_adaclip_checkpoint(adaclip, AdaCLIP(TextEncoder(backbone.model), backbone.model, 224), {"note": "test"})
+    detectors = ["ensemble", f"anomalyclip:{parity_dir / 'tiny_prompts_reference_format.pth'}", f"rwda:{head}",
+                 f"adaclip:{adaclip}"]
     return root, manifests, detectors
 
 
@@ -59,7 +70,8 @@ def test_one_row_per_detector_with_the_numbers_of_its_own_report(inputs, compare
     document = json.loads((compared / COMPARISON_JSON).read_text())
     rows = document["detectors"]
     assert [row["name"] for row in rows] == detectors
-    assert [row["method"] for row in rows] == ["ensemble", "anomalyclip", "rwda"]
+    assert [row["method"] for row in rows] == ["ensemble", "anomalyclip", "rwda", "adaclip"]
+    assert rows[3]["model"]["layers"] == [6, 12, 18, 24]
     assert "RANDOM WEIGHTS" in document["warning"]
     assert list(document["table_metrics"]) == ["image_auroc", "image_ap", "pixel_auroc", "aupro"]
     for row in rows:
@@ -86,13 +98,14 @@ def test_markdown_table_lists_every_detector_per_dataset(inputs, compared):
     assert f"| `ensemble` | {100 * brainmri['image_auroc']:.1f} | {100 * brainmri['image_ap']:.1f} | n/a | n/a |" in text
 
 
-def test_a_detector_alone_gives_the_same_numbers(inputs, compared, tmp_path):
+@pytest.mark.parametrize("index", [2, 3])
+def test_a_detector_alone_gives_the_same_numbers(inputs, compared, tmp_path, index):
     _, manifests, detectors = inputs
-    checkpoint = detectors[2].partition(":")[2]
-    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="rwda", prompts=checkpoint,
+    method, _, checkpoint = detectors[index].partition(":")
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method=method, prompts=checkpoint,
                                                 image_size=224, device="cpu"))
     alone = evaluate(predictor, manifests, tmp_path, show_progress=False)
-    row = json.loads((compared / COMPARISON_JSON).read_text())["detectors"][2]
+    row = json.loads((compared / COMPARISON_JSON).read_text())["detectors"][index]
     for dataset, values in row["datasets"].items():
         assert values["mean"] == alone.to_json()["datasets"][dataset]["mean"]
 

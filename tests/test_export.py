@@ -14,12 +14,15 @@ import pytest
 import torch
 
 from medclip_ad import export
+from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
 from medclip_ad.checkpoint import save_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.export import EXPORT_TOLERANCE, FILE_NAMES, MANIFEST_FILE, ExportMismatchError, export_detector
+from medclip_ad.modeling.adaclip import AdaCLIP
 from medclip_ad.modeling.rwda_head import RandomWordHead
+from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import AnomalyPredictor
 
 # Loading TorchScript is what a deployment does; torch 2.14 marks it deprecated.
@@ -110,6 +113,34 @@ def test_export_command_exports_the_rwda_detector(rwda_head, tiny_backbone, tmp_
     assert "RANDOM WEIGHTS" in json.loads((out / MANIFEST_FILE).read_text())["warning"]
     assert main(arguments) == 2 and "already exists" in capsys.readouterr().err
     assert main([*arguments, "--overwrite", "--precision", "bf16"]) == 2
+
+
+def test_adaclip_exports_with_its_text_encoder_and_fusion(tiny_backbone, tmp_path):
+    """AdaCLIP's text features depend on each image, so the export carries the whole prompted model."""
+    torch.manual_seed(0)
+    model = AdaCLIP(TextEncoder(tiny_backbone.model), tiny_backbone.model, SMALL)
+    with torch.no_grad():
+        for parameter in model.weights.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # away from the initial values: a real signal
+    weights = tmp_path / "adaclip.safetensors"
+    save_adaclip_checkpoint(weights, model, {"note": "test"})
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="adaclip", prompts=str(weights),
+                                                image_size=SMALL, device="cpu"), backbone=tiny_backbone)
+    checks = export_detector(predictor, tmp_path / "export")
+    assert [check.format for check in checks] == list(export.available_formats()) and all(c.passed for c in checks)
+    images = fresh_images(3, SMALL)
+    loaded = torch.jit.load(str(tmp_path / "export" / FILE_NAMES["torchscript"]))
+    with torch.no_grad():
+        assert_reproduces(predictor, *loaded(images), images)
+    if "onnx" in export.available_formats():
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / "export" / FILE_NAMES["onnx"]),
+                                               providers=["CPUExecutionProvider"])
+        scores, maps = session.run(["scores", "maps"], {"images": images.numpy()})
+        assert_reproduces(predictor, torch.from_numpy(np.asarray(scores)), torch.from_numpy(np.asarray(maps)), images)
+    manifest = json.loads((tmp_path / "export" / MANIFEST_FILE).read_text())
+    assert manifest["model"]["method"] == "adaclip" and manifest["model"]["layers"] == [6, 12, 18, 24]
 
 
 def test_an_export_that_differs_is_refused_and_not_written(rwda_head, tiny_backbone, tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ import argparse
 
 from medclip_ad.config import METHODS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
+from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.adaclip import ADACLIP_LAYERS
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +16,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip-weights", default="openai", metavar="W",
                        help="`openai` (downloaded by open_clip on first use), a local CLIP checkpoint file, "
                             "or random:tiny (random weights: plumbing checks only)")
-    group.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS), metavar="L",
-                       help="1-based ViT blocks whose maps are used (published numbers: 24)")
+    group.add_argument("--layers", type=int, nargs="+", metavar="L",
+                       help="1-based ViT blocks whose maps are used (default and published numbers: "
+                            f"{' '.join(map(str, DEFAULT_LAYERS))}); adaclip: its feature layers, set when training "
+                            f"(default {' '.join(map(str, ADACLIP_LAYERS))}) and read from its checkpoint after")
     group.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="model input side in pixels")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
@@ -26,14 +30,21 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
     group = parser.add_argument_group("detector")
     group.add_argument("--prompts", metavar="P", help="prompt checkpoint (.safetensors, or the reference .pth)")
     group.add_argument("--method", choices=METHODS, default="anomalyclip",
-                       help="anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates")
+                       help="anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates; "
+                            "rwda: a head trained on text alone (--prompts: its rwda_head.safetensors); "
+                            "adaclip: hybrid prompts (--prompts: its adaclip.safetensors)")
     group.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help="images or slices per batch")
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: fp32 on CPU, bf16 autocast on CUDA")
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
+    """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed)."""
+    method = getattr(args, "method", None) or "anomalyclip"
+    if method == "adaclip" and args.layers and getattr(args, "prompts", None):
+        raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
+                             "recorded in its checkpoint (choose them when training)")
     return DetectorConfig(clip_weights=args.clip_weights, prompts=getattr(args, "prompts", None),
-                          method=getattr(args, "method", None) or "anomalyclip", layers=tuple(args.layers),
+                          method=method, layers=tuple(args.layers or DEFAULT_LAYERS),
                           image_size=args.image_size, device=args.device,
                           batch_size=getattr(args, "batch_size", 8), precision=getattr(args, "precision", "auto"))

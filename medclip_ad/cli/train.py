@@ -15,8 +15,7 @@ from medclip_ad.modeling.random_word_prompts import RandomWordSettings
 from medclip_ad.rwda_training import RandomWordTrainingConfig, train_random_word_head
 from medclip_ad.training import TrainingConfig, train_prompts
 
-HELP = ("train prompts on one or more dataset manifests (glocal losses; image-label-only mode without masks), "
-        "or the text-only rwda head")
+HELP = "train anomalyclip prompts or adaclip weights on dataset manifests, or the rwda head on text alone"
 DEFAULTS = TrainingConfig()
 RWDA_DEFAULTS = RandomWordTrainingConfig()
 ADACLIP_DEFAULTS = AdaCLIPTrainingConfig()
@@ -33,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "anomalyclip and adaclip")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="run folder: epoch_NNN.safetensors, prompts.safetensors (last epoch), train_log.csv; "
-                             "rwda: rwda_head.safetensors, train_log.csv; adaclip: adaclip.safetensors, train_log.csv")
+                             "rwda: rwda_head.safetensors, train_log.csv; adaclip: epoch_NNN.safetensors, "
+                             "adaclip.safetensors (last epoch), train_log.csv")
     recipe = parser.add_argument_group("recipe (defaults: the published one)")
     recipe.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs} (rwda: {RWDA_DEFAULTS.epochs})")
     recipe.add_argument("--batch-size", type=int,
@@ -45,13 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the focal + dice term against the image cross-entropy")
     recipe.add_argument("--image-labels-only", action="store_true", help="train the global loss alone")
     recipe.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-loading processes")
-    parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue from an epoch_NNN.safetensors")
+    parser.add_argument("--resume", type=Path, metavar="CKPT",
+                        help="continue from an epoch_NNN.safetensors of the same method (anomalyclip, adaclip)")
     rwda = parser.add_argument_group("rwda (text only)")
     rwda.add_argument("--prompts-per-class", type=int, default=RWDA_DEFAULTS.prompts.prompts_per_class,
                       help="random-word prompts encoded for each of normal and abnormal")
-    adaclip = parser.add_argument_group("adaclip (needs --manifest; recipe defaults: epochs "
-                                        f"{ADACLIP_DEFAULTS.epochs}, batch {ADACLIP_DEFAULTS.batch_size}, "
-                                        f"lr {ADACLIP_DEFAULTS.learning_rate})")
+    adaclip = parser.add_argument_group(
+        f"adaclip (needs --manifest; recipe defaults: epochs {ADACLIP_DEFAULTS.epochs}, batch "
+        f"{ADACLIP_DEFAULTS.batch_size}, lr {ADACLIP_DEFAULTS.learning_rate}; --layers: its feature layers, default "
+        f"{' '.join(map(str, ADACLIP_DEFAULTS.feature_layers))})")
     adaclip.add_argument("--object-word", default=ADACLIP_DEFAULTS.object_word,
                          help="the object word of adaclip's class-aware prompt ensemble")
     add_backbone_arguments(parser)
@@ -96,15 +98,15 @@ def _train_rwda(args: argparse.Namespace) -> int:
 def _train_adaclip(args: argparse.Namespace) -> int:
     if not args.manifest:
         raise UserInputError("--manifest: adaclip training needs at least one dataset manifest")
-    if args.resume:
-        raise UserInputError("--resume: not supported by --method adaclip (a run is 5 epochs)")
+    if args.local_weight != DEFAULTS.local_weight:
+        raise UserInputError("--local-weight: not used by --method adaclip, whose loss terms all have weight 1")
     config = AdaCLIPTrainingConfig(
         epochs=_given(args.epochs, ADACLIP_DEFAULTS.epochs),
         batch_size=_given(args.batch_size, ADACLIP_DEFAULTS.batch_size),
         learning_rate=_given(args.lr, ADACLIP_DEFAULTS.learning_rate), seed=args.seed, workers=args.workers,
-        object_word=args.object_word)
+        object_word=args.object_word, image_labels_only=args.image_labels_only, feature_layers=tuple(args.layers or ADACLIP_DEFAULTS.feature_layers))
     manifests = [Manifest.load(path) for path in args.manifest]
-    run_result = train_adaclip(detector_config(args), manifests, args.out, config)
+    run_result = train_adaclip(detector_config(args), manifests, args.out, config, resume=args.resume)
     print(f"adaclip weights: {run_result.final_checkpoint} (epoch losses: "
           f"{', '.join(f'{loss:.4f}' for loss in run_result.epoch_losses)})")
     return 0

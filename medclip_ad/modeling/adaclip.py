@@ -109,8 +109,7 @@ class AdaCLIP(nn.Module):
             layer_maps = [self._upsample(logits).softmax(dim=1) for logits in layer_logits]
             return AdaCLIPOutput(image_logits, maps, layer_maps)
         abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
-        fused = torch.stack([fused_embedding([tokens[index] for tokens in patches], abnormal[index],
-                                             global_embedding[index]) for index in range(images.shape[0])])
+        fused = fused_embedding(patches, abnormal, global_embedding)
         return AdaCLIPOutput(LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, text.float()), maps)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
