@@ -4,7 +4,7 @@
 
 Shapes are the published model's: 37 x 37 patches at 518 px, 4 feature layers, 768-d joint space, the
 100 most abnormal patches per layer. The reference clusters each image with scikit-learn's KMeans
-(unseeded; here seeded per image so the comparison repeats). Prints the machine, both times and their
+(unseeded; here seeded per image so the comparison repeats). Prints the machine, both median times and their
 ratio, and how far the two fused embeddings are apart (1 - cosine) on random tokens, where clusters are
 weak and the two clusterings differ most.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
@@ -39,18 +40,23 @@ def reference_style(patch_tokens: list[torch.Tensor], abnormal: torch.Tensor, gl
     return torch.stack(fused)
 
 
-def timed(function, *args) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    value = function(*args)
-    if value.is_cuda:
-        torch.cuda.synchronize()
-    return value, time.perf_counter() - start
+def timed(repeats: int, function, *args) -> tuple[torch.Tensor, float]:
+    """The value of `function(*args)` and the median seconds of `repeats` calls."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = function(*args)
+        if value.is_cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return value, statistics.median(seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="calls per measurement; the median is printed")
     args = parser.parse_args()
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     print(f"machine: {machine}, {os.cpu_count()} CPU cores, torch {torch.__version__}")
@@ -60,10 +66,10 @@ def main() -> None:
     abnormal = torch.rand(args.images, PATCHES, generator=generator)
     global_embedding = F.normalize(torch.randn(args.images, DIM, generator=generator), dim=-1)
 
-    theirs, reference_seconds = timed(reference_style, tokens, abnormal, global_embedding)
+    theirs, reference_seconds = timed(args.repeats, reference_style, tokens, abnormal, global_embedding)
     on_device = [t.to(args.device) for t in tokens], abnormal.to(args.device), global_embedding.to(args.device)
     fused_embedding(*on_device)  # warm-up
-    ours, batched_seconds = timed(fused_embedding, *on_device)
+    ours, batched_seconds = timed(args.repeats, fused_embedding, *on_device)
     gap = 1 - (ours.cpu() * theirs).sum(dim=-1)
     print(f"reference-style scikit-learn loop: {reference_seconds * 1000:.1f} ms for {args.images} images")
     print(f"batched tensor KMeans ({args.device}): {batched_seconds * 1000:.1f} ms "

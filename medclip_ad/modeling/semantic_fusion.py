@@ -6,7 +6,7 @@ KMeans into semantic clusters, add what they look like.
 The clustering is plain tensor code, batched over images, so it runs on the GPU beside the model and
 survives TorchScript/ONNX export. It is deterministic where the reference is unseeded: centres start
 farthest-first from the most abnormal patch (the same image always gets the same score), then a fixed
-number of Lloyd steps refine them. Empty clusters keep their centre and are left out of the average,
+number of Lloyd steps refine them (eagerly, only until the assignment stops changing). Empty clusters keep their centre and are left out of the average,
 as a clustering that finds fewer groups than asked would report them.
 """
 
@@ -36,39 +36,51 @@ def fused_embedding(patch_tokens: list[torch.Tensor], abnormal_probability: torc
 def kmeans_labels(points: torch.Tensor, clusters: int, steps: int = KMEANS_STEPS) -> torch.Tensor:
     """Cluster index (B, M) of each of B sets of M points (B, M, D): farthest-first start, then Lloyd steps."""
     centres = farthest_first(points, clusters)
+    labels = _nearest_centre(points, centres)
     for _ in range(steps):
-        membership = _one_hot(_nearest_centre(points, centres), clusters)  # (B, M, K)
-        counts = membership.sum(dim=1).unsqueeze(-1)  # (B, K, 1)
-        centres = torch.where(counts > 0, (membership.transpose(1, 2) @ points) / counts.clamp(min=1), centres)
-    return _nearest_centre(points, centres)
+        sums, counts = _cluster_sums(points, labels, clusters)
+        centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
+        previous, labels = labels, _nearest_centre(points, centres)
+        # Unchanged labels are a fixed point: further steps change nothing. A traced graph keeps every step.
+        if not torch.jit.is_tracing() and torch.equal(labels, previous):
+            break
+    return labels
 
 
 def farthest_first(points: torch.Tensor, clusters: int) -> torch.Tensor:
     """`clusters` starting centres (B, K, D): the first point, then each time the point farthest from all chosen."""
     rows = torch.arange(points.shape[0], device=points.device)
+    squared_norms = (points * points).sum(-1)  # (B, M)
     centres = [points[:, 0]]
-    nearest = (points - centres[0].unsqueeze(1)).norm(dim=-1)
+    nearest = _squared_distances(points, squared_norms, centres[0])
     for _ in range(clusters - 1):
         centres.append(points[rows, nearest.argmax(dim=1)])
-        nearest = torch.minimum(nearest, (points - centres[-1].unsqueeze(1)).norm(dim=-1))
+        nearest = torch.minimum(nearest, _squared_distances(points, squared_norms, centres[-1]))
     return torch.stack(centres, dim=1)
+
+
+def _squared_distances(points: torch.Tensor, squared_norms: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """|p - c|^2 of every point (B, M) to one centre per set (B, D), without a (B, M, D) difference tensor."""
+    return squared_norms - 2 * (points @ centre.unsqueeze(-1)).squeeze(-1) + (centre * centre).sum(-1, keepdim=True)
 
 
 def mean_of_cluster_means(points: torch.Tensor, labels: torch.Tensor, clusters: int) -> torch.Tensor:
     """The average over the non-empty clusters of each cluster's mean point: (B, M, D), (B, M) -> (B, D)."""
-    membership = _one_hot(labels, clusters)
-    counts = membership.sum(dim=1)  # (B, K)
-    means = (membership.transpose(1, 2) @ points) / counts.clamp(min=1).unsqueeze(-1)
+    sums, counts = _cluster_sums(points, labels, clusters)
     occupied = (counts > 0).to(points.dtype)
-    return (means * occupied.unsqueeze(-1)).sum(dim=1) / occupied.sum(dim=1, keepdim=True)
+    return (sums / counts.clamp(min=1) * occupied).sum(dim=1) / occupied.sum(dim=1)
+
+
+def _cluster_sums(points: torch.Tensor, labels: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cluster the sum of its points (B, K, D) and their count (B, K, 1), by scatter-add (no B x M x K x D work)."""
+    batch, _, dim = points.shape
+    sums = points.new_zeros(batch, clusters, dim).scatter_add(1, labels.unsqueeze(-1).expand(-1, -1, dim), points)
+    counts = points.new_zeros(batch, clusters, 1).scatter_add(1, labels.unsqueeze(-1), torch.ones_like(points[..., :1]))
+    return sums, counts
 
 
 def _nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Index of each point's nearest centre, by squared distance written out (exports to every runtime)."""
-    squared = (points * points).sum(-1, keepdim=True) - 2 * points @ centres.transpose(1, 2) \
-        + (centres * centres).sum(-1).unsqueeze(1)
-    return squared.argmin(dim=-1)
+    """Index of each point's nearest centre: argmin of |c|^2 - 2 p.c, the squared distance less the point's own
+    |p|^2, written out so that it exports to every runtime."""
+    return ((centres * centres).sum(-1).unsqueeze(1) - 2 * points @ centres.transpose(1, 2)).argmin(dim=-1)
 
-
-def _one_hot(labels: torch.Tensor, clusters: int) -> torch.Tensor:
-    return (labels.unsqueeze(-1) == torch.arange(clusters, device=labels.device)).float()
