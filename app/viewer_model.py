@@ -14,13 +14,15 @@ from pathlib import Path
 import streamlit as st
 
 from medclip_ad.case_inference import CaseOptions, resolve_slice_axis, run_case
-from medclip_ad.config import METHODS, DetectorConfig
+from medclip_ad.checkpoint import recorded_method
+from medclip_ad.config import DEFAULT_METHOD, METHODS, DetectorConfig
 from medclip_ad.io.scan import Scan
 from medclip_ad.modeling.clip_backbone import RANDOM_PREFIX
 from medclip_ad.predictor import AnomalyPredictor
 from viewer_cases import CaseResult, load_result
 
-# "auto" picks the method the product recommends: learned prompts when given, else the training-free one.
+# "auto" picks the method the product recommends: the checkpoint's own method when one is given (learned
+# prompts for a reference file), else the training-free one.
 METHOD_AUTO = "auto"
 METHOD_CHOICES: tuple[str, ...] = (METHOD_AUTO, *METHODS)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -29,10 +31,10 @@ MAX_LOADED_MODELS = 2
 
 
 def detector_config(clip_weights: str, prompts: str, method: str, device: str, image_size: int) -> DetectorConfig:
-    """The sidebar's choices as a config; `auto` means anomalyclip with prompts, ensemble without."""
+    """The sidebar's choices as a config; `auto` means the checkpoint's method with one, ensemble without."""
     prompt_path = prompts.strip() or None
     if method == METHOD_AUTO:
-        method = "anomalyclip" if prompt_path else "ensemble"
+        method = (recorded_method(prompt_path) or DEFAULT_METHOD) if prompt_path else "ensemble"
     return DetectorConfig(clip_weights=clip_weights.strip(), prompts=prompt_path, method=method,
                           image_size=int(image_size), device=device)
 

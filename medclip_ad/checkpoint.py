@@ -143,6 +143,23 @@ def restore_optimizer_state(checkpoint: PromptCheckpoint, module: torch.nn.Modul
                 "exp_avg_sq": state["exp_avg_sq"].reshape(parameter.shape).to(parameter.device)}
 
 
+def recorded_method(path: Path | str) -> str | None:
+    """The method a checkpoint in this project's format was trained for, read from its header alone.
+
+    None when the file is missing, unreadable or in the reference format (which is always anomalyclip):
+    the caller then falls back to its default and the loader reports any problem with the file.
+    """
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            method = (handle.metadata() or {}).get("method")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return _decode(method) if method else None
+
+
 def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 
 METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
+DEFAULT_METHOD = "anomalyclip"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -22,7 +23,7 @@ class DetectorConfig:
 
     clip_weights: str = "openai"
     prompts: str | None = None
-    method: str = "anomalyclip"
+    method: str = DEFAULT_METHOD
     layers: tuple[int, ...] = DEFAULT_LAYERS
     image_size: int = IMAGE_SIZE
     device: str = "auto"

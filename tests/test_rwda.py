@@ -95,11 +95,12 @@ def test_detector_gives_anomalyclip_shaped_outputs(trained_run, tiny_backbone):
         assert torch.allclose(probabilities.sum(dim=1), torch.ones(2, 224, 224), atol=1e-5)
 
 
-def test_infer_command_runs_the_rwda_head(trained_run, tmp_path):
+@pytest.mark.parametrize("method_option", [["--method", "rwda"], []], ids=["named", "from the checkpoint"])
+def test_infer_command_runs_the_rwda_head(trained_run, tmp_path, method_option):
     image = tmp_path / "scan.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
     checkpoint = trained_run / FINAL_CHECKPOINT
-    assert main(["infer", str(image), "--out", str(tmp_path / "out"), "--method", "rwda", "--prompts", str(checkpoint),
+    assert main(["infer", str(image), "--out", str(tmp_path / "out"), *method_option, "--prompts", str(checkpoint),
                  "--image-size", "224", *BACKBONE]) == 0
     document = json.loads((tmp_path / "out" / "scan" / "scores.json").read_text())
     assert document["model"]["method"] == "rwda" and document["model"]["prompts_sha256"] == file_sha256(checkpoint)

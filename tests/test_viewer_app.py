@@ -21,6 +21,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from medclip_ad.case_inference import run_case
+from medclip_ad.checkpoint import save_prompt_checkpoint
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.intensity import CT_WINDOW_PRESETS
@@ -28,6 +29,7 @@ from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
+from medclip_ad.modeling.rwda_head import RandomWordHead
 from medclip_ad.overlay import OverlayStyle
 from medclip_ad.predictor import AnomalyPredictor
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Stre
 from viewer_browse import list_entries, resolve_under_root  # noqa: E402
 from viewer_intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
 from viewer_launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
+from viewer_model import METHOD_AUTO, detector_config  # noqa: E402
 from viewer_open_panel import SOURCE_BROWSE  # noqa: E402
 from viewer_rendering import (ScreenLabels, compose_panels, display_shape, extract_slice, plane_layout,  # noqa: E402
                               png_bytes, screen_labels, slice_position_mm)
@@ -434,6 +437,16 @@ def test_launch_options_from_arguments_then_environment(tmp_path):
     options = parse_launch_options(["--case", str(tmp_path / "arg-case"), "-q", "tests/x.py"], env)
     assert options.case == tmp_path / "arg-case" and options.data_root == tmp_path / "root"
     assert parse_launch_options([], {}).case is None
+
+
+def test_auto_method_follows_the_checkpoint(tmp_path, parity_dir):
+    head = tmp_path / "head.safetensors"
+    save_prompt_checkpoint(head, RandomWordHead(96).state_dict(), {"method": "rwda"})
+    reference = str(parity_dir / "tiny_prompts_reference_format.pth")
+    chosen = {prompts: detector_config("random:tiny", prompts, METHOD_AUTO, "cpu", 224).method
+              for prompts in ("", str(head), reference, str(tmp_path / "missing.safetensors"))}
+    assert list(chosen.values()) == ["ensemble", "rwda", "anomalyclip", "anomalyclip"]
+    assert detector_config("random:tiny", str(head), "anomalyclip", "cpu", 224).method == "anomalyclip"
 
 
 def test_browsing_is_confined_to_the_data_root(tmp_path):

@@ -34,15 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="demo folder (replaced on each run if it holds an earlier demo)")
     add_case_arguments(parser)
     add_detector_arguments(parser, batch_size=8)
-    parser.set_defaults(method=None)
 
 
 def run(args: argparse.Namespace) -> int:
     backbone = _backbone_or_fallback(args.clip_weights)
     _prepare_folder(args.out)
     study = make_synthetic_study(args.out / "study")
-    method = args.method or ("anomalyclip" if args.prompts else "ensemble")
-    config = replace(detector_config(args), method=method, clip_weights=backbone.source)
+    config = replace(detector_config(args), clip_weights=backbone.source)
+    if not args.method and not args.prompts:  # nothing learned to run: the training-free ensemble
+        config = replace(config, method="ensemble")
     predictor = AnomalyPredictor(config, backbone=backbone)
     options = replace(case_options(args), overwrite=True)
     if options.window is None:  # the NIfTI copy carries no modality tag: window both copies alike

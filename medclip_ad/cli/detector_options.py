@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.config import METHODS, PRECISIONS, DetectorConfig
+from medclip_ad.checkpoint import recorded_method
+from medclip_ad.config import DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.adaclip import ADACLIP_LAYERS
@@ -29,8 +30,9 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
     add_backbone_arguments(parser)
     group = parser.add_argument_group("detector")
     group.add_argument("--prompts", metavar="P", help="prompt checkpoint (.safetensors, or the reference .pth)")
-    group.add_argument("--method", choices=METHODS, default="anomalyclip",
-                       help="anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates; "
+    group.add_argument("--method", choices=METHODS,
+                       help="default: the method recorded in the --prompts checkpoint, anomalyclip without one. "
+                            "anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates; "
                             "rwda: a head trained on text alone (--prompts: its rwda_head.safetensors); "
                             "adaclip: hybrid prompts (--prompts: its adaclip.safetensors)")
     group.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help="images or slices per batch")
@@ -40,11 +42,12 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
     """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed)."""
-    method = getattr(args, "method", None) or "anomalyclip"
-    if method == "adaclip" and args.layers and getattr(args, "prompts", None):
+    prompts = getattr(args, "prompts", None)
+    method = getattr(args, "method", None) or (recorded_method(prompts) if prompts else None) or DEFAULT_METHOD
+    if method == "adaclip" and args.layers and prompts:
         raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
                              "recorded in its checkpoint (choose them when training)")
-    return DetectorConfig(clip_weights=args.clip_weights, prompts=getattr(args, "prompts", None),
+    return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
                           method=method, layers=tuple(args.layers or DEFAULT_LAYERS),
                           image_size=args.image_size, device=args.device,
                           batch_size=getattr(args, "batch_size", 8), precision=getattr(args, "precision", "auto"))
