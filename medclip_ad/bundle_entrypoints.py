@@ -123,7 +123,7 @@ class CaseInference:
         """Write this process's cases; returns their folders."""
         if not self.inputs:
             raise UserInputError("input_path: name a study folder, a file, or a list of them (--input_path PATH)")
-        sources, problems = discover_cases(self.inputs)
+        sources, problems = discover_cases(self.inputs, exclude=[self.output_dir])
         sources, problems = self.select(sources), self.select(problems)
         failures = [str(problem) for problem in problems]
         pending = [source for source in sources if not (self.resume and (self.output_dir / source.name).exists())]

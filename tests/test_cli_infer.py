@@ -71,6 +71,14 @@ def test_existing_case_is_not_overwritten_silently(images, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["grey"]
 
 
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(images, capsys):
+    out = images / "results"
+    assert main(["infer", str(images), "--out", str(out), *FAST]) == 0
+    assert main(["infer", str(images), "--out", str(out), "--overwrite", *FAST]) == 0
+    assert "3 case(s) written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["colour", "grey", "sixteen"]
+
+
 def test_folder_with_a_bad_file_processes_the_good_ones(images, tmp_path, capsys):
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "out"

@@ -59,7 +59,7 @@ def case_options(args: argparse.Namespace) -> CaseOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    sources, problems = discover_cases(args.inputs)
+    sources, problems = discover_cases(args.inputs, exclude=[args.out])
     failures = [f"{problem.path}: {problem.message}" for problem in problems]
     if not sources:
         raise UserInputError("; ".join(failures) if failures else "no readable input")

@@ -93,8 +93,11 @@ class _DicomProbe:
     stack_key: tuple | None  # None: no position/orientation, so it cannot join a stack
 
 
-def discover_cases(inputs: Sequence[Path]) -> tuple[list[CaseSource], list[InputProblem]]:
+def discover_cases(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[CaseSource], list[InputProblem]]:
     """Find every case under `inputs` (files or folders, searched recursively) and every problem.
+
+    Folders in `exclude` are not searched: an output folder inside an input folder must not turn the
+    overlays and maps of an earlier run into new cases.
 
     A missing path is a problem like a broken file: reported, while the other inputs are processed.
     Raises `UserInputError` only when no case at all is found (so a single missing input is an error),
@@ -107,7 +110,7 @@ def discover_cases(inputs: Sequence[Path]) -> tuple[list[CaseSource], list[Input
         if not path.exists():
             problems.append(InputProblem(path, "does not exist"))
         elif path.is_dir():
-            found, trouble = _discover_folder(path)
+            found, trouble = _discover_folder(path, {Path(folder).resolve() for folder in exclude})
             cases.extend(found)
             problems.extend(trouble)
         else:
@@ -143,12 +146,12 @@ def _discover_file(path: Path) -> tuple[list[CaseSource], list[InputProblem]]:
     return [_dicom_file_case(probe, path, _safe_name(_stem(path)))], []
 
 
-def _discover_folder(root: Path) -> tuple[list[CaseSource], list[InputProblem]]:
-    """Every case below `root`; DICOM slices are stacked per folder tree, not per sub-folder."""
+def _discover_folder(root: Path, exclude: set[Path]) -> tuple[list[CaseSource], list[InputProblem]]:
+    """Every case below `root` outside `exclude`; DICOM slices are stacked per folder tree, not per sub-folder."""
     cases: list[CaseSource] = []
     problems: list[InputProblem] = []
     probes: list[_DicomProbe] = []
-    for path in _walk(root):
+    for path in _walk(root, exclude):
         kind = _kind_by_suffix(path)
         if kind is not None:
             cases.append(CaseSource(_name_below(root, path), kind, (path,), root, description=path.name))
@@ -164,11 +167,13 @@ def _discover_folder(root: Path) -> tuple[list[CaseSource], list[InputProblem]]:
     return cases, problems
 
 
-def _walk(root: Path) -> list[Path]:
-    """Files below `root` in a stable order, without hidden files or folders (.DS_Store, .git)."""
+def _walk(root: Path, exclude: set[Path]) -> list[Path]:
+    """Files below `root` in a stable order, without hidden files or folders (.DS_Store, .git) and without the
+    (resolved) folders in `exclude`."""
     found: list[Path] = []
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        subfolders[:] = sorted(d for d in subfolders
+                               if not d.startswith(".") and Path(folder, d).resolve() not in exclude)
         found.extend(Path(folder, f) for f in sorted(files) if not f.startswith("."))
     return found
 
