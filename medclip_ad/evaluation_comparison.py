@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+from medclip_ad.case_inference import CaseOptions
 from medclip_ad.config import METHODS, DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
@@ -75,7 +76,8 @@ class Comparison:
 
 
 def compare_detectors(detectors: Sequence[ComparedDetector], base: DetectorConfig, manifests: list[Manifest],
-                      out_dir: Path, overwrite: bool = False, show_progress: bool = True) -> Comparison:
+                      out_dir: Path, overwrite: bool = False, show_progress: bool = True,
+                      volume_options: CaseOptions = CaseOptions()) -> Comparison:
     """Evaluate every detector on `manifests` with `base`'s backbone and settings; write the comparison files."""
     out_dir = Path(out_dir)
     detectors = list(detectors)
@@ -85,7 +87,7 @@ def compare_detectors(detectors: Sequence[ComparedDetector], base: DetectorConfi
     for index, detector in enumerate(detectors, start=1):
         predictor = AnomalyPredictor(replace(base, method=detector.method, prompts=detector.checkpoint), backbone)
         reports.append(evaluate(predictor, manifests, out_dir / detector.folder(index), name=detector.name,
-                                overwrite=overwrite, show_progress=show_progress))
+                                overwrite=overwrite, show_progress=show_progress, volume_options=volume_options))
     comparison = Comparison(detectors, reports, out_dir)
     with atomic_write(comparison.markdown_path) as temporary:
         temporary.write_text(comparison_markdown(comparison), encoding="utf-8")

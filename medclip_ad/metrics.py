@@ -133,10 +133,15 @@ def aupro(
         curve = _pro_fpr_curve(masks, rank.reshape(maps.shape) + 1, len(values) + 1)
     else:
         raise ValueError(f"unknown AUPRO flavour {flavour!r}: use 'reference' or 'standard'")
-    if curve is None:
-        return None
-    pro, fpr = curve
+    return None if curve is None else aupro_from_curve(*curve, flavour, max_fpr=max_fpr)
 
+
+def aupro_from_curve(pro: np.ndarray, fpr: np.ndarray, flavour: Literal["reference", "standard"],
+                     *, max_fpr: float = 0.3) -> float | None:
+    """The area step of `aupro`, for PRO and FPR at ascending thresholds (however they were counted).
+
+    "standard" expects the curve to run from (1, 1) at the lowest threshold to (0, 0) above the maximum.
+    """
     if flavour == "reference":
         keep = fpr < max_fpr
         pro, fpr = pro[keep], fpr[keep]

@@ -224,11 +224,13 @@ def test_existing_report_is_not_replaced(evaluated: Evaluated, predictor: Anomal
         evaluate(predictor, list(evaluated.manifests.values()), evaluated.out, show_progress=False)
 
 
-def test_volume_entries_are_refused(tmp_path: Path) -> None:
-    entry = ManifestEntry(img_path="ct.nii.gz", mask_path="", cls_name="ct", specie_name="good", anomaly=0,
-                          kind="volume")
-    with pytest.raises(UserInputError, match=r"ct\.nii\.gz: evaluating volume entries is not supported yet"):
-        check_evaluation_inputs([Manifest.from_entries(tmp_path, [entry], dataset="ct")], tmp_path / "out", False)
+def test_volume_entries_may_be_series_folders_but_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "series").mkdir()
+    entries = [ManifestEntry(img_path=path, mask_path="", cls_name="ct", specie_name="good", anomaly=0, kind="volume")
+               for path in ("series", "ct.nii.gz")]
+    with pytest.raises(UserInputError, match=r"ct\.nii\.gz: listed in the ct manifest but not found"):
+        check_evaluation_inputs([Manifest.from_entries(tmp_path, entries, dataset="ct")], tmp_path / "out", False)
+    check_evaluation_inputs([Manifest.from_entries(tmp_path, entries[:1], dataset="ct")], tmp_path / "out", False)
 
 
 def test_cli_prints_summary_table(evaluated: Evaluated) -> None:

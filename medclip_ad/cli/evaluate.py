@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
+from medclip_ad.cli.infer import add_case_arguments, case_options
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import (REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate,
@@ -17,7 +18,8 @@ from medclip_ad.evaluation import (REPORT_FILE, RESULTS_FILE, EvaluationReport, 
 from medclip_ad.evaluation_comparison import COMPARISON_MARKDOWN, ComparedDetector, compare_detectors
 from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
-HELP = "evaluate a detector on dataset manifests (image and pixel metrics, published AnomalyCLIP numbers beside)"
+HELP = ("evaluate a detector on dataset manifests of images or volumes (image and pixel metrics, published "
+        "AnomalyCLIP numbers beside)")
 # Columns of the summary printed to stdout: the metrics the published table reports.
 SUMMARY_METRICS: dict[str, str] = {"image_auroc": "img AUROC", "image_ap": "img AP", "pixel_auroc": "px AUROC",
                                    "aupro": "AUPRO"}
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rwda:rwda_head.safetensors), each into a sub-folder of --out, and write "
                              f"{COMPARISON_MARKDOWN}; replaces --method and --prompts")
     add_detector_arguments(parser)
+    add_case_arguments(parser, overlays=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = AnomalyPredictor(detector_config(args))
     if predictor.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite)
+    report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite,
+                      volume_options=case_options(args))
     print(summary_table(report))
     print(f"report: {args.out / REPORT_FILE} ({report.timing['images_per_second']:.2f} images/s)")
     return 0
@@ -56,7 +60,8 @@ def _run_comparison(args: argparse.Namespace, manifests: list[Manifest]) -> int:
         raise UserInputError(f"{'--prompts' if args.prompts else '--name'}: not used with --compare, which names "
                              f"each detector as METHOD[:CHECKPOINT]")
     detectors = [ComparedDetector.parse(spec) for spec in args.compare]
-    comparison = compare_detectors(detectors, detector_config(args), manifests, args.out, overwrite=args.overwrite)
+    comparison = compare_detectors(detectors, detector_config(args), manifests, args.out, overwrite=args.overwrite,
+                                   volume_options=case_options(args))
     if comparison.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     print(comparison.markdown_path.read_text(encoding="utf-8"))

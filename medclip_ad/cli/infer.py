@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_detector_arguments(parser)
 
 
-def add_case_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options that shape how a scan is sliced, windowed and summarised (shared with the demo)."""
+def add_case_arguments(parser: argparse.ArgumentParser, overlays: bool = True) -> None:
+    """Options that shape how a scan is sliced, windowed and summarised (shared with the demo and evaluate);
+    `overlays` adds the count of top-slice overlays, for commands that write case folders."""
     group = parser.add_argument_group("volumes")
     group.add_argument("--axis", choices=list(PLANE_NORMALS), help="slicing plane (default: the acquisition plane)")
     group.add_argument("--window", type=float, nargs=2, metavar=("WIDTH", "LEVEL"),
@@ -47,14 +48,17 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window-preset", choices=list(CT_WINDOW_PRESETS), help="named CT window")
     group.add_argument("--aggregation", choices=AGGREGATIONS, default="max", help="volume score from slice scores")
     group.add_argument("--top-k", type=int, default=5, help="k of topk_mean")
-    group.add_argument("--overlays", type=int, default=5, help="overlay PNGs written for the top slices")
+    if overlays:
+        group.add_argument("--overlays", type=int, default=CaseOptions.overlay_count,
+                           help="overlay PNGs written for the top slices")
     group.add_argument("--volume-index", type=int, help="volume of a 4-D NIfTI to use")
 
 
 def case_options(args: argparse.Namespace) -> CaseOptions:
     return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
                        aggregation=args.aggregation, top_k=args.top_k,
-                       overlay_count=args.overlays, overwrite=getattr(args, "overwrite", False),
+                       overlay_count=getattr(args, "overlays", CaseOptions.overlay_count),
+                       overwrite=getattr(args, "overwrite", False),
                        volume_index=args.volume_index, dicom_out=getattr(args, "dicom_out", None))
 
 

@@ -31,14 +31,17 @@ class Sample:
     dataset: str
 
 
-def manifest_samples(manifests: list[Manifest], split: str = "test") -> list[Sample]:
-    """All 2-D image entries of a split of several manifests, with absolute paths."""
+def manifest_samples(manifests: list[Manifest], split: str = "test", kind: str = "image") -> list[Sample]:
+    """All entries of a split of several manifests, with absolute paths; each must be of `kind`.
+
+    Training and 2-D evaluation take images; volume evaluation takes volumes.
+    """
     samples = []
     for manifest in manifests:
         for entry in manifest.entries(split):
-            if entry.kind != "image":
-                raise UserInputError(f"{entry.img_path}: volume entries are evaluated with the volume path, "
-                                     f"not as 2-D training images")
+            if entry.kind != kind:
+                raise UserInputError(f"{entry.img_path}: a {entry.kind} entry where {kind}s are expected "
+                                     f"(volume manifests are for evaluation; training takes 2-D images)")
             samples.append(Sample(manifest.absolute(entry), manifest.dataset or "dataset"))
     return samples
 

@@ -28,21 +28,22 @@ CURVE_PIXELS = 200_000
 CURVE_SEED = 0
 
 
-def write_curves(out_dir: Path, result: DatasetResult, samples: list[Sample], predictions: Predictions) -> list[str]:
-    """ROC and PR curves per class: image-level where image AUROC is defined, pixel-level likewise.
+def write_curves(out_dir: Path, result: DatasetResult, samples: list[Sample], scores: np.ndarray,
+                 pixels: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """ROC and PR curves per class: image-level where image AUROC is defined, pixel-level from `pixels`.
 
-    Returns the written files relative to `out_dir`, for the report to list.
+    `pixels` holds per class the (labels, map values) drawn for plotting (`image_curve_pixels`, or a
+    volume dataset's voxel sample). Returns the written files relative to `out_dir`, for the report.
     """
     image_curves, pixel_curves = {}, {}
     rng = np.random.default_rng(CURVE_SEED)
     for cls_name, span in class_spans(samples).items():
         metrics = result.classes[cls_name].metrics
         if metrics["image_auroc"] is not None:
-            image_curves[cls_name] = (np.array([s.entry.anomaly for s in samples[span]]), predictions.scores[span])
-        rows = kept_rows(predictions, span)
-        if rows is None or metrics["pixel_auroc"] is None:
+            image_curves[cls_name] = (np.array([s.entry.anomaly for s in samples[span]]), scores[span])
+        if cls_name not in pixels or metrics["pixel_auroc"] is None:
             continue
-        masks, maps = predictions.masks[rows].reshape(-1), predictions.maps[rows].reshape(-1)
+        masks, maps = pixels[cls_name]
         if masks.size > CURVE_PIXELS:
             drawn = rng.integers(0, masks.size, size=CURVE_PIXELS)
             masks, maps = masks[drawn], maps[drawn]
@@ -55,6 +56,16 @@ def write_curves(out_dir: Path, result: DatasetResult, samples: list[Sample], pr
         written.append(_plot_curves(out_dir, result, "pixel", pixel_curves,
                                     f" (drawn from at most {CURVE_PIXELS} random pixels per class)"))
     return written
+
+
+def image_curve_pixels(samples: list[Sample], predictions: Predictions) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each class's kept masks and maps, flattened (views, no copies), for `write_curves` to draw from."""
+    pixels = {}
+    for cls_name, span in class_spans(samples).items():
+        rows = kept_rows(predictions, span)
+        if rows is not None:
+            pixels[cls_name] = (predictions.masks[rows].reshape(-1), predictions.maps[rows].reshape(-1))
+    return pixels
 
 
 def write_examples(out_dir: Path, predictor: AnomalyPredictor, result: DatasetResult, samples: list[Sample],

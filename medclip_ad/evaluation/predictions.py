@@ -30,9 +30,9 @@ class Predictions:
     masks: np.ndarray
 
 
-def samples_by_class(manifest: Manifest) -> list[Sample]:
+def samples_by_class(manifest: Manifest, kind: str = "image") -> list[Sample]:
     """The test samples with each class contiguous, so a class's kept maps are one slice (no copies)."""
-    samples = manifest_samples([manifest])
+    samples = manifest_samples([manifest], kind=kind)
     first_seen = {cls_name: rank for rank, cls_name in enumerate(dict.fromkeys(s.entry.cls_name for s in samples))}
     return sorted(samples, key=lambda sample: first_seen[sample.entry.cls_name])
 

@@ -17,6 +17,9 @@ REPORT_FILE = "results.md"
 CASES_FILE = "cases.csv"
 NOT_REPORTED = "-"  # a metric the published table does not give
 
+VOLUME_METRICS_NOTE = ("Volumes: the image metrics rank volumes by their volume score (as `infer` computes it), and "
+                       "the pixel metrics pool voxels in each volume's own grid (AUPRO regions are 3-D, "
+                       "26-connected).")
 
 def write_report(out_dir: Path, report: EvaluationReport, published_source: str) -> None:
     """All three report files, results.json last so that a half-written report is never taken as finished."""
@@ -52,9 +55,12 @@ def _write_markdown(path: Path, report: EvaluationReport, published_source: str)
               f"({report.timing['seconds']:.1f} s in all).", ""]
     for name, result in report.datasets.items():
         counts = result.counts()
-        lines += [f"## {name}", "", f"{counts['images']} images: {counts['normal']} normal, {counts['anomalous']} "
-                  f"anomalous, {counts['with_masks']} with masks; {len(result.classes)} class(es).", "",
-                  "| metric | ours | published AnomalyCLIP |", "|---|---:|---:|"]
+        lines += [f"## {name}", "", f"{counts['images']} {result.entries}: {counts['normal']} normal, "
+                  f"{counts['anomalous']} anomalous, {counts['with_masks']} with masks; "
+                  f"{len(result.classes)} class(es).", ""]
+        if result.entries == "volumes":
+            lines += [VOLUME_METRICS_NOTE, ""]
+        lines += ["| metric | ours | published AnomalyCLIP |", "|---|---:|---:|"]
         for metric, label in METRICS.items():
             theirs = format_percent(result.published[metric]) if metric in result.published else NOT_REPORTED
             lines.append(f"| {label} | {format_percent(result.mean[metric])} | {theirs} |")

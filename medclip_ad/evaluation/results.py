@@ -61,6 +61,7 @@ class DatasetResult:
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
     examples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    entries: str = "images"  # or "volumes": then image metrics are per volume and pixel metrics per voxel
 
     def counts(self) -> dict[str, int]:
         """The image counts summed over classes."""
@@ -72,7 +73,7 @@ class DatasetResult:
 
     def to_json(self) -> dict[str, object]:
         """This dataset's part of results.json."""
-        return {"counts": self.counts(), "mean": json_metrics(self.mean),
+        return {"entries": self.entries, "counts": self.counts(), "mean": json_metrics(self.mean),
                 "classes": {cls_name: {"counts": result.counts(), "metrics": json_metrics(result.metrics)}
                             for cls_name, result in self.classes.items()},
                 "published_anomalyclip": self.published, "seconds": round(self.seconds, 3),

@@ -1,8 +1,9 @@
 """One evaluation run: check the inputs, predict and score each manifest, draw its pictures, write the report.
 
 One call evaluates one detector (a prompt checkpoint, or the `ensemble` method) on one or more manifests;
-one manifest is one dataset and its classes are the entries' `cls_name`. An existing report is only
-replaced on request. Comparing several detectors means one call each, under different `name`s.
+one manifest is one dataset, of 2-D images or of volumes, and its classes are the entries' `cls_name`.
+An existing report is only replaced on request. Comparing several detectors means one call each, under
+different `name`s (`evaluation_comparison` does that).
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ import re
 import time
 from pathlib import Path
 
+from medclip_ad.case_inference import CaseOptions
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
-from medclip_ad.evaluation.plots import write_curves, write_examples
+from medclip_ad.evaluation.plots import image_curve_pixels, write_curves, write_examples
 from medclip_ad.evaluation.predictions import predict, samples_by_class
 from medclip_ad.evaluation.published import published_anomalyclip
 from medclip_ad.evaluation.report import RESULTS_FILE, write_report
 from medclip_ad.evaluation.results import DatasetResult, EvaluationReport
-from medclip_ad.evaluation.scoring import score_dataset
+from medclip_ad.evaluation.scoring import image_pixel_metrics, score_dataset, voxel_metrics
+from medclip_ad.evaluation.volume_predictions import predict_volumes
 from medclip_ad.predictor import AnomalyPredictor
 
 
 def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite: bool) -> None:
-    """Refuse, before any model work, what would fail later: an existing report, volumes, missing files."""
+    """Refuse, before any model work, what would fail later: an existing report, mixed kinds, missing files."""
     results = Path(out_dir) / RESULTS_FILE
     if results.exists() and not overwrite:
         raise UserInputError(f"{results}: already exists (pass --overwrite to replace it)")
@@ -35,22 +38,25 @@ def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite:
         name = manifest.dataset or "dataset"
         if not entries:
             raise UserInputError(f"{manifest.root}: the {name} manifest lists no test images")
-        volumes = [entry for entry in entries if entry.kind == "volume"]
-        if volumes:
-            raise UserInputError(f"{volumes[0].img_path}: evaluating volume entries is not supported yet "
-                                 f"(the {name} manifest lists {len(volumes)}); evaluate 2-D image manifests")
+        kinds = {entry.kind for entry in entries}
+        if len(kinds) > 1:
+            raise UserInputError(f"{manifest.root}: the {name} manifest mixes 2-D images and volumes; "
+                                 f"evaluate them as two manifests")
+        # A volume entry may be a DICOM series folder; its mask is a NIfTI file.
         missing = [path for entry in entries for path in (entry.img_path, entry.mask_path)
-                   if path and not os.path.isfile(path)]
+                   if path and not (os.path.isfile(path) or (entry.kind == "volume" and os.path.isdir(path)))]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise UserInputError(f"{missing[0]}: listed in the {name} manifest but not found{more}")
 
 
 def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Path, *, name: str | None = None,
-             overwrite: bool = False, show_progress: bool = True) -> EvaluationReport:
+             overwrite: bool = False, show_progress: bool = True,
+             volume_options: CaseOptions = CaseOptions()) -> EvaluationReport:
     """Evaluate `predictor` on the test split of every manifest and write the report files into `out_dir`.
 
     `name` labels this detector in the report (default: its method, and its prompt file if any).
+    Manifests of volumes are sliced, windowed and scored as `infer` would with `volume_options`.
     """
     out_dir = Path(out_dir)
     check_evaluation_inputs(manifests, out_dir, overwrite)
@@ -60,15 +66,27 @@ def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Pa
     datasets: dict[str, DatasetResult] = {}
     inference_seconds = 0.0
     for dataset_name, manifest in zip(_dataset_names(manifests), manifests):
-        samples = samples_by_class(manifest)
+        kind = manifest.entries("test")[0].kind
+        samples = samples_by_class(manifest, kind)
+        keep_pixels = any(sample.entry.has_mask for sample in samples)
         dataset_started = time.perf_counter()
-        predictions = predict(predictor, samples, keep_pixels=any(s.entry.has_mask for s in samples),
-                              description=dataset_name, show_progress=show_progress)
+        if kind == "volume":
+            volumes = predict_volumes(predictor, samples, volume_options, keep_pixels, dataset_name, show_progress)
+            scores, map_max = volumes.scores, volumes.map_max
+            pixel_metrics = voxel_metrics(volumes)
+            pixels = {cls_name: voxels.curve_sample() for cls_name, voxels in volumes.voxels.items()}
+        else:
+            images = predict(predictor, samples, keep_pixels, dataset_name, show_progress)
+            scores, map_max = images.scores, images.map_max
+            pixel_metrics = image_pixel_metrics(samples, images)
+            pixels = image_curve_pixels(samples, images)
         inference_seconds += time.perf_counter() - dataset_started
-        result = score_dataset(dataset_name, manifest, samples, predictions,
+        result = score_dataset(dataset_name, manifest, samples, scores, map_max, pixel_metrics,
                                published.datasets.get(manifest.dataset, {}))
-        result.files = write_curves(out_dir, result, samples, predictions)
-        result.examples = write_examples(out_dir, predictor, result, samples, predictions.scores)
+        result.entries = f"{kind}s"
+        result.files = write_curves(out_dir, result, samples, scores, pixels)
+        if kind == "image":  # volumes: the case folders of `medclip-ad infer` are the way to look at them
+            result.examples = write_examples(out_dir, predictor, result, samples, scores)
         result.seconds = time.perf_counter() - dataset_started
         datasets[dataset_name] = result
     images = sum(len(result.cases) for result in datasets.values())

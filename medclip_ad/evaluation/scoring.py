@@ -4,6 +4,9 @@ Per class: image AUROC, AP and F1-max of the image scores, defined where both la
 AUPRO (reference and standard flavours), pixel AP and F1-max over all pixels of the class's kept maps and
 masks pooled, defined where an anomalous pixel exists. Then the unweighted mean over classes, as the
 published tables average.
+
+For a dataset of volumes the "images" are volumes (scored by their volume score) and the "pixels" are
+voxels, pooled through `VoxelStatistics`; the metric names stay the same.
 """
 
 from __future__ import annotations
@@ -16,40 +19,54 @@ import numpy as np
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import Sample
 from medclip_ad.evaluation.predictions import Predictions, class_spans, kept_rows
+from medclip_ad.evaluation.volume_predictions import VolumePredictions
 from medclip_ad.evaluation.results import METRICS, PIXEL_METRICS, CaseScore, ClassResult, DatasetResult
 from medclip_ad.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
 
 
-def score_dataset(name: str, manifest: Manifest, samples: list[Sample], predictions: Predictions,
-                  published: dict[str, float]) -> DatasetResult:
-    """Per-class metrics, their mean and one row per image, for the report of one dataset."""
+def score_dataset(name: str, manifest: Manifest, samples: list[Sample], scores: np.ndarray, map_max: np.ndarray,
+                  pixel_metrics: dict[str, dict[str, float | None]], published: dict[str, float]) -> DatasetResult:
+    """Per-class metrics, their mean and one row per image (or volume), for the report of one dataset.
+
+    `pixel_metrics` holds each class's pixel (or voxel) metrics where they were computed; others get None.
+    """
     classes: dict[str, ClassResult] = {}
     for cls_name, span in class_spans(samples).items():
         entries = [sample.entry for sample in samples[span]]
         labels = np.array([entry.anomaly for entry in entries])
-        metrics = {"image_auroc": image_auroc(labels, predictions.scores[span]),
-                   "image_ap": image_ap(labels, predictions.scores[span]),
-                   "image_f1_max": f1_max(labels, predictions.scores[span])}
-        metrics.update(_pixel_metrics(predictions, span))
+        metrics = {"image_auroc": image_auroc(labels, scores[span]), "image_ap": image_ap(labels, scores[span]),
+                   "image_f1_max": f1_max(labels, scores[span])}
+        metrics.update(pixel_metrics.get(cls_name) or dict.fromkeys(PIXEL_METRICS))
         classes[cls_name] = ClassResult(images=len(entries), normal=int((labels == 0).sum()),
                                         anomalous=int(labels.sum()),
                                         with_masks=sum(entry.has_mask for entry in entries), metrics=metrics)
     cases = [CaseScore(cls_name=sample.entry.cls_name, image=_manifest_path(manifest, sample.entry.img_path),
-                       label=sample.entry.anomaly, score=float(predictions.scores[i]),
-                       map_max=float(predictions.map_max[i])) for i, sample in enumerate(samples)]
+                       label=sample.entry.anomaly, score=float(scores[i]), map_max=float(map_max[i]))
+             for i, sample in enumerate(samples)]
     return DatasetResult(name=name, classes=classes, mean=_mean_over_classes(classes), cases=cases,
                          published=published)
 
 
-def _pixel_metrics(predictions: Predictions, span: slice) -> dict[str, float | None]:
-    """Pixel metrics of one class, pooled over its kept images; all None without an anomalous pixel."""
-    rows = kept_rows(predictions, span)
-    if rows is None or not predictions.masks[rows].any():
-        return dict.fromkeys(PIXEL_METRICS)
-    masks, maps = predictions.masks[rows], predictions.maps[rows]
-    return {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, "reference"),
-            "aupro_standard": aupro(masks, maps, "standard"), "pixel_ap": pixel_ap(masks, maps),
-            "pixel_f1_max": pixel_f1_max(masks, maps)}
+def image_pixel_metrics(samples: list[Sample], predictions: Predictions) -> dict[str, dict[str, float | None]]:
+    """Pixel metrics of each class, pooled over its kept images; all None without an anomalous pixel."""
+    metrics = {}
+    for cls_name, span in class_spans(samples).items():
+        rows = kept_rows(predictions, span)
+        if rows is None or not predictions.masks[rows].any():
+            continue
+        masks, maps = predictions.masks[rows], predictions.maps[rows]
+        metrics[cls_name] = {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, "reference"),
+                             "aupro_standard": aupro(masks, maps, "standard"), "pixel_ap": pixel_ap(masks, maps),
+                             "pixel_f1_max": pixel_f1_max(masks, maps)}
+    return metrics
+
+
+def voxel_metrics(predictions: VolumePredictions) -> dict[str, dict[str, float | None]]:
+    """The same metrics per class over pooled voxels (reported under the pixel metrics' names)."""
+    return {cls_name: {"pixel_auroc": voxels.auroc(), "aupro": voxels.aupro("reference"),
+                       "aupro_standard": voxels.aupro("standard"), "pixel_ap": voxels.average_precision(),
+                       "pixel_f1_max": voxels.f1_max()}
+            for cls_name, voxels in predictions.voxels.items() if voxels.defined}
 
 
 def _mean_over_classes(classes: dict[str, ClassResult]) -> dict[str, float | None]:

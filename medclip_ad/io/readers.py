@@ -30,7 +30,7 @@ from nibabel.filebasedimages import ImageFileError
 from PIL import Image
 
 from medclip_ad.errors import UserInputError
-from medclip_ad.io.discovery import CaseSource, dicom_pixel_shortfall, read_dicom_header
+from medclip_ad.io.discovery import CaseSource, dicom_pixel_shortfall, discover_cases, read_dicom_header
 from medclip_ad.io.scan import Scan
 
 # Inputs larger than this many voxels (pixels for 2-D images) are refused before their pixels are
@@ -87,6 +87,19 @@ def read_case(source: CaseSource, volume_index: int | None = None) -> Scan:
     if source.kind == "image":
         return _read_image(source)
     return _read_dicom(source)
+
+
+def read_study(path: Path, volume_index: int | None = None) -> Scan:
+    """The one study at `path` (a NIfTI file, a DICOM file, or a folder holding one DICOM series).
+
+    For manifest entries, which name exactly one study: a folder with several series is an error.
+    """
+    sources, problems = discover_cases([path])
+    if problems:
+        raise UserInputError(str(problems[0]))
+    if len(sources) != 1:
+        raise UserInputError(f"{path}: holds {len(sources)} studies (series or files); a volume entry names one")
+    return read_case(sources[0], volume_index)
 
 
 def _fail(path: Path, problem: str, exc: BaseException | None = None) -> UserInputError:

@@ -1,0 +1,73 @@
+"""The detector over one dataset of volumes: a score per volume and, per class, voxel statistics.
+
+Each study is read, sliced and scored exactly as `medclip-ad infer` scores it (the same reader, intensity
+mapping, slicing plane and volume score), so an evaluation measures what users get. Maps stay in the
+volume's own voxel grid and are never kept: where a volume's ground truth is known (a normal volume, or
+an anomalous one with its mask) its voxels are added to its class's `VoxelStatistics`, then dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from medclip_ad.case_inference import CaseOptions, resolve_slice_axis
+from medclip_ad.datasets.samples import Sample
+from medclip_ad.errors import UserInputError
+from medclip_ad.intensity import IntensityMapping
+from medclip_ad.io.readers import read_study
+from medclip_ad.io.scan import Scan
+from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.volume_inference import infer_volume, volume_score
+from medclip_ad.voxel_metrics import VoxelStatistics
+
+# Largest difference between a mask's and its volume's affine, in millimetres, still taken as the same grid.
+AFFINE_TOLERANCE_MM = 1e-2
+
+
+@dataclass
+class VolumePredictions:
+    """One dataset's volume scores and map maxima, and the voxel statistics of each class that has any."""
+
+    scores: np.ndarray
+    map_max: np.ndarray
+    voxels: dict[str, VoxelStatistics] = field(default_factory=dict)
+
+
+def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options: CaseOptions, keep_voxels: bool,
+                    description: str, show_progress: bool) -> VolumePredictions:
+    """Score every volume as `infer` does; gather voxel statistics where the ground truth is known."""
+    predictions = VolumePredictions(np.empty(len(samples), np.float32), np.empty(len(samples), np.float32))
+    upper = float(len(predictor.layers))  # maps lie in [0, number of layers]
+    for index, sample in enumerate(tqdm(samples, desc=description, unit="volume", disable=not show_progress,
+                                        leave=False, file=sys.stderr)):
+        entry = sample.entry
+        scan = read_study(Path(entry.img_path), options.volume_index)
+        if scan.kind != "volume":
+            raise UserInputError(f"{entry.img_path}: listed as a volume but holds a 2-D image")
+        mapping = IntensityMapping.from_scan(scan, window=options.window)
+        result = infer_volume(predictor, scan.array, resolve_slice_axis(scan, options), mapping)
+        predictions.scores[index] = volume_score(result.slice_scores, options.aggregation, options.top_k)
+        predictions.map_max[index] = result.map_volume.max()
+        if keep_voxels and (entry.has_mask or not entry.anomaly):
+            mask = read_mask_volume(Path(entry.mask_path), scan) if entry.has_mask else np.zeros(scan.array.shape, bool)
+            statistics = predictions.voxels.setdefault(entry.cls_name, VoxelStatistics(upper))
+            statistics.add(result.map_volume, mask)
+    return predictions
+
+
+def read_mask_volume(path: Path, scan: Scan) -> np.ndarray:
+    """A study's mask as booleans in its voxel grid; a mask on another grid is refused, never resampled."""
+    mask = read_study(path)
+    if mask.array.shape != scan.array.shape:
+        raise UserInputError(f"{path}: mask shape {mask.array.shape} differs from the volume's {scan.array.shape} "
+                             f"({scan.source})")
+    if mask.affine is not None and scan.affine is not None and \
+            not np.allclose(mask.affine, scan.affine, atol=AFFINE_TOLERANCE_MM):
+        raise UserInputError(f"{path}: mask geometry (affine) differs from the volume's ({scan.source}); "
+                             f"save the mask on the volume's grid")
+    return mask.array > 0
