@@ -44,51 +44,77 @@ def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
     return slice_axis_for_plane(options.axis, scan.affine) if options.axis else scan.slice_axis
 
 
+@dataclass
+class ScanPrediction:
+    """A scan's score and its map in the scan's own grid (float32, never normalised).
+
+    For a volume also each slice's score and the array axis it was sliced along. `mapping` is how the
+    stored values were brought to 8 bits, for drawing overlays of what the model saw.
+    """
+
+    score: float
+    map: np.ndarray
+    mapping: IntensityMapping
+    slice_scores: np.ndarray | None = None
+    axis: int | None = None
+
+
+def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions = CaseOptions(),
+                 progress: Callable[[int], None] | None = None) -> ScanPrediction:
+    """Score a scan as `infer` does, without writing anything: the Python API for images and volumes alike.
+
+    `progress` is called with the number of slices finished after each batch (volumes only).
+    """
+    mapping = IntensityMapping.from_scan(scan, window=options.window)
+    if scan.kind == "image":
+        prediction = predictor.predict([mapping(scan.array)])
+        return ScanPrediction(float(prediction.scores[0]), prediction.maps[0].astype(np.float32), mapping)
+    axis = resolve_slice_axis(scan, options)
+    result = infer_volume(predictor, scan.array, axis, mapping, progress)
+    return ScanPrediction(volume_score(result.slice_scores, options.aggregation, options.top_k), result.map_volume,
+                          mapping, result.slice_scores, axis)
+
+
 def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
              progress: Callable[[int], None] | None = None) -> dict:
     """Score a scan and write its case folder; returns the scores.json document."""
     if options.dicom_out:
         dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
-    mapping = IntensityMapping.from_scan(scan, window=options.window)
     with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
+        prediction = predict_scan(predictor, scan, options, progress)
         if scan.kind == "image":
-            document = _image_case(predictor, scan, mapping, folder)
+            document = _write_image_case(predictor, scan, prediction, folder)
         else:
-            document = _volume_case(predictor, scan, mapping, folder, options, progress)
-        document.update(_provenance(predictor, scan, mapping))
+            document = _write_volume_case(predictor, scan, prediction, folder, options)
+        document.update(_provenance(predictor, scan, prediction.mapping))
         write_json(folder / "scores.json", document)
     return document
 
 
-def _image_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path) -> dict:
-    image = mapping(scan.array)
-    prediction = predictor.predict([image])
-    anomaly_map = prediction.maps[0].astype(np.float32)
-    write_npy(folder / "anomaly_map.npy", anomaly_map)
-    write_png(folder / "overlay.png", overlay(image, anomaly_map, _style(predictor)))
-    return {"case": scan.name, "input": str(scan.source), "kind": "image",
-            "score": float(prediction.scores[0]), "slice_axis": None}
+def _write_image_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path) -> dict:
+    write_npy(folder / "anomaly_map.npy", prediction.map)
+    write_png(folder / "overlay.png", overlay(prediction.mapping(scan.array), prediction.map, _style(predictor)))
+    return {"case": scan.name, "input": str(scan.source), "kind": "image", "score": prediction.score,
+            "slice_axis": None}
 
 
-def _volume_case(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,
-                 options: CaseOptions, progress: Callable[[int], None] | None) -> dict:
-    axis = resolve_slice_axis(scan, options)
-    result = infer_volume(predictor, scan.array, axis, mapping, progress)
-    write_volume_map(result.map_volume, scan, folder / "anomaly_map.nii.gz")
-    best = top_slices(result.slice_scores, options.overlay_count)
+def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
+                       options: CaseOptions) -> dict:
+    axis, slice_scores = prediction.axis, prediction.slice_scores
+    write_volume_map(prediction.map, scan, folder / "anomaly_map.nii.gz")
+    best = top_slices(slice_scores, options.overlay_count)
     (folder / "overlays").mkdir()
     for index in best:
-        image = mapping(np.take(scan.array, index, axis=axis).T)
-        slice_map = np.take(result.map_volume, index, axis=axis).T
+        image = prediction.mapping(np.take(scan.array, index, axis=axis).T)
+        slice_map = np.take(prediction.map, index, axis=axis).T
         write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
     if options.dicom_out:
-        _write_dicom(predictor, scan, mapping, folder, options, result.map_volume, result.slice_scores, axis)
-    return {"case": scan.name, "input": str(scan.source), "kind": "volume",
-            "score": volume_score(result.slice_scores, options.aggregation, options.top_k),
+        _write_dicom(predictor, scan, prediction.mapping, folder, options, prediction.map, slice_scores, axis)
+    return {"case": scan.name, "input": str(scan.source), "kind": "volume", "score": prediction.score,
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
             else f"topk_mean(k={options.top_k})",
-            "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis, "slice_scores": [float(s) for s in result.slice_scores],
-            "top_slices": best, "shape": list(scan.array.shape)}
+            "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis,
+            "slice_scores": [float(s) for s in slice_scores], "top_slices": best, "shape": list(scan.array.shape)}
 
 
 def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,

@@ -8,6 +8,7 @@ where each slice's map lands; the real model's numbers are covered by test_parit
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -17,11 +18,12 @@ from dicom_factory import simpleitk_ras_affine, write_series
 from nibabel.testing import data_path as nibabel_data
 from pydicom.data import get_testdata_file
 
-from medclip_ad.case_inference import CaseOptions, run_case
+from medclip_ad.case_inference import CaseOptions, predict_scan, run_case
 from medclip_ad.cli.main import main
+from medclip_ad.errors import UserInputError
 from medclip_ad.intensity import IntensityMapping
 from medclip_ad.io.discovery import discover_cases
-from medclip_ad.io.readers import read_case
+from medclip_ad.io.readers import read_case, read_study
 from medclip_ad.io.synthetic import make_synthetic_study
 from medclip_ad.predictor import Prediction
 from medclip_ad.volume_inference import slice_axis_for_plane, volume_score
@@ -105,6 +107,24 @@ def test_other_planes_keep_the_volume_shape(tmp_path):
         document = run_case(BrightnessProbe(), scan, tmp_path / plane, CaseOptions(axis=plane))
         assert document["slice_axis"] == plane and len(document["slice_scores"]) == count
         assert nib.load(tmp_path / plane / scan.name / "anomaly_map.nii.gz").shape == (40, 48, 6)
+
+
+def test_predict_scan_gives_what_run_case_writes(tmp_path):
+    study = make_synthetic_study(tmp_path / "study", shape=(40, 48, 6))
+    scan = read_study(study.dicom_dir)
+    options = CaseOptions(window="brain", aggregation="topk_mean", top_k=2)
+    prediction = predict_scan(BrightnessProbe(), scan, options)
+    document = run_case(BrightnessProbe(), scan, tmp_path / "out", options)
+    assert prediction.map.shape == scan.array.shape == (40, 48, 6) and prediction.axis == 2
+    assert prediction.score == pytest.approx(document["score"]) and document["score_aggregation"] == "topk_mean(k=2)"
+    assert prediction.score == pytest.approx(np.sort(prediction.slice_scores)[-2:].mean())
+    np.testing.assert_allclose(prediction.slice_scores, document["slice_scores"], atol=1e-7)
+    written = np.asarray(nib.load(tmp_path / "out" / scan.name / "anomaly_map.nii.gz").dataobj)
+    np.testing.assert_array_equal(written, prediction.map)
+    shutil.copytree(study.dicom_dir, tmp_path / "two" / "a")
+    shutil.copy(study.nifti_path, tmp_path / "two" / "b.nii.gz")
+    with pytest.raises(UserInputError, match="holds 2 studies"):
+        read_study(tmp_path / "two")
 
 
 def test_volume_score_aggregations():

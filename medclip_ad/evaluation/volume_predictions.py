@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medclip_ad.case_inference import CaseOptions, resolve_slice_axis
+from medclip_ad.case_inference import CaseOptions, predict_scan
 from medclip_ad.datasets.samples import Sample
 from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import IntensityMapping
 from medclip_ad.io.readers import read_study
 from medclip_ad.io.scan import Scan
 from medclip_ad.predictor import AnomalyPredictor
-from medclip_ad.volume_inference import infer_volume, volume_score
 from medclip_ad.voxel_metrics import VoxelStatistics
 
 # Largest difference between a mask's and its volume's affine, in millimetres, still taken as the same grid.
@@ -49,14 +47,13 @@ def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options:
         scan = read_study(Path(entry.img_path), options.volume_index)
         if scan.kind != "volume":
             raise UserInputError(f"{entry.img_path}: listed as a volume but holds a 2-D image")
-        mapping = IntensityMapping.from_scan(scan, window=options.window)
-        result = infer_volume(predictor, scan.array, resolve_slice_axis(scan, options), mapping)
-        predictions.scores[index] = volume_score(result.slice_scores, options.aggregation, options.top_k)
-        predictions.map_max[index] = result.map_volume.max()
+        prediction = predict_scan(predictor, scan, options)
+        predictions.scores[index] = prediction.score
+        predictions.map_max[index] = prediction.map.max()
         if keep_voxels and (entry.has_mask or not entry.anomaly):
             mask = read_mask_volume(Path(entry.mask_path), scan) if entry.has_mask else np.zeros(scan.array.shape, bool)
             statistics = predictions.voxels.setdefault(entry.cls_name, VoxelStatistics(upper))
-            statistics.add(result.map_volume, mask)
+            statistics.add(prediction.map, mask)
     return predictions
 
 
