@@ -3,8 +3,9 @@
 The bundle (`bundles/anomalyclip_zeroshot_medical`) holds configs only; their `_target_`s and `$`
 expressions point here or at the package's classes, so the bundle runs from any working directory with
 the package installed. Inference is shaped the MONAI way: reading a case is the first `preprocessing`
-transform and writing it the last `postprocessing` transform, so a host with its own I/O (MONAI Deploy)
-can take them out; `CaseInference` drives the cases through both like an evaluator.
+transform, scoring it the `inferer`, and writing it the last `postprocessing` transform, so a host with
+its own I/O (MONAI Deploy) can take reading and writing out and keep the scoring; `CaseInference` drives
+the cases through all three like an evaluator.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from monai.transforms import Transform
 from tqdm import tqdm
 
 from medclip_ad.adaclip_training import AdaCLIPTrainingConfig, AdaCLIPTrainingRun, train_adaclip
-from medclip_ad.case_inference import CaseOptions, run_case
+from medclip_ad.case_inference import CaseOptions, ScanPrediction, predict_scan, write_case
 from medclip_ad.case_outputs import check_case_folder_free
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.distributed import train_prompts_data_parallel
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate
+from medclip_ad.io.dicom_export import dicom_source_files
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
@@ -82,10 +84,27 @@ class LoadScan(Transform):
         return read_case(case, volume_index=self.volume_index)
 
 
-class WriteCase(Transform):
-    """`Scan` -> its finished case folder under `output_dir` (the `infer` output contract), scored by `predictor`.
+class PredictScan(Transform):
+    """`Scan` -> `{"scan": Scan, "prediction": ScanPrediction}`: the model step, scored as `infer` scores it.
 
-    The case folder appears atomically, so scoring happens inside this step: it is `run_case` itself.
+    Kept apart from `WriteCase`, so a host that brings its own outputs (MONAI Deploy) keeps the scoring.
+    A dict, not a tuple: MONAI's Compose would hand a tuple's items to the next transform one by one.
+    """
+
+    def __init__(self, predictor: AnomalyPredictor, options: CaseOptions = CaseOptions()) -> None:
+        self.predictor = predictor
+        self.options = options
+
+    def __call__(self, scan: Scan) -> dict[str, Scan | ScanPrediction]:
+        if self.options.dicom_out:
+            dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+        return {"scan": scan, "prediction": predict_scan(self.predictor, scan, self.options)}
+
+
+class WriteCase(Transform):
+    """`PredictScan`'s output -> its finished case folder under `output_dir` (the `infer` output contract).
+
+    `predictor` is the one that scored the scan; its provenance goes into scores.json.
     """
 
     def __init__(self, predictor: AnomalyPredictor, output_dir: str | os.PathLike,
@@ -94,25 +113,27 @@ class WriteCase(Transform):
         self.output_dir = Path(output_dir)
         self.options = options
 
-    def __call__(self, scan: Scan) -> Path:
-        document = run_case(self.predictor, scan, self.output_dir, self.options)
-        logger.info("%s: score %.4f -> %s", scan.name, document["score"], self.output_dir / scan.name)
+    def __call__(self, scored: dict[str, Scan | ScanPrediction]) -> Path:
+        scan, prediction = scored["scan"], scored["prediction"]
+        write_case(self.predictor, scan, prediction, self.output_dir, self.options)
+        logger.info("%s: score %.4f -> %s", scan.name, prediction.score, self.output_dir / scan.name)
         return self.output_dir / scan.name
 
 
 class CaseInference:
-    """Every case under `input_path` through `preprocessing` then `postprocessing`, like `medclip-ad infer`.
+    """Every case under `input_path` through `preprocessing`, `inferer` and `postprocessing`, like `medclip-ad infer`.
 
     Bad inputs are reported and the rest go on; `run` raises at the end if any failed. `resume` skips cases
     whose folder already exists (for restarting a large or sharded run); otherwise an existing folder is an
     error up front unless `overwrite`. `select` picks this process's share of the cases (sharded runs).
     """
 
-    def __init__(self, input_path: PathList | None, preprocessing: Callable, postprocessing: Callable,
-                 output_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                 select: Callable[[list], list] | None = None) -> None:
+    def __init__(self, input_path: PathList | None, preprocessing: Callable, inferer: Callable,
+                 postprocessing: Callable, output_dir: str | os.PathLike, resume: bool = False,
+                 overwrite: bool = False, select: Callable[[list], list] | None = None) -> None:
         self.inputs = _paths(input_path, "input_path")
         self.preprocessing = preprocessing
+        self.inferer = inferer
         self.postprocessing = postprocessing
         self.output_dir = Path(output_dir)
         self.resume = resume
@@ -137,7 +158,7 @@ class CaseInference:
         show_progress = len(pending) > 1 and logger.isEnabledFor(logging.INFO)  # not on quiet (non-zero) ranks
         for source in tqdm(pending, desc="cases", unit="case", disable=not show_progress):
             try:
-                written.append(self.postprocessing(self.preprocessing(source)))
+                written.append(self.postprocessing(self.inferer(self.preprocessing(source))))
             except RuntimeError as error:  # MONAI's Compose wraps what a transform raised
                 user_error = _user_error(error)
                 if user_error is None:

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from medclip_ad import __version__
-from medclip_ad.case_outputs import staged_case_folder
+from medclip_ad.case_outputs import check_case_folder_free, staged_case_folder
 from medclip_ad.intensity import IntensityMapping
 from medclip_ad.io.dicom_export import (dicom_source_files, source_slice_overlays, write_parametric_map,
                                         write_secondary_capture)
@@ -80,8 +80,17 @@ def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: Ca
     """Score a scan and write its case folder; returns the scores.json document."""
     if options.dicom_out:
         dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+    check_case_folder_free(out_dir, scan.name, options.overwrite)
+    return write_case(predictor, scan, predict_scan(predictor, scan, options, progress), out_dir, options)
+
+
+def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, out_dir: Path,
+               options: CaseOptions = CaseOptions()) -> dict:
+    """Write a scored scan's case folder (the output contract), atomically; returns the scores.json document.
+
+    `predictor` is the one that scored it: its provenance goes into scores.json.
+    """
     with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
-        prediction = predict_scan(predictor, scan, options, progress)
         if scan.kind == "image":
             document = _write_image_case(predictor, scan, prediction, folder)
         else:

@@ -135,6 +135,7 @@ def test_config_defaults_are_the_package_defaults():
     inference = ConfigParser.load_config_file(CONFIGS / "inference.json")
     assert (inference["aggregation"], inference["top_k"], inference["overlays"]) == \
         (options.aggregation, options.top_k, options.overlay_count)
+    assert inference["dicom_out"] == options.dicom_out
     train = ConfigParser.load_config_file(CONFIGS / "train.json")
     recipe = ("epochs", "batch_size", "learning_rate", "seed", "image_labels_only", "workers")
     assert {key: train[key] for key in recipe} == {key: getattr(training, key) for key in recipe}
@@ -157,6 +158,20 @@ def test_inference_writes_the_contract_outputs_as_infer_does(single_inference, w
         assert main(["infer", *INPUTS, "--out", "cli", "--method", "ensemble", "--clip-weights", "random:tiny",
                      "--image-size", "224", "--device", "cpu"]) == 0
     assert_same_cases(single_inference, workspace / "cli", CASES)
+
+
+def test_reading_and_scoring_run_without_the_writing_step(single_inference, workspace):
+    """What a host with its own outputs (MONAI Deploy) keeps: preprocessing and the inferer, no postprocessing."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"method": "ensemble", "output_dir": str(workspace / "never"), **TINY})
+    load, score = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer")
+    scored = score(load(workspace / "photos" / "photo_grey.png"))
+    scan, prediction = scored["scan"], scored["prediction"]
+    written = json.loads((single_inference / "photo_grey" / "scores.json").read_text())
+    assert prediction.score == pytest.approx(written["score"], abs=1e-5)
+    np.testing.assert_allclose(prediction.map, np.load(single_inference / "photo_grey" / "anomaly_map.npy"), atol=1e-5)
+    assert scan.name == "photo_grey" and not (workspace / "never").exists()
 
 
 def test_without_a_prompt_checkpoint_inference_says_how_to_get_one(workspace, tmp_path):
