@@ -33,8 +33,8 @@ open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in
 with open_box:
     open_case_panel(session, launch)
 with model_box:
-    config = model_panel()
-    run_button(session, config)
+    config, scoring = model_panel()
+    run_button(session, config, scoring)
 with privacy_box:
     st.header("Privacy")
     show_patient = st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT)

@@ -8,6 +8,7 @@ and reruns, keyed by the whole config; results land in the session's folder as o
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from medclip_ad.config import DEFAULT_METHOD, METHODS, DetectorConfig
 from medclip_ad.io.scan import Scan
 from medclip_ad.modeling.clip_backbone import RANDOM_PREFIX
 from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.volume_inference import PLANE_NORMALS
 from viewer_cases import CaseResult, load_result
 
 # "auto" picks the method the product recommends: the checkpoint's own method when one is given (learned
@@ -26,6 +28,8 @@ from viewer_cases import CaseResult, load_result
 METHOD_AUTO = "auto"
 METHOD_CHOICES: tuple[str, ...] = (METHOD_AUTO, *METHODS)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+ACQUISITION_PLANE = "acquisition plane"
+SCORED_PLANES: tuple[str, ...] = (ACQUISITION_PLANE, *PLANE_NORMALS)
 # How many loaded models are kept; each is a full CLIP in memory.
 MAX_LOADED_MODELS = 2
 
@@ -50,17 +54,22 @@ def cached_predictor(config: DetectorConfig) -> AnomalyPredictor:
     return AnomalyPredictor(config)
 
 
-def result_key(case_key: str, config: DetectorConfig) -> str:
-    """Identity of a case scored by a model: results are cached under it."""
-    return f"{case_key}|{config!r}"
+def scoring_options(plane: str, aggregation: str, top_k: int) -> CaseOptions:
+    """The sidebar's volume scoring choices; `ACQUISITION_PLANE` scores along the plane the scan was taken in."""
+    return CaseOptions(axis=None if plane == ACQUISITION_PLANE else plane, aggregation=aggregation, top_k=int(top_k))
 
 
-def run_inference(predictor: AnomalyPredictor, scan: Scan, results_root: Path, key: str,
+def result_key(case_key: str, config: DetectorConfig, options: CaseOptions) -> str:
+    """Identity of a case scored by a model with given scoring options: results are cached under it."""
+    return f"{case_key}|{config!r}|{options!r}"
+
+
+def run_inference(predictor: AnomalyPredictor, scan: Scan, results_root: Path, key: str, options: CaseOptions,
                   report: Callable[[float, str], None]) -> CaseResult:
     """Score `scan` into its own case folder under `results_root`, calling `report(fraction, text)` as
     slices finish; returns the result as if opened from disk."""
     out_dir = results_root / hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    options = CaseOptions(overwrite=True)
+    options = replace(options, overwrite=True)
     total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 1
     done = 0
 

@@ -71,6 +71,7 @@ def provenance(result: CaseResult) -> None:
         rows.append(f"| intensity given to the model | `{document.get('intensity')}` |")
         rows.append(f"| map range | `{document['map_range']}` |")
         rows.append(f"| scored plane | `{document.get('slice_axis')}` |")
+        rows.append(f"| volume score | `{document.get('score_aggregation')}` |")
         st.markdown("| | |\n|---|---|\n" + "\n".join(rows))
 
 

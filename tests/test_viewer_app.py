@@ -43,9 +43,10 @@ from viewer_model import METHOD_AUTO, detector_config  # noqa: E402
 from viewer_open_panel import SOURCE_BROWSE  # noqa: E402
 from viewer_rendering import (ScreenLabels, compose_panels, display_shape, extract_slice, plane_layout,  # noqa: E402
                               png_bytes, screen_labels, slice_position_mm)
-from viewer_state import (JUMP_KEY_PREFIX, KEY_BROWSE, KEY_BROWSE_OPEN, KEY_CLIP_WEIGHTS,  # noqa: E402
-                          KEY_DOWNLOAD_OVERLAY, KEY_IMAGE_SIZE, KEY_INTENSITY_MODE, KEY_PLANE, KEY_RUN, KEY_SHOW_PATIENT, KEY_SOURCE,
-                          KEY_THRESHOLD, KEY_UPLOAD, KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
+from viewer_state import (JUMP_KEY_PREFIX, KEY_AGGREGATION, KEY_BROWSE, KEY_BROWSE_OPEN,  # noqa: E402
+                          KEY_CLIP_WEIGHTS, KEY_DOWNLOAD_OVERLAY, KEY_IMAGE_SIZE, KEY_INTENSITY_MODE, KEY_PLANE,
+                          KEY_RUN, KEY_SCORED_PLANE, KEY_SHOW_PATIENT, KEY_SOURCE, KEY_THRESHOLD, KEY_UPLOAD,
+                          KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
 from viewer_uploads import save_upload  # noqa: E402
 
 VIEWER = APP_DIR / "viewer.py"
@@ -263,6 +264,12 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     assert 0.0 < float(metric(at, "Case score")) < 1.0
     assert panel(at, "Overlay")[0].shape == (512, 512, 3)
     assert ok(at.run()).button(key=KEY_RUN).label == "Show earlier result"  # cached per case and model
+    assert "scored plane | `axial`" in page_text(at) and "volume score | `max`" in page_text(at)
+    at.selectbox(key=KEY_SCORED_PLANE).select("coronal")
+    at.selectbox(key=KEY_AGGREGATION).select("mean")
+    assert ok(at.run()).button(key=KEY_RUN).label == "Run inference"  # other scoring: not the cached result
+    ok(at.button(key=KEY_RUN).click().run())
+    assert "scored plane | `coronal`" in page_text(at) and "volume score | `mean`" in page_text(at)
 
 
 def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
