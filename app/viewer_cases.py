@@ -141,7 +141,7 @@ def _matching_scan(sources: list[CaseSource], result: CaseResult, folder: Path) 
     """The case among `sources` the result was computed from: by name, else the one of matching shape."""
     named = [source for source in sources if source.name == result.document["case"]]
     for source in named + [source for source in sources if source not in named]:
-        scan = read_case(source)
+        scan = read_case(source, result.document.get("volume_index"))
         if _shape_matches(scan, result):
             return scan
     raise UserInputError(f"{folder}: no case at {result.document['input']} has the shape the map was computed on")

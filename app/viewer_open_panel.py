@@ -12,11 +12,12 @@ from pathlib import Path
 import streamlit as st
 
 from medclip_ad.errors import UserInputError
-from medclip_ad.io.readers import MAX_VOXELS, read_case
+from medclip_ad.io.readers import MAX_VOXELS, nifti_volume_count, read_case
 from viewer_browse import list_entries, resolve_under_root
-from viewer_cases import Catalogue, ResultFolder, catalogue, item_key, item_label, open_result
+from viewer_cases import Catalogue, Openable, ResultFolder, catalogue, item_key, item_label, open_result
 from viewer_launch import LaunchOptions
-from viewer_state import KEY_BROWSE, KEY_BROWSE_OPEN, KEY_CASE, KEY_SOURCE, KEY_UPLOAD, ViewerSession
+from viewer_state import (KEY_BROWSE, KEY_BROWSE_OPEN, KEY_CASE, KEY_SOURCE, KEY_UPLOAD, KEY_VOLUME_INDEX,
+                          ViewerSession)
 from viewer_uploads import UPLOAD_HINT, save_upload, upload_digest
 
 SOURCE_RESULTS = "Results folder"
@@ -105,7 +106,9 @@ def _choose_case(session: ViewerSession, found: Catalogue, hide_prefix: bool) ->
     labels = [item_label(item) for item in found.items]
     label = st.selectbox("Case", labels, key=KEY_CASE) if len(labels) > 1 else labels[0]
     item = found.items[labels.index(label)]
-    key = item_key(item)
+    key, volume_index = item_key(item), _volume_choice(item)
+    if volume_index is not None:
+        key = f"{key}#volume{volume_index}"
     if session.case_key == key:
         return
     try:
@@ -115,7 +118,18 @@ def _choose_case(session: ViewerSession, found: Catalogue, hide_prefix: bool) ->
                 session.open_case(key, scan)
                 session.add_result(key, key, result)
             else:
-                session.open_case(key, read_case(item))
+                session.open_case(key, read_case(item, volume_index))
     except UserInputError as error:
         session.close_case()
         st.error(f"Cannot open {item.name}: {str(error).replace(prefix, '')}")
+
+
+def _volume_choice(item: Openable) -> int | None:
+    """For a 4-D NIfTI study, which of its volumes to open (a picker); None for everything else."""
+    if isinstance(item, ResultFolder):
+        return None
+    count = nifti_volume_count(item)
+    if count < 2:
+        return None
+    return int(st.number_input(f"Volume of this 4-D series (0 to {count - 1})", min_value=0, max_value=count - 1,
+                               value=0, step=1, key=KEY_VOLUME_INDEX))

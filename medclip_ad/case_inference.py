@@ -123,7 +123,14 @@ def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: Scan
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
             else f"topk_mean(k={options.top_k})",
             "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis,
-            "slice_scores": [float(s) for s in slice_scores], "top_slices": best, "shape": list(scan.array.shape)}
+            "slice_scores": [float(s) for s in slice_scores], "top_slices": best, "shape": list(scan.array.shape),
+            **_volume_of_series(scan)}
+
+
+def _volume_of_series(scan: Scan) -> dict:
+    """Which volume of a 4-D input was scored: without it the input path alone does not name the scan."""
+    index = scan.metadata.get("volume_index")
+    return {} if index is None else {"volume_index": int(index)}
 
 
 def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,

@@ -11,9 +11,11 @@ import io
 import json
 import os
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,7 +48,7 @@ from viewer_rendering import (ScreenLabels, compose_panels, display_shape, extra
 from viewer_state import (JUMP_KEY_PREFIX, KEY_AGGREGATION, KEY_BROWSE, KEY_BROWSE_OPEN,  # noqa: E402
                           KEY_CLIP_WEIGHTS, KEY_DOWNLOAD_OVERLAY, KEY_IMAGE_SIZE, KEY_INTENSITY_MODE, KEY_PLANE,
                           KEY_RUN, KEY_SCORED_PLANE, KEY_SHOW_PATIENT, KEY_SOURCE, KEY_THRESHOLD, KEY_UPLOAD,
-                          KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
+                          KEY_VOLUME_INDEX, KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
 from viewer_uploads import save_upload  # noqa: E402
 
 VIEWER = APP_DIR / "viewer.py"
@@ -270,6 +272,30 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     assert ok(at.run()).button(key=KEY_RUN).label == "Run inference"  # other scoring: not the cached result
     ok(at.button(key=KEY_RUN).click().run())
     assert "scored plane | `coronal`" in page_text(at) and "volume score | `mean`" in page_text(at)
+
+
+def test_a_4d_series_opens_one_volume_and_its_result_reopens(viewer, monkeypatch, tmp_path):
+    volumes = np.stack([np.full((24, 20, 3), 100.0 * (t + 1), np.float32) for t in range(3)], axis=-1)
+    volumes += np.random.default_rng(0).random(volumes.shape, dtype=np.float32)
+    root = tmp_path / "root"
+    root.mkdir()
+    nib.save(nib.Nifti1Image(volumes, np.diag([2.0, 2.0, 3.0, 1.0])), root / "dynamic.nii.gz")
+    (tmp_path / "work").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "work"))  # where the session keeps its results
+    monkeypatch.setenv(DATA_ROOT_ENV, str(root))
+    at = ok(viewer.run())
+    ok(at.radio(key=KEY_SOURCE).set_value(SOURCE_BROWSE).run())
+    at.selectbox(key=KEY_BROWSE).select("dynamic.nii.gz")
+    ok(at.button(key=KEY_BROWSE_OPEN).click().run())
+    assert at.number_input(key=KEY_VOLUME_INDEX).max == 2 and not at.error
+    ok(at.number_input(key=KEY_VOLUME_INDEX).set_value(2).run())
+    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
+    ok(at.button(key=KEY_RUN).click().run())
+    [written] = (tmp_path / "work").glob("medclip-ad-viewer-*/results/*/dynamic/scores.json")
+    assert json.loads(written.read_text())["volume_index"] == 2
+    reopened = opened_case(AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S), monkeypatch, written.parent)
+    assert reopened.subheader[0].value == "dynamic" and not [e for e in reopened.error if "Cannot" in e.value]
 
 
 def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):

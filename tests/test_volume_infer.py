@@ -154,6 +154,7 @@ def test_4d_nifti_needs_a_volume_index(tmp_path, capsys):
     assert "4-D NIfTI with 3 volumes" in capsys.readouterr().err
     assert _infer([path], tmp_path / "out", "--volume-index", "1") == 0
     assert nib.load(tmp_path / "out" / "dynamic" / "anomaly_map.nii.gz").shape == (20, 22, 4)
+    assert json.loads((tmp_path / "out" / "dynamic" / "scores.json").read_text())["volume_index"] == 1
 
 
 def test_all_nan_volume_is_refused_and_constant_volume_runs(tmp_path, capsys):

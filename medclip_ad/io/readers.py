@@ -102,6 +102,20 @@ def read_study(path: Path, volume_index: int | None = None) -> Scan:
     return read_case(sources[0], volume_index)
 
 
+def nifti_volume_count(source: CaseSource) -> int:
+    """How many 3-D volumes a case holds: more than one only for a 4-D NIfTI file (read from its header).
+
+    An unreadable header counts as one: reading the case then reports what is wrong with the file.
+    """
+    if source.kind != "nifti":
+        return 1
+    try:
+        shape = nib.load(str(source.location)).shape
+    except (ImageFileError, *_READ_ERRORS):
+        return 1
+    return int(shape[3]) if len(shape) == 4 and shape[3] > 1 else 1
+
+
 def _fail(path: Path, problem: str, exc: BaseException | None = None) -> UserInputError:
     """The one-line error for `path`, with the library's first line of explanation when there is one."""
     reason = ""
