@@ -128,8 +128,9 @@ def comparison_markdown(comparison: Comparison) -> str:
               "published. Each detector's full report (per class, curves, examples) is in its folder.", ""]
     header = ["detector", *metrics.values(), "report"]
     for name in _dataset_names(comparison):
-        images = comparison.reports[0].datasets[name].counts()["images"]
-        lines += [f"## {name} ({images} images)", "", _row(header), _row(["---"] * len(header))]
+        dataset = comparison.reports[0].datasets[name]
+        lines += [f"## {name} ({dataset.counts()['images']} {dataset.entries})", "", _row(header),
+                  _row(["---"] * len(header))]
         for index, (detector, report) in enumerate(zip(comparison.detectors, comparison.reports), start=1):
             mean = report.datasets[name].mean
             link = f"[{REPORT_FILE}]({detector.folder(index)}/{REPORT_FILE})"

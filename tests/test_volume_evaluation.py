@@ -131,6 +131,19 @@ def test_a_volume_scores_in_evaluate_as_in_infer(study_set, evaluated):
         assert float(rows[case]["map_max"]) == pytest.approx(anomaly_map.max(), abs=1e-5)
 
 
+def test_detectors_compare_on_volumes_with_the_volume_options(study_set):
+    out = study_set / "comparison"
+    assert main(["evaluate", "--manifest", str(study_set / "volumes.json"), "--out", str(out), "--compare", "ensemble",
+                 "--aggregation", "mean", *FAST]) == 0
+    assert "## volumes (4 volumes)" in (out / "comparison.md").read_text()
+    with open(out / "01_ensemble" / CASES_FILE, newline="") as handle:
+        rows = {row["image"]: float(row["score"]) for row in csv.DictReader(handle)}
+    assert main(["infer", str(study_set / "ct_study" / "normal" / "case0.nii.gz"), "--out", str(study_set / "mean"),
+                 "--aggregation", "mean", *FAST]) == 0
+    written = json.loads((study_set / "mean" / "case0" / "scores.json").read_text())
+    assert rows["normal/case0.nii.gz"] == pytest.approx(written["score"], abs=1e-5)
+
+
 def test_a_mask_on_another_grid_is_one_clear_error(study_set, tmp_path, capsys):
     manifest = json.loads((study_set / "volumes.json").read_text())
     manifest["root"] = str(study_set / "ct_study")
