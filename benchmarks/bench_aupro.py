@@ -5,11 +5,11 @@ $MEDCLIP_AD_SHARED, else ../shared next to the repository.
 """
 
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line
 from reference_aupro_loop import reference_aupro_loop
 
 from medclip_ad.metrics import aupro
@@ -30,7 +30,7 @@ def main() -> None:
     masks, maps = case["masks"], case["maps"]
     fast, fast_s = timed(aupro, masks, maps, flavour="reference")
     slow, slow_s = timed(reference_aupro_loop, masks, maps)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(machine_line())
     print(f"fixture: {masks.shape[0]} maps of {masks.shape[1]}x{masks.shape[2]}")
     print(f"expected (fixture):   {float(case['pixel_aupro_reference']):.12f}")
     print(f"vectorised reference: {fast:.12f} in {fast_s:.3f} s")

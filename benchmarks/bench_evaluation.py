@@ -11,8 +11,6 @@ computed. Random weights cost the same as real ones of the same shape.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from machine import machine_line
 
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import DatasetWarning, prepare_dataset
@@ -52,10 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
-    on_cuda = args.device.startswith("cuda")
-    device_name = torch.cuda.get_device_name() if on_cuda else platform.processor() or platform.machine()
-    print(f"machine: {device_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    print(machine_line(args.device))
     with tempfile.TemporaryDirectory() as temporary:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DatasetWarning)

@@ -11,14 +11,14 @@ same shape, so `random:vit-l-14-336` measures the published backbone's speed wit
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from machine import machine_line
 
 from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
 from medclip_ad.config import METHODS, DetectorConfig
@@ -55,9 +55,7 @@ def initial_adaclip_weights(clip_weights: str, image_size: int, folder: Path) ->
 
 def measure(args: argparse.Namespace) -> None:
 
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"machine: {device_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    print(machine_line(args.device))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (512, 512), dtype=np.uint8) for _ in range(args.images)]
     for batch_size in args.batch_sizes:
@@ -73,7 +71,8 @@ def measure(args: argparse.Namespace) -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        print(f"{args.method} {args.clip_weights} @{args.image_size} {predictor.provenance()['precision']} batch {batch_size}: "
+        precision = predictor.provenance()["precision"]
+        print(f"{args.method} {args.clip_weights} @{args.image_size} {precision} batch {batch_size}: "
               f"{len(images) / elapsed:.2f} images/s ({elapsed:.2f} s for {len(images)} images of 512x512)")
 
 

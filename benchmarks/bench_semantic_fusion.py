@@ -12,8 +12,6 @@ weak and the two clusterings differ most.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
+
+from machine import machine_line
 
 from medclip_ad.modeling.semantic_fusion import CENTRE_WEIGHT, CLUSTERS, TOP_PATCHES, fused_embedding
 
@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="calls per measurement; the median is printed")
     args = parser.parse_args()
-    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"machine: {machine}, {os.cpu_count()} CPU cores, torch {torch.__version__}")
+    print(machine_line(args.device))
 
     generator = torch.Generator().manual_seed(0)
     tokens = [F.normalize(torch.randn(args.images, PATCHES, DIM, generator=generator), dim=-1) for _ in range(LAYERS)]

@@ -10,14 +10,14 @@ Both run in the same process on the same volume, so the ratio is meaningful on a
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+
+from machine import machine_line
 
 from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import BLUR_SIGMA, BLUR_TRUNCATE
@@ -72,8 +72,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
 
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"machine: {name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(machine_line(args.device))
     volume = np.random.default_rng(0).normal(40, 60, (args.side, args.side, args.slices)).astype(np.float32)
     for preset in args.presets:
         weights = f"random:{preset}"

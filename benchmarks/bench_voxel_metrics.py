@@ -9,11 +9,11 @@ machine, voxels per second for each, and the time to compute all five metrics fr
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
+
+from machine import machine_line
 
 from medclip_ad.voxel_metrics import VoxelStatistics
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 100])
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
+    print(machine_line())
     shape = tuple(args.shape)
     volume_map = np.random.default_rng(0).random(shape, dtype=np.float32)
     lesion = np.zeros(shape, np.uint8)

@@ -1,12 +1,12 @@
 """AdaCLIP training on auxiliary data: only the prompters, generators and projections learn; CLIP is frozen.
 
 Defaults are the published recipe (AdamW lr 0.01, betas (0.5, 0.999), weight decay 0.01, 5 epochs,
-518 px, seed 111, feature layers 6 12 18 24; batch 1 as the reference, though any batch size works). Loss: focal on the image
-probabilities, plus per feature layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), all with
-weight 1. Anomalous images without a mask train the image term only. The data path is the same as
-AnomalyCLIP's: the test splits of prepared manifests. As there, every epoch writes
-`epoch_NNN.safetensors` with AdamW's moments, and a resumed run continues exactly as a straight one
-(each epoch's shuffle is seeded by (seed, epoch)); the last epoch is also `adaclip.safetensors`.
+518 px, seed 111, feature layers 6 12 18 24; batch 1 as the reference, though any batch size works).
+Loss: focal on the image probabilities, plus per feature layer focal + dice(abnormal, mask) +
+dice(normal, 1 - mask), all with weight 1. Anomalous images without a mask train the image term only.
+The data path is the same as AnomalyCLIP's: the test splits of prepared manifests. As there, every epoch
+writes `epoch_NNN.safetensors` with AdamW's moments, and a resumed run continues exactly as a straight
+one (each epoch's shuffle is seeded by (seed, epoch)); the last epoch is also `adaclip.safetensors`.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def _resume(path: Path, model: AdaCLIP, optimizer: torch.optim.Optimizer, run: A
     """Restore the learned weights, AdamW's moments and the loss history; returns the epochs already done."""
     checkpoint = load_method_checkpoint(path, METHOD)
     if "epoch" not in checkpoint.metadata:
-        raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); resume from epoch_NNN.safetensors")
+        raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); "
+                             f"resume from an epoch_NNN.safetensors")
     recorded = {"feature layers": (list(checkpoint.metadata.get("feature_layers", [])), list(model.layers)),
                 "object word": (checkpoint.metadata.get("object_word"), model.text_encoder.object_word)}
     for what, (theirs, ours) in recorded.items():

@@ -137,7 +137,8 @@ def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapp
                  options: CaseOptions, map_volume: np.ndarray, slice_scores: np.ndarray, axis: int) -> None:
     """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices."""
     if options.dicom_out in ("parametric-map", "both"):
-        write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm", map_range=(0.0, float(len(predictor.layers))))
+        write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
+                             map_range=(0.0, float(len(predictor.layers))))
     if options.dicom_out in ("secondary-capture", "both"):
         # Secondary captures show source slices; sliced along another axis, rank them by their map maximum.
         source_scores = slice_scores if axis == scan.slice_axis else map_volume.max(axis=(0, 1))

@@ -1,10 +1,11 @@
 """Export a loaded detector for deployment (TorchScript, and ONNX when installed), checked against eager PyTorch.
 
-The exported graph is the predictor's model path with the text side baked in (text features, or the
-rwda head's weights; adaclip, whose text features depend on each image, carries its prompted text
-encoder and its semantic-fusion clustering instead): normalised images (B, 3, S, S) float32 -> image scores (B,) and blurred anomaly
-maps (B, S, S) at model size, exactly what `AnomalyPredictor.predict_tensor` returns. Preprocessing
-(squash-resize to S, RGB / 255, CLIP mean/std) and resizing maps back to each input stay with the caller.
+The exported graph is the predictor's model path with the text side baked in (text features, or the rwda
+head's weights; adaclip, whose text features depend on each image, carries its prompted text encoder and
+its semantic-fusion clustering instead): normalised images (B, 3, S, S) float32 -> image scores (B,) and
+blurred anomaly maps (B, S, S) at model size, exactly what `AnomalyPredictor.predict_tensor` returns.
+Preprocessing (squash-resize to S, RGB / 255, CLIP mean/std) and resizing maps back to each input stay
+with the caller.
 
 Both formats come from one `torch.jit.trace` of that wrapper; the TorchScript file is frozen, which also
 drops the text encoder where it is unused. Each export is run on a batch of another size than the traced one (so a

@@ -23,7 +23,7 @@ from medclip_ad.build import build_detector
 from medclip_ad.checkpoint import file_sha256
 from medclip_ad.config import PRECISIONS, DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.anomaly_maps import image_scores, layer_anomaly_map
+from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
 from medclip_ad.preprocessing import preprocess

@@ -204,7 +204,8 @@ def _resume(path: Path, learner, optimizer: torch.optim.Optimizer) -> int:
     """Restore prompts and Adam moments from an epoch checkpoint; returns the epochs already done."""
     checkpoint = load_prompt_checkpoint(path)
     if "epoch" not in checkpoint.metadata:
-        raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); resume from epoch_NNN.safetensors")
+        raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); "
+                             f"resume from an epoch_NNN.safetensors")
     load_into_learner(checkpoint, learner)
     restore_optimizer_state(checkpoint, learner, optimizer)
     return int(checkpoint.metadata["epoch"])

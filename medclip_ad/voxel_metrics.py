@@ -102,7 +102,8 @@ class VoxelStatistics:
         """`metrics.aupro` over the pooled voxels, with thresholds resolved to the bin grid."""
         if self.regions == 0 or self.normal.sum() == 0:
             return None
-        pro_above, fpr_above = self._above(self.region_mass) / self.regions, self._above(self.normal) / self.normal.sum()
+        pro_above = self._above(self.region_mass) / self.regions
+        fpr_above = self._above(self.normal) / self.normal.sum()
         if flavour == "standard":  # every bin edge, from "everything" up to "nothing" (0, 0)
             return aupro_from_curve(np.append(pro_above, 0.0), np.append(fpr_above, 0.0), flavour, max_fpr=max_fpr)
         if self.low == self.high:

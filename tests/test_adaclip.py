@@ -172,7 +172,8 @@ def test_bad_training_requests_get_one_clear_line(trained, tmp_path, capsys, ext
 
 def test_layers_are_refused_at_inference(trained, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "scan.png")
-    code = main(["infer", str(tmp_path / "scan.png"), "--out", str(tmp_path / "out"), "--method", "adaclip", "--layers", "24",
+    code = main(["infer", str(tmp_path / "scan.png"), "--out", str(tmp_path / "out"), "--method", "adaclip",
+                 "--layers", "24",
                  "--prompts", str(trained / "adaclip.safetensors"), *BACKBONE])
     assert code == 2 and "--layers: not used by --method adaclip" in capsys.readouterr().err
 

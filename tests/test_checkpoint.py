@@ -24,7 +24,8 @@ def reference_path(parity_dir):
 def test_reference_import_keeps_learned_tensors_and_drops_the_rest(reference_path):
     reference = torch.load(reference_path, weights_only=True)["prompt_learner"]
     checkpoint = load_prompt_checkpoint(reference_path)
-    assert sorted(checkpoint.tensors) == sorted(["ctx_normal", "ctx_abnormal"] + [f"deep_prompts.{i}" for i in range(8)])
+    expected = ["ctx_normal", "ctx_abnormal"] + [f"deep_prompts.{i}" for i in range(8)]
+    assert sorted(checkpoint.tensors) == sorted(expected)
     assert torch.equal(checkpoint.tensors["ctx_normal"], reference["ctx_pos"].reshape(12, 128))
     assert torch.equal(checkpoint.tensors["ctx_abnormal"], reference["ctx_neg"].reshape(12, 128))
     assert torch.equal(checkpoint.tensors["deep_prompts.7"], reference["compound_prompts_text.7"])

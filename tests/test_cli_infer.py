@@ -44,7 +44,8 @@ def test_folder_of_images_follows_the_output_contract(images, tmp_path, capsys):
         assert document["kind"] == "image" and "slice_scores" not in document and 0 < document["score"] < 1
         assert document["model"]["random_weights"] is True and "RANDOM WEIGHTS" in document["warning"]
         assert document["model"]["clip_weights"] == "random:tiny" and document["model"]["layers"] == [24]
-        assert document["package_version"] and document["input"].endswith(folder.name + {"colour": ".png", "grey": ".jpg", "sixteen": ".tif"}[case])
+        suffix = {"colour": ".png", "grey": ".jpg", "sixteen": ".tif"}[case]
+        assert document["package_version"] and document["input"].endswith(folder.name + suffix)
         overlay = np.asarray(Image.open(folder / "overlay.png"))
         assert overlay.shape == (*shape, 3)
     assert document["intensity"].startswith("percentiles")  # the 16-bit TIFF was windowed robustly

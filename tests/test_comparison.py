@@ -95,7 +95,8 @@ def test_markdown_table_lists_every_detector_per_dataset(inputs, compared):
         assert [row.split("`")[1] for row in rows] == detectors
         assert f"| {PUBLISHED_ROW} |" in section
     brainmri = json.loads((compared / COMPARISON_JSON).read_text())["detectors"][0]["datasets"]["brainmri"]["mean"]
-    assert f"| `ensemble` | {100 * brainmri['image_auroc']:.1f} | {100 * brainmri['image_ap']:.1f} | n/a | n/a |" in text
+    image_auroc, image_ap = 100 * brainmri["image_auroc"], 100 * brainmri["image_ap"]
+    assert f"| `ensemble` | {image_auroc:.1f} | {image_ap:.1f} | n/a | n/a |" in text
 
 
 @pytest.mark.parametrize("index", [2, 3])

@@ -76,7 +76,8 @@ def exported(predictor, tmp_path_factory):
 def test_torchscript_reproduces_eager_scores_and_maps(predictor, exported):
     out, checks = exported
     check = checks["torchscript"]
-    assert check.passed and check.max_score_difference <= EXPORT_TOLERANCE and check.max_map_difference <= EXPORT_TOLERANCE
+    assert check.passed
+    assert check.max_score_difference <= EXPORT_TOLERANCE and check.max_map_difference <= EXPORT_TOLERANCE
     loaded = torch.jit.load(str(out / FILE_NAMES["torchscript"]))
     images = fresh_images(1)
     with torch.no_grad():

@@ -51,7 +51,8 @@ def test_resumed_run_continues_from_its_epoch_and_matches_a_straight_run(manifes
                   show_progress=False)
     resumed = train_prompts(DETECTOR, [kvasir, endo], tmp_path / "split", TrainingConfig(epochs=2, batch_size=4),
                             resume=tmp_path / "split" / "epoch_001.safetensors", show_progress=False)
-    assert len(resumed.epoch_losses) == 1 and resumed.epoch_losses[0] == pytest.approx(straight.epoch_losses[1], rel=1e-5)
+    assert len(resumed.epoch_losses) == 1
+    assert resumed.epoch_losses[0] == pytest.approx(straight.epoch_losses[1], rel=1e-5)
     a, b = (load_prompt_checkpoint(r.final_checkpoint).tensors for r in (straight, resumed))
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
     with pytest.raises(UserInputError, match="already trained 2 epochs"):

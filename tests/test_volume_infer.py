@@ -176,7 +176,8 @@ def test_dicom_out_writes_a_parametric_map_and_secondary_captures(tmp_path):
     assert _infer([CT5N], out, "--dicom-out", "both", "--overlays", "2") == 0
     parametric = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(out / "CT5N" / "anomaly_map.dcm"))
     written = np.asarray(nib.load(out / "CT5N" / "anomaly_map.nii.gz").dataobj)
-    assert parametric.NumberOfFrames == 5 and float(parametric.pixel_array.max()) == pytest.approx(written.max(), abs=1e-5)
+    assert parametric.NumberOfFrames == 5
+    assert float(parametric.pixel_array.max()) == pytest.approx(written.max(), abs=1e-5)
     captures = sorted((out / "CT5N" / "dicom_overlays").iterdir())
     assert len(captures) == 2 and pydicom.dcmread(captures[0]).PhotometricInterpretation == "RGB"
 

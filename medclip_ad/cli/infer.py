@@ -29,7 +29,8 @@ HELP = "detect anomalies in images (PNG/JPEG/TIFF), DICOM series or files, and N
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="image, DICOM file, DICOM series folder, NIfTI file, or a folder of these")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (one sub-folder per case)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (one sub-folder per case)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     parser.add_argument("--dicom-out", choices=DICOM_OUTPUTS,
                         help="also write DICOM for PACS (DICOM inputs only): a Parametric Map of the anomaly map, "

@@ -104,7 +104,8 @@ def _train_adaclip(args: argparse.Namespace) -> int:
         epochs=_given(args.epochs, ADACLIP_DEFAULTS.epochs),
         batch_size=_given(args.batch_size, ADACLIP_DEFAULTS.batch_size),
         learning_rate=_given(args.lr, ADACLIP_DEFAULTS.learning_rate), seed=args.seed, workers=args.workers,
-        object_word=args.object_word, image_labels_only=args.image_labels_only, feature_layers=tuple(args.layers or ADACLIP_DEFAULTS.feature_layers))
+        object_word=args.object_word, image_labels_only=args.image_labels_only,
+        feature_layers=tuple(args.layers or ADACLIP_DEFAULTS.feature_layers))
     manifests = [Manifest.load(path) for path in args.manifest]
     run_result = train_adaclip(detector_config(args), manifests, args.out, config, resume=args.resume)
     print(f"adaclip weights: {run_result.final_checkpoint} (epoch losses: "

@@ -5,9 +5,9 @@ Pixel decoding and geometry come from MONAI's image readers, never from hand-wri
 DICOM, `PydicomReader` for the 16-bit colour DICOM ITK's wrapping lacks, `NibabelReader` for NIfTI,
 `PILReader` for 2-D images, and tifffile for the TIFFs Pillow would truncate to 8 bits (16-bit colour).
 Array layouts and affines follow MONAI's convention (RAS world millimetres; DICOM volumes as (column,
-row, slice)), so a map with the scan's shape, saved with `scan.affine`, lies exactly on the input. GDCM inverts MONOCHROME1 data
-(radiographs where low values are bright), so grey-level arrays always read bright = dense; the
-metadata says so (`display_inverted`) for anyone comparing with the raw pixels.
+row, slice)), so a map with the scan's shape, saved with `scan.affine`, lies exactly on the input. GDCM
+inverts MONOCHROME1 data (radiographs where low values are bright), so grey-level arrays always read
+bright = dense; the metadata says so (`display_inverted`) for anyone comparing with the raw pixels.
 
 Every failure a user can cause becomes a `UserInputError` whose one line names the file and the problem.
 """

@@ -19,11 +19,6 @@ def class_logits(features: torch.Tensor, text_features: torch.Tensor) -> torch.T
     return features @ text_features.t().to(features.dtype) / TEMPERATURE
 
 
-def image_scores(global_embedding: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """Abnormal probability of each image from its global embedding alone: (B,)."""
-    return class_logits(global_embedding, text_features).softmax(dim=-1)[:, 1]
-
-
 def patch_probability_maps(layer_tokens: torch.Tensor, text_features: torch.Tensor, size: int) -> torch.Tensor:
     """Per-pixel [normal, abnormal] probabilities (B, 2, size, size) from one layer's tokens (B, 1+N, D)."""
     probabilities = class_logits(layer_tokens[:, 1:], text_features).softmax(dim=-1)

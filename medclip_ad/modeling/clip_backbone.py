@@ -142,7 +142,8 @@ def describe_architecture(model: CLIP) -> str:
     patch = visual.conv1.kernel_size[0]
     width = visual.conv1.out_channels
     image = patch * visual.grid_size[0]
-    return f"ViT w{width} L{len(visual.transformer.resblocks)} /{patch}@{image} (text w{model.token_embedding.weight.shape[1]})"
+    text_width = model.token_embedding.weight.shape[1]
+    return f"ViT w{width} L{len(visual.transformer.resblocks)} /{patch}@{image} (text w{text_width})"
 
 
 def _openai_release(model_name: str) -> ClipBackbone:

@@ -6,8 +6,9 @@ KMeans into semantic clusters, add what they look like.
 The clustering is plain tensor code, batched over images, so it runs on the GPU beside the model and
 survives TorchScript/ONNX export. It is deterministic where the reference is unseeded: centres start
 farthest-first from the most abnormal patch (the same image always gets the same score), then a fixed
-number of Lloyd steps refine them (eagerly, only until the assignment stops changing). Empty clusters keep their centre and are left out of the average,
-as a clustering that finds fewer groups than asked would report them.
+number of Lloyd steps refine them (eagerly, only until the assignment stops changing). Empty clusters
+keep their centre and are left out of the average, as a clustering that finds fewer groups than asked
+would report them.
 """
 
 from __future__ import annotations
