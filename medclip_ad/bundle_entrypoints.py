@@ -205,11 +205,16 @@ def run_rwda_training(detector: DetectorConfig, output_dir: str | os.PathLike,
 
 
 def run_evaluation(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
-                   name: str | None = None, overwrite: bool = False) -> EvaluationReport:
-    """`medclip-ad evaluate`: inputs checked before the model loads, then the report written to `output_dir`."""
+                   name: str | None = None, overwrite: bool = False,
+                   volume_options: CaseOptions = CaseOptions()) -> EvaluationReport:
+    """`medclip-ad evaluate`: inputs checked before the model loads, then the report written to `output_dir`.
+
+    `volume_options` slice, window and score the studies of volume manifests, as `infer` would.
+    """
     loaded = load_manifests(manifests)
     check_evaluation_inputs(loaded, Path(output_dir), overwrite)
-    report = evaluate(load_predictor(detector), loaded, Path(output_dir), name=name, overwrite=overwrite)
+    report = evaluate(load_predictor(detector), loaded, Path(output_dir), name=name, overwrite=overwrite,
+                      volume_options=volume_options)
     logger.info("report: %s (metrics beside the published ones), %s", Path(output_dir) / REPORT_FILE,
                 Path(output_dir) / RESULTS_FILE)
     return report

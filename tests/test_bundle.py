@@ -7,6 +7,7 @@ series and NIfTI) and two PNGs for inference, two mini datasets for training and
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -136,6 +137,9 @@ def test_config_defaults_are_the_package_defaults():
     assert (inference["aggregation"], inference["top_k"], inference["overlays"]) == \
         (options.aggregation, options.top_k, options.overlay_count)
     assert inference["dicom_out"] == options.dicom_out
+    evaluate = ConfigParser.load_config_file(CONFIGS / "evaluate.json")
+    volume_keys = ("axis", "window", "aggregation", "top_k", "volume_index")
+    assert {key: evaluate[key] for key in volume_keys} == {key: getattr(options, key) for key in volume_keys}
     train = ConfigParser.load_config_file(CONFIGS / "train.json")
     recipe = ("epochs", "batch_size", "learning_rate", "seed", "image_labels_only", "workers")
     assert {key: train[key] for key in recipe} == {key: getattr(training, key) for key in recipe}
@@ -193,6 +197,24 @@ def test_train_writes_a_checkpoint_that_evaluate_reads(single_training, workspac
     results = json.loads((workspace / "evaluation" / RESULTS_FILE).read_text())
     assert results["model"]["prompts"] == f"trained/{FINAL_CHECKPOINT}" and results["method"] == "anomalyclip"
     assert set(results["datasets"]) == {"endo"} and results["datasets"]["endo"]["counts"]["images"] == 6
+
+
+def test_evaluate_config_scores_volume_manifests_with_its_volume_options(single_inference, workspace):
+    data = workspace / "volume_set"
+    (data / "abnormal").mkdir(parents=True)
+    (data / "masks").mkdir()
+    shutil.copy(workspace / "study" / "synthetic_ct.nii.gz", data / "abnormal" / "ct.nii.gz")
+    shutil.copy(workspace / "study" / "lesion_mask.nii.gz", data / "masks" / "ct_seg.nii.gz")
+    prepare_dataset("volumes", [data]).save(workspace / "volumes.json")
+    bundle_api(workspace, "evaluate", manifests=["volumes.json"], method="ensemble", aggregation="mean",
+               output_dir="volume_evaluation", **TINY)
+    results = json.loads((workspace / "volume_evaluation" / RESULTS_FILE).read_text())
+    dataset = results["datasets"]["volumes"]
+    assert dataset["entries"] == "volumes" and 0.0 <= dataset["mean"]["pixel_auroc"] <= 1.0
+    slice_scores = json.loads((single_inference / "synthetic_ct" / "scores.json").read_text())["slice_scores"]
+    with open(workspace / "volume_evaluation" / "cases.csv", newline="") as handle:
+        [row] = csv.DictReader(handle)
+    assert float(row["score"]) == pytest.approx(float(np.mean(slice_scores)), abs=1e-5)  # the mean, as asked
 
 
 def test_torchrun_data_parallel_training_equals_the_single_process_run(single_training, workspace):
