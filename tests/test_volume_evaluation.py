@@ -112,23 +112,36 @@ def test_evaluate_reports_volume_and_voxel_metrics(evaluated):
     dataset = next(iter(results["datasets"].values()))
     assert dataset["entries"] == "volumes"
     assert dataset["counts"] == {"images": 4, "normal": 2, "anomalous": 2, "with_masks": 2}
-    for metric in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "aupro_standard", "pixel_ap", "pixel_f1_max"):
+    for metric in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "aupro_standard", "pixel_ap", "pixel_f1_max",
+                   "slice_auroc", "slice_ap"):
         assert 0.0 <= dataset["mean"][metric] <= 1.0, metric
     assert dataset["examples"] == {} and any(name.endswith("_pixel.png") for name in dataset["files"])
-    assert "Volumes: the image metrics rank volumes" in (evaluated / "results.md").read_text()
+    report = (evaluated / "results.md").read_text()
+    assert "Volumes: the image metrics rank volumes" in report and "| slice AUROC |" in report
 
 
-def test_a_volume_scores_in_evaluate_as_in_infer(study_set, evaluated):
+def test_volumes_and_slices_score_in_evaluate_as_in_infer(study_set, evaluated):
     with open(evaluated / CASES_FILE, newline="") as handle:
         rows = {row["image"]: row for row in csv.DictReader(handle)}
     assert sorted(rows) == ["abnormal/case2.nii.gz", "abnormal/case3", "normal/case0.nii.gz", "normal/case1"]
-    for case in ("abnormal/case2.nii.gz", "abnormal/case3"):
+    slice_labels, slice_scores = [], []
+    for case, row in rows.items():
         out = study_set / f"infer_{case.replace('/', '_')}"
         assert main(["infer", str(study_set / "ct_study" / case), "--out", str(out), *FAST]) == 0
         document = json.loads(next(out.glob("*/scores.json")).read_text())
-        assert float(rows[case]["score"]) == pytest.approx(document["score"], abs=1e-5)
+        assert float(row["score"]) == pytest.approx(document["score"], abs=1e-5)
         anomaly_map = nib.load(next(out.glob("*/anomaly_map.nii.gz"))).get_fdata()
-        assert float(rows[case]["map_max"]) == pytest.approx(anomaly_map.max(), abs=1e-5)
+        assert float(row["map_max"]) == pytest.approx(anomaly_map.max(), abs=1e-5)
+        name = case.split("/")[1].removesuffix(".nii.gz")
+        mask_path = study_set / "ct_study" / "masks" / f"{name}_seg.nii.gz"
+        mask = nib.load(mask_path).get_fdata() > 0 if mask_path.exists() else np.zeros(SHAPE, bool)
+        slice_labels.append(mask.any(axis=(0, 1)))  # the synthetic studies are axial: slices along the last axis
+        slice_scores.append(document["slice_scores"])
+    labels, scores = np.concatenate(slice_labels), np.concatenate(slice_scores)
+    assert 0 < labels.sum() < labels.size
+    mean = next(iter(json.loads((evaluated / RESULTS_FILE).read_text())["datasets"].values()))["mean"]
+    assert mean["slice_auroc"] == pytest.approx(metrics.image_auroc(labels, scores), abs=1e-6)
+    assert mean["slice_ap"] == pytest.approx(metrics.image_ap(labels, scores), abs=1e-6)
 
 
 def test_detectors_compare_on_volumes_with_the_volume_options(study_set):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from medclip_ad.evaluation.results import METRICS, NOT_AVAILABLE_MEANING, EvaluationReport, format_percent
+from medclip_ad.evaluation.results import NOT_AVAILABLE_MEANING, EvaluationReport, format_percent
 from medclip_ad.io.writers import atomic_write, write_json
 
 RESULTS_FILE = "results.json"
@@ -17,9 +17,9 @@ REPORT_FILE = "results.md"
 CASES_FILE = "cases.csv"
 NOT_REPORTED = "-"  # a metric the published table does not give
 
-VOLUME_METRICS_NOTE = ("Volumes: the image metrics rank volumes by their volume score (as `infer` computes it), and "
-                       "the pixel metrics pool voxels in each volume's own grid (AUPRO regions are 3-D, "
-                       "26-connected).")
+VOLUME_METRICS_NOTE = ("Volumes: the image metrics rank volumes by their volume score (as `infer` computes it), the "
+                       "pixel metrics pool voxels in each volume's own grid (AUPRO regions are 3-D, 26-connected), "
+                       "and the slice metrics rank the scored slices (anomalous: a mask voxel in the slice).")
 
 def write_report(out_dir: Path, report: EvaluationReport, published_source: str) -> None:
     """All three report files, results.json last so that a half-written report is never taken as finished."""
@@ -61,14 +61,14 @@ def _write_markdown(path: Path, report: EvaluationReport, published_source: str)
         if result.entries == "volumes":
             lines += [VOLUME_METRICS_NOTE, ""]
         lines += ["| metric | ours | published AnomalyCLIP |", "|---|---:|---:|"]
-        for metric, label in METRICS.items():
+        for metric, label in result.metric_labels.items():
             theirs = format_percent(result.published[metric]) if metric in result.published else NOT_REPORTED
             lines.append(f"| {label} | {format_percent(result.mean[metric])} | {theirs} |")
         if len(result.classes) > 1:
-            lines += ["", "| class | images | " + " | ".join(METRICS.values()) + " |",
-                      "|---|---:|" + "---:|" * len(METRICS)]
+            lines += ["", f"| class | {result.entries} | " + " | ".join(result.metric_labels.values()) + " |",
+                      "|---|---:|" + "---:|" * len(result.metric_labels)]
             for cls_name, class_result in result.classes.items():
-                values = " | ".join(format_percent(class_result.metrics[metric]) for metric in METRICS)
+                values = " | ".join(format_percent(class_result.metrics[metric]) for metric in result.metric_labels)
                 lines.append(f"| {cls_name} | {class_result.images} | {values} |")
         lines.append("")
     with atomic_write(path) as temporary:

@@ -16,6 +16,13 @@ IMAGE_METRICS: dict[str, str] = {"image_auroc": "image AUROC", "image_ap": "imag
 PIXEL_METRICS: dict[str, str] = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "aupro_standard": "AUPRO (standard)",
                                  "pixel_ap": "pixel AP", "pixel_f1_max": "pixel F1-max"}
 METRICS: dict[str, str] = {**IMAGE_METRICS, **PIXEL_METRICS}
+# Volume datasets also rank slices: a slice is anomalous where its mask has a voxel (along the scored axis).
+SLICE_METRICS: dict[str, str] = {"slice_auroc": "slice AUROC", "slice_ap": "slice AP"}
+
+
+def metric_labels(entries: str) -> dict[str, str]:
+    """The metrics a dataset of `entries` ("images" or "volumes") reports, in report order."""
+    return {**METRICS, **SLICE_METRICS} if entries == "volumes" else METRICS
 
 NOT_AVAILABLE = "n/a"
 NOT_AVAILABLE_MEANING = (f"{NOT_AVAILABLE}: undefined for this data (image metrics need normal and anomalous images, "
@@ -62,6 +69,10 @@ class DatasetResult:
     files: list[str] = field(default_factory=list)
     examples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     entries: str = "images"  # or "volumes": then image metrics are per volume and pixel metrics per voxel
+
+    @property
+    def metric_labels(self) -> dict[str, str]:
+        return metric_labels(self.entries)
 
     def counts(self) -> dict[str, int]:
         """The image counts summed over classes."""

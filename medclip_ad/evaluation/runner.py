@@ -82,8 +82,7 @@ def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Pa
             pixels = image_curve_pixels(samples, images)
         inference_seconds += time.perf_counter() - dataset_started
         result = score_dataset(dataset_name, manifest, samples, scores, map_max, pixel_metrics,
-                               published.datasets.get(manifest.dataset, {}))
-        result.entries = f"{kind}s"
+                               published.datasets.get(manifest.dataset, {}), entries=f"{kind}s")
         result.files = write_curves(out_dir, result, samples, scores, pixels)
         if kind == "image":  # volumes: the case folders of `medclip-ad infer` are the way to look at them
             result.examples = write_examples(out_dir, predictor, result, samples, scores)

@@ -20,31 +20,34 @@ from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import Sample
 from medclip_ad.evaluation.predictions import Predictions, class_spans, kept_rows
 from medclip_ad.evaluation.volume_predictions import VolumePredictions
-from medclip_ad.evaluation.results import METRICS, PIXEL_METRICS, CaseScore, ClassResult, DatasetResult
+from medclip_ad.evaluation.results import CaseScore, ClassResult, DatasetResult, metric_labels
 from medclip_ad.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
 
 
 def score_dataset(name: str, manifest: Manifest, samples: list[Sample], scores: np.ndarray, map_max: np.ndarray,
-                  pixel_metrics: dict[str, dict[str, float | None]], published: dict[str, float]) -> DatasetResult:
+                  pixel_metrics: dict[str, dict[str, float | None]], published: dict[str, float],
+                  entries: str = "images") -> DatasetResult:
     """Per-class metrics, their mean and one row per image (or volume), for the report of one dataset.
 
-    `pixel_metrics` holds each class's pixel (or voxel) metrics where they were computed; others get None.
+    `pixel_metrics` holds each class's pixel (or voxel, and slice) metrics where they were computed;
+    the others are None.
     """
+    keys = list(metric_labels(entries))
     classes: dict[str, ClassResult] = {}
     for cls_name, span in class_spans(samples).items():
-        entries = [sample.entry for sample in samples[span]]
-        labels = np.array([entry.anomaly for entry in entries])
+        class_entries = [sample.entry for sample in samples[span]]
+        labels = np.array([entry.anomaly for entry in class_entries])
         metrics = {"image_auroc": image_auroc(labels, scores[span]), "image_ap": image_ap(labels, scores[span]),
                    "image_f1_max": f1_max(labels, scores[span])}
-        metrics.update(pixel_metrics.get(cls_name) or dict.fromkeys(PIXEL_METRICS))
-        classes[cls_name] = ClassResult(images=len(entries), normal=int((labels == 0).sum()),
+        metrics.update({key: (pixel_metrics.get(cls_name) or {}).get(key) for key in keys if key not in metrics})
+        classes[cls_name] = ClassResult(images=len(class_entries), normal=int((labels == 0).sum()),
                                         anomalous=int(labels.sum()),
-                                        with_masks=sum(entry.has_mask for entry in entries), metrics=metrics)
+                                        with_masks=sum(entry.has_mask for entry in class_entries), metrics=metrics)
     cases = [CaseScore(cls_name=sample.entry.cls_name, image=_manifest_path(manifest, sample.entry.img_path),
                        label=sample.entry.anomaly, score=float(scores[i]), map_max=float(map_max[i]))
              for i, sample in enumerate(samples)]
-    return DatasetResult(name=name, classes=classes, mean=_mean_over_classes(classes), cases=cases,
-                         published=published)
+    return DatasetResult(name=name, classes=classes, mean=_mean_over_classes(classes, keys), cases=cases,
+                         published=published, entries=entries)
 
 
 def image_pixel_metrics(samples: list[Sample], predictions: Predictions) -> dict[str, dict[str, float | None]]:
@@ -62,17 +65,24 @@ def image_pixel_metrics(samples: list[Sample], predictions: Predictions) -> dict
 
 
 def voxel_metrics(predictions: VolumePredictions) -> dict[str, dict[str, float | None]]:
-    """The same metrics per class over pooled voxels (reported under the pixel metrics' names)."""
-    return {cls_name: {"pixel_auroc": voxels.auroc(), "aupro": voxels.aupro("reference"),
-                       "aupro_standard": voxels.aupro("standard"), "pixel_ap": voxels.average_precision(),
-                       "pixel_f1_max": voxels.f1_max()}
-            for cls_name, voxels in predictions.voxels.items() if voxels.defined}
+    """The pixel metrics per class over pooled voxels (under the pixel metrics' names), and the slice metrics
+    over the slices of the volumes whose ground truth is known."""
+    metrics: dict[str, dict[str, float | None]] = {}
+    for cls_name, voxels in predictions.voxels.items():
+        labels = np.concatenate(predictions.slice_labels[cls_name])
+        scores = np.concatenate(predictions.slice_scores[cls_name])
+        metrics[cls_name] = {"slice_auroc": image_auroc(labels, scores), "slice_ap": image_ap(labels, scores)}
+        if voxels.defined:
+            metrics[cls_name].update({"pixel_auroc": voxels.auroc(), "aupro": voxels.aupro("reference"),
+                                      "aupro_standard": voxels.aupro("standard"),
+                                      "pixel_ap": voxels.average_precision(), "pixel_f1_max": voxels.f1_max()})
+    return metrics
 
 
-def _mean_over_classes(classes: dict[str, ClassResult]) -> dict[str, float | None]:
+def _mean_over_classes(classes: dict[str, ClassResult], keys: list[str]) -> dict[str, float | None]:
     """The unweighted mean over the classes where each metric is defined, as the published tables average."""
     mean: dict[str, float | None] = {}
-    for metric in METRICS:
+    for metric in keys:
         values = [result.metrics[metric] for result in classes.values() if result.metrics[metric] is not None]
         mean[metric] = float(np.mean(values)) if values else None
     return mean

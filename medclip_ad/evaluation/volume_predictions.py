@@ -34,6 +34,9 @@ class VolumePredictions:
     scores: np.ndarray
     map_max: np.ndarray
     voxels: dict[str, VoxelStatistics] = field(default_factory=dict)
+    # Per class, for the volumes in `voxels`: each volume's slice labels (any mask voxel) and slice scores.
+    slice_labels: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    slice_scores: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options: CaseOptions, keep_voxels: bool,
@@ -54,6 +57,9 @@ def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options:
             mask = read_mask_volume(Path(entry.mask_path), scan) if entry.has_mask else np.zeros(scan.array.shape, bool)
             statistics = predictions.voxels.setdefault(entry.cls_name, VoxelStatistics(upper))
             statistics.add(prediction.map, mask)
+            in_plane = tuple(axis for axis in range(3) if axis != prediction.axis)
+            predictions.slice_labels.setdefault(entry.cls_name, []).append(mask.any(axis=in_plane))
+            predictions.slice_scores.setdefault(entry.cls_name, []).append(prediction.slice_scores)
     return predictions
 
 
