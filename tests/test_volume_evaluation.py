@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -155,6 +156,25 @@ def test_detectors_compare_on_volumes_with_the_volume_options(study_set):
                  "--aggregation", "mean", *FAST]) == 0
     written = json.loads((study_set / "mean" / "case0" / "scores.json").read_text())
     assert rows["normal/case0.nii.gz"] == pytest.approx(written["score"], abs=1e-5)
+
+
+def test_a_mask_in_another_axis_order_is_reoriented_onto_its_volume(study_set, evaluated, tmp_path):
+    manifest = json.loads((study_set / "volumes.json").read_text())
+    manifest["root"] = str(study_set / "ct_study")
+    for entry in (e for entries in manifest["test"].values() for e in entries if e["mask_path"]):
+        original = nib.load(study_set / "ct_study" / entry["mask_path"])
+        # the same voxels stored as (rows, columns, slices) with columns running the other way
+        reoriented = original.as_reoriented(np.array([[1, -1], [0, 1], [2, 1]]))
+        assert not np.allclose(reoriented.affine, original.affine)
+        assert not np.array_equal(np.asarray(reoriented.dataobj), np.asarray(original.dataobj))
+        entry["mask_path"] = str(tmp_path / Path(entry["mask_path"]).name)
+        nib.save(reoriented, entry["mask_path"])
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.json"), "--out", str(out), *FAST]) == 0
+    means = [next(iter(json.loads((folder / RESULTS_FILE).read_text())["datasets"].values()))["mean"]
+             for folder in (evaluated, out)]
+    assert means[1] == pytest.approx(means[0], abs=1e-9)
 
 
 def test_a_mask_on_another_grid_is_one_clear_error(study_set, tmp_path, capsys):

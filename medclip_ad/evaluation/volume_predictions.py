@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from tqdm import tqdm
 
 from medclip_ad.case_inference import CaseOptions, predict_scan
@@ -64,13 +65,21 @@ def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options:
 
 
 def read_mask_volume(path: Path, scan: Scan) -> np.ndarray:
-    """A study's mask as booleans in its voxel grid; a mask on another grid is refused, never resampled."""
+    """A study's mask as booleans in its voxel grid.
+
+    A mask stored in another axis order or direction of the same grid (as segmentation tools often
+    save them) is reoriented by its affine; a mask on any other grid is refused, never resampled.
+    """
     mask = read_study(path)
-    if mask.array.shape != scan.array.shape:
+    array = mask.array
+    if mask.affine is not None and scan.affine is not None and mask.array.ndim == 3:
+        transform = ornt_transform(io_orientation(mask.affine), io_orientation(scan.affine))
+        array = apply_orientation(mask.array, transform)
+        affine = mask.affine @ inv_ornt_aff(transform, mask.array.shape)
+        if array.shape == scan.array.shape and not np.allclose(affine, scan.affine, atol=AFFINE_TOLERANCE_MM):
+            raise UserInputError(f"{path}: mask geometry (affine) differs from the volume's ({scan.source}); "
+                                 f"save the mask on the volume's grid")
+    if array.shape != scan.array.shape:
         raise UserInputError(f"{path}: mask shape {mask.array.shape} differs from the volume's {scan.array.shape} "
                              f"({scan.source})")
-    if mask.affine is not None and scan.affine is not None and \
-            not np.allclose(mask.affine, scan.affine, atol=AFFINE_TOLERANCE_MM):
-        raise UserInputError(f"{path}: mask geometry (affine) differs from the volume's ({scan.source}); "
-                             f"save the mask on the volume's grid")
-    return mask.array > 0
+    return array > 0
