@@ -71,21 +71,21 @@ def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Pa
         keep_pixels = any(sample.entry.has_mask for sample in samples)
         dataset_started = time.perf_counter()
         if kind == "volume":
-            volumes = predict_volumes(predictor, samples, volume_options, keep_pixels, dataset_name, show_progress)
-            scores, map_max = volumes.scores, volumes.map_max
-            pixel_metrics = voxel_metrics(volumes)
-            pixels = {cls_name: voxels.curve_sample() for cls_name, voxels in volumes.voxels.items()}
+            predictions = predict_volumes(predictor, samples, volume_options, keep_pixels, dataset_name,
+                                          show_progress)
         else:
-            images = predict(predictor, samples, keep_pixels, dataset_name, show_progress)
-            scores, map_max = images.scores, images.map_max
-            pixel_metrics = image_pixel_metrics(samples, images)
-            pixels = image_curve_pixels(samples, images)
+            predictions = predict(predictor, samples, keep_pixels, dataset_name, show_progress)
         inference_seconds += time.perf_counter() - dataset_started
-        result = score_dataset(dataset_name, manifest, samples, scores, map_max, pixel_metrics,
-                               published.datasets.get(manifest.dataset, {}), entries=f"{kind}s")
-        result.files = write_curves(out_dir, result, samples, scores, pixels)
+        if kind == "volume":
+            pixel_metrics = voxel_metrics(predictions)
+            pixels = {cls_name: voxels.curve_sample() for cls_name, voxels in predictions.voxels.items()}
+        else:
+            pixel_metrics, pixels = image_pixel_metrics(samples, predictions), image_curve_pixels(samples, predictions)
+        result = score_dataset(dataset_name, manifest, samples, predictions.scores, predictions.map_max,
+                               pixel_metrics, published.datasets.get(manifest.dataset, {}), entries=f"{kind}s")
+        result.files = write_curves(out_dir, result, samples, predictions.scores, pixels)
         if kind == "image":  # volumes: the case folders of `medclip-ad infer` are the way to look at them
-            result.examples = write_examples(out_dir, predictor, result, samples, scores)
+            result.examples = write_examples(out_dir, predictor, result, samples, predictions.scores)
         result.seconds = time.perf_counter() - dataset_started
         datasets[dataset_name] = result
     images = sum(len(result.cases) for result in datasets.values())
