@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from medclip_ad.adaclip_checkpoint import METHOD, save_adaclip_checkpoint
 from medclip_ad.checkpoint import load_method_checkpoint, restore_optimizer_state
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
-from medclip_ad.datasets.samples import SampleDataset, manifest_samples
+from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.writers import atomic_write
 from medclip_ad.losses import focal_loss, local_loss
@@ -34,7 +34,7 @@ from medclip_ad.modeling.adaclip_text import DEFAULT_OBJECT_WORD
 from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import resolve_device
-from medclip_ad.training import LOG_FILE
+from medclip_ad.training import LOG_FILE, recipe_json
 
 FINAL_CHECKPOINT = "adaclip.safetensors"
 
@@ -105,13 +105,11 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
                              f"raise --epochs to continue")
     dataset = SampleDataset(samples, detector.image_size)
     use_masks = not config.image_labels_only and any(sample.entry.has_mask for sample in samples)
-    counts: dict[str, int] = {}
-    for sample in samples:
-        counts[sample.dataset] = counts.get(sample.dataset, 0) + 1
     provenance = {"backbone": backbone.architecture, "clip_weights": backbone.source,
-                  "image_size": detector.image_size, "training_data": counts, "epochs": config.epochs,
+                  "image_size": detector.image_size, "training_data": samples_per_dataset(samples),
+                  "epochs": config.epochs,
                   "seed": config.seed,
-                  "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+                  "recipe": recipe_json(config)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"training {sum(p.numel() for p in model.weights.parameters())} adaclip values on {len(samples)} images, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from medclip_ad.modeling.random_word_prompts import LabelledTextEmbeddings, Rand
 from medclip_ad.modeling.rwda_head import HIDDEN_UNITS, RandomWordHead
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.predictor import resolve_device
-from medclip_ad.training import LOG_FILE
+from medclip_ad.training import LOG_FILE, recipe_json
 
 FINAL_CHECKPOINT = "rwda_head.safetensors"
 # Prompts per text-encoder call: large enough to keep the encoder busy, small enough for a laptop's memory.
@@ -76,7 +76,7 @@ def train_random_word_head(detector: DetectorConfig, out_dir: Path,
     provenance = {"method": "rwda", "backbone": backbone.architecture, "clip_weights": backbone.source,
                   "embed_dim": embed_dim, "hidden_units": config.hidden_units,
                   "training_data": {"random_word_prompts": len(data.labels)}, "epochs": config.epochs,
-                  "seed": config.seed, "recipe": asdict(config), "train_accuracy": round(run.accuracy, 6)}
+                  "seed": config.seed, "recipe": recipe_json(config), "train_accuracy": round(run.accuracy, 6)}
     tensors = {name: value.detach().float().cpu() for name, value in head.state_dict().items()}
     save_prompt_checkpoint(run.final_checkpoint, tensors, provenance)
     print(f"epoch losses {', '.join(f'{loss:.4f}' for loss in run.epoch_losses)}; "

@@ -28,7 +28,7 @@ from medclip_ad.checkpoint import (learner_tensors, load_into_learner, load_prom
 from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import LOCAL_LOSS_WEIGHT
 from medclip_ad.datasets.manifest import Manifest
-from medclip_ad.datasets.samples import SampleDataset, manifest_samples
+from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.writers import atomic_write
 from medclip_ad.losses import glocal_loss
@@ -180,16 +180,17 @@ def _training_step(model: AnomalyCLIP, optimizer: torch.optim.Optimizer, batch: 
     return {key: float(value.detach()) for key, value in parts.items()}
 
 
+def recipe_json(config: object) -> dict[str, object]:
+    """A recipe dataclass as provenance metadata (tuples become lists, as JSON has them)."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
+
+
 def _provenance(detector: DetectorConfig, source: str, architecture: str, manifests: list[Manifest],
                 samples: list, config: TrainingConfig, loss_mode: str) -> dict[str, object]:
-    counts: dict[str, int] = {}
-    for sample in samples:
-        counts[sample.dataset] = counts.get(sample.dataset, 0) + 1
     return {"method": "anomalyclip", "backbone": architecture, "clip_weights": source,
             "layers": list(detector.layers), "image_size": detector.image_size,
-            "training_data": counts, "epochs": config.epochs, "seed": config.seed,
-            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-            "loss_mode": loss_mode}
+            "training_data": samples_per_dataset(samples), "epochs": config.epochs, "seed": config.seed,
+            "recipe": recipe_json(config), "loss_mode": loss_mode}
 
 
 def _save(path: Path, learner, optimizer: torch.optim.Optimizer, metadata: dict[str, object]) -> None:

@@ -7,6 +7,7 @@ to the model size bilinearly and thresholded at 0.5, as the published protocol d
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def manifest_samples(manifests: list[Manifest], split: str = "test", kind: str =
                                      f"(volume manifests are for evaluation; training takes 2-D images)")
             samples.append(Sample(manifest.absolute(entry), manifest.dataset or "dataset"))
     return samples
+
+
+def samples_per_dataset(samples: list[Sample]) -> dict[str, int]:
+    """How many samples each dataset contributes, in first-seen order: the `training_data` of provenance."""
+    return dict(Counter(sample.dataset for sample in samples))
 
 
 def read_display_image(path: Path) -> np.ndarray:
