@@ -15,13 +15,23 @@ import sys
 
 import streamlit as st
 
-from viewer_display_controls import intensity_controls, overlay_controls
-from viewer_launch import parse_launch_options
-from viewer_model_panel import model_panel, run_button
-from viewer_open_panel import open_case_panel
-from viewer_review_panel import (case_header, exports, image_panels, jump_buttons, plane_control, provenance,
-                                 random_weights_banner, score_metrics, score_plot, slice_control)
-from viewer_state import KEY_SHOW_PATIENT, viewer_session
+from medclip_viewer.display_controls import intensity_controls, overlay_controls
+from medclip_viewer.launch import parse_launch_options
+from medclip_viewer.model_panel import model_panel, run_button
+from medclip_viewer.open_panel import open_case_panel
+from medclip_viewer.review_panel import (
+    case_header,
+    exports,
+    image_panels,
+    jump_buttons,
+    plane_control,
+    provenance,
+    random_weights_banner,
+    score_metrics,
+    score_plot,
+    slice_control,
+)
+from medclip_viewer.state import KEY_SHOW_PATIENT, viewer_session
 
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from medclip_ad.evaluation.metrics import aupro
+
 from machine import machine_line
 from reference_aupro_loop import reference_aupro_loop
-
-from medclip_ad.metrics import aupro
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(os.environ.get("MEDCLIP_AD_SHARED", REPO_ROOT.parent / "shared")) / "fixtures/metrics/metric_case.npz"

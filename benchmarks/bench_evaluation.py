@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from machine import machine_line
-
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import DatasetWarning, prepare_dataset
 from medclip_ad.evaluation import evaluate
-from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.inference.predictor import AnomalyPredictor
+from PIL import Image
+
+from machine import machine_line
 
 
 def make_folder_dataset(root: Path, count: int) -> Path:

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from machine import machine_line
-
-from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
 from medclip_ad.config import METHODS, DetectorConfig
 from medclip_ad.constants import IMAGE_SIZE
-from medclip_ad.modeling.adaclip import AdaCLIP
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.methods.adaclip.checkpoint import save_adaclip_checkpoint
+from medclip_ad.methods.adaclip.detector import AdaCLIP
 from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.text_encoder import TextEncoder
-from medclip_ad.predictor import AnomalyPredictor
+
+from machine import machine_line
 
 
 def main() -> None:

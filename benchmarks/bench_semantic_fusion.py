@@ -18,11 +18,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from medclip_ad.methods.adaclip.semantic_fusion import CENTRE_WEIGHT, CLUSTERS, TOP_PATCHES, fused_embedding
 from sklearn.cluster import KMeans
 
 from machine import machine_line
-
-from medclip_ad.modeling.semantic_fusion import CENTRE_WEIGHT, CLUSTERS, TOP_PATCHES, fused_embedding
 
 PATCHES, LAYERS, DIM = 37 * 37, 4, 768
 

@@ -15,17 +15,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from medclip_ad.config import DetectorConfig
+from medclip_ad.constants import BLUR_SIGMA, BLUR_TRUNCATE
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.inference.preprocessing import preprocess
+from medclip_ad.inference.volume import infer_volume
+from medclip_ad.io.intensity import to_uint8
+from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from scipy.ndimage import gaussian_filter
 
 from machine import machine_line
-
-from medclip_ad.config import DetectorConfig
-from medclip_ad.constants import BLUR_SIGMA, BLUR_TRUNCATE
-from medclip_ad.intensity import to_uint8
-from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
-from medclip_ad.predictor import AnomalyPredictor
-from medclip_ad.preprocessing import preprocess
-from medclip_ad.volume_inference import infer_volume
 
 # ViT-B/16 needs a multiple of 16; the other presets use the published 518. Maps from the last block.
 IMAGE_SIZES = {"tiny": 518, "vit-b": 512, "vit-l-14-336": 518}

@@ -12,10 +12,9 @@ import argparse
 import time
 
 import numpy as np
+from medclip_ad.evaluation.voxel_metrics import VoxelStatistics
 
 from machine import machine_line
-
-from medclip_ad.voxel_metrics import VoxelStatistics
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """A straightforward loop port of the reference AUPRO, written from shared/fixtures/metrics/README.md.
 
-Kept only as the yardstick for `medclip_ad.metrics.aupro(flavour="reference")`: the test checks the two
+Kept only as the yardstick for `medclip_ad.evaluation.metrics.aupro(flavour="reference")`: the test checks the two
 agree and `bench_aupro.py` times them. Like the reference, it relabels every mask at every threshold.
 """
 

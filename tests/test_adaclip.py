@@ -11,22 +11,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mini_datasets import make_endo
-from PIL import Image
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
-
-from medclip_ad.adaclip_checkpoint import load_adaclip, save_adaclip_checkpoint
-from medclip_ad.checkpoint import load_method_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.adaclip import ADACLIP_LAYERS, AdaCLIP
-from medclip_ad.modeling.adaclip_text import adaclip_sentences
-from medclip_ad.modeling.semantic_fusion import KMEANS_STEPS, fused_embedding, kmeans_labels, mean_of_cluster_means
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.methods.adaclip.checkpoint import load_adaclip, save_adaclip_checkpoint
+from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS, AdaCLIP
+from medclip_ad.methods.adaclip.semantic_fusion import (
+    KMEANS_STEPS,
+    fused_embedding,
+    kmeans_labels,
+    mean_of_cluster_means,
+)
+from medclip_ad.methods.adaclip.text import adaclip_sentences
+from medclip_ad.methods.checkpoint import load_method_checkpoint
 from medclip_ad.modeling.text_encoder import TextEncoder
-from medclip_ad.predictor import AnomalyPredictor
+from PIL import Image
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from mini_datasets import make_endo
 
 SIZE = 224
 BACKBONE = ["--clip-weights", "random:tiny", "--image-size", str(SIZE), "--device", "cpu"]

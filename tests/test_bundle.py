@@ -19,27 +19,27 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, SHARED
-from mini_datasets import make_endo, make_kvasir
-from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
-from PIL import Image
-
-from medclip_ad.adaclip_training import FINAL_CHECKPOINT as ADACLIP_FINAL_CHECKPOINT
-from medclip_ad.adaclip_training import AdaCLIPTrainingConfig
-from medclip_ad.case_inference import CaseOptions
-from medclip_ad.checkpoint import load_method_checkpoint, load_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import IMAGE_SIZE
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import RESULTS_FILE, published_anomalyclip
+from medclip_ad.inference.case import CaseOptions
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.synthetic import make_synthetic_study
-from medclip_ad.rwda_training import FINAL_CHECKPOINT as RWDA_FINAL_CHECKPOINT
-from medclip_ad.rwda_training import RandomWordTrainingConfig
-from medclip_ad.training import FINAL_CHECKPOINT, LOG_FILE, TrainingConfig
+from medclip_ad.methods.adaclip.training import FINAL_CHECKPOINT as ADACLIP_FINAL_CHECKPOINT
+from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig
+from medclip_ad.methods.anomalyclip.training import FINAL_CHECKPOINT, LOG_FILE, TrainingConfig
+from medclip_ad.methods.checkpoint import load_method_checkpoint, load_prompt_checkpoint
+from medclip_ad.methods.rwda.training import FINAL_CHECKPOINT as RWDA_FINAL_CHECKPOINT
+from medclip_ad.methods.rwda.training import RandomWordTrainingConfig
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+from PIL import Image
+
+from conftest import REPO_ROOT, SHARED
+from mini_datasets import make_endo, make_kvasir
 
 BUNDLE = REPO_ROOT / "bundles" / "anomalyclip_zeroshot_medical"
 CONFIGS = BUNDLE / "configs"

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from medclip_ad.build import build_detector
-from medclip_ad.checkpoint import (learner_tensors, load_into_learner, load_prompt_checkpoint,
-                                   save_prompt_checkpoint)
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.prompt_learner import ObjectAgnosticPromptLearner
+from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
+from medclip_ad.methods.checkpoint import (
+    learner_tensors,
+    load_into_learner,
+    load_prompt_checkpoint,
+    save_prompt_checkpoint,
+)
+from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.text_encoder import TextEncoder
+from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from medclip_ad.cli.main import main
+from PIL import Image
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 

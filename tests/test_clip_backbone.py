@@ -8,11 +8,10 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.vision_tower import resize_position_embedding
+from safetensors.torch import save_file
 
 
 class _Node(torch.nn.Module):

@@ -13,20 +13,20 @@ import json
 
 import pytest
 import torch
-from mini_datasets import make_brainmri, make_endo
-
-from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.evaluation import evaluate
-from medclip_ad.evaluation_comparison import COMPARISON_JSON, COMPARISON_MARKDOWN, PUBLISHED_ROW
-from medclip_ad.modeling.adaclip import AdaCLIP
+from medclip_ad.evaluation.comparison import COMPARISON_JSON, COMPARISON_MARKDOWN, PUBLISHED_ROW
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.methods.adaclip.checkpoint import save_adaclip_checkpoint
+from medclip_ad.methods.adaclip.detector import AdaCLIP
+from medclip_ad.methods.rwda.random_word_prompts import RandomWordSettings
+from medclip_ad.methods.rwda.training import RandomWordTrainingConfig, train_random_word_head
 from medclip_ad.modeling.clip_backbone import load_clip
-from medclip_ad.modeling.random_word_prompts import RandomWordSettings
 from medclip_ad.modeling.text_encoder import TextEncoder
-from medclip_ad.predictor import AnomalyPredictor
-from medclip_ad.rwda_training import RandomWordTrainingConfig, train_random_word_head
+
+from mini_datasets import make_brainmri, make_endo
 
 # The generated sets are far smaller than the published ones.
 pytestmark = pytest.mark.filterwarnings("ignore::medclip_ad.datasets.notices.DatasetWarning")

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from medclip_ad.cli import prepare_data
 from medclip_ad.datasets import DatasetWarning, Manifest, ManifestEntry, combine_manifests, prepare_dataset
 from medclip_ad.datasets.pairing import pair_masks
 from medclip_ad.errors import UserInputError
+from PIL import Image
 
 # Fixtures are far smaller than the published sets; tests that check the size warning ask for it.
 pytestmark = pytest.mark.filterwarnings("ignore::medclip_ad.datasets.notices.DatasetWarning")

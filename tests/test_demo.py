@@ -6,7 +6,6 @@ import json
 
 import nibabel as nib
 import pytest
-
 from medclip_ad.cli.main import main
 from medclip_ad.modeling import clip_backbone
 

@@ -8,10 +8,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-
 from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import IntensityMapping
+from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.dicom_export import (
     OVERLAY_COMMENT,
     PARAMETRIC_MAP_DESCRIPTION,
@@ -20,10 +18,11 @@ from medclip_ad.io.dicom_export import (
     write_secondary_capture,
 )
 from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import make_synthetic_study
-from medclip_ad.overlay import OverlayStyle
+from pydicom.data import get_testdata_file
 
 CT5N = Path(get_testdata_file("dicomdirtests/98892001/CT5N", download=False))
 CR_WITHOUT_GEOMETRY = CT5N.parents[1] / "77654033" / "CR3" / "6278"  # 16 x 16, PatientOrientation L\F

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mini_datasets import make_brainmri, make_endo, make_kvasir
-
-from medclip_ad.checkpoint import load_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.evaluation import IMAGE_METRICS, METRICS, NOT_AVAILABLE, PIXEL_METRICS
+from medclip_ad.methods.checkpoint import load_prompt_checkpoint
+
+from mini_datasets import make_brainmri, make_endo, make_kvasir
 
 BACKBONE_ARGS = ("--clip-weights", "random:tiny", "--image-size", "224", "--device", "cpu")
 EPOCHS = 2

@@ -1,6 +1,6 @@
 """`medclip-ad evaluate` on tiny generated datasets in published layouts, with the tiny random backbone.
 
-Every metric in the report is checked against a direct call of `medclip_ad.metrics` on scores and maps
+Every metric in the report is checked against a direct call of `medclip_ad.evaluation.metrics` on scores and maps
 the test computes itself with the predictor, so the evaluation adds bookkeeping, never arithmetic.
 """
 
@@ -16,17 +16,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from medclip_ad import metrics
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import Manifest, ManifestEntry, prepare_dataset
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples
 from medclip_ad.errors import UserInputError
-from medclip_ad.evaluation import (IMAGE_METRICS, METRICS, NOT_AVAILABLE, PIXEL_METRICS, check_evaluation_inputs,
-                                   evaluate)
-from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.evaluation import (
+    IMAGE_METRICS,
+    METRICS,
+    NOT_AVAILABLE,
+    PIXEL_METRICS,
+    check_evaluation_inputs,
+    evaluate,
+    metrics,
+)
+from medclip_ad.inference.predictor import AnomalyPredictor
+from PIL import Image
 
 # The generated sets are far smaller than the published ones.
 pytestmark = pytest.mark.filterwarnings("ignore::medclip_ad.datasets.notices.DatasetWarning")

@@ -12,18 +12,23 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from medclip_ad import export
-from medclip_ad.adaclip_checkpoint import save_adaclip_checkpoint
-from medclip_ad.checkpoint import save_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.export import EXPORT_TOLERANCE, FILE_NAMES, MANIFEST_FILE, ExportMismatchError, export_detector
-from medclip_ad.modeling.adaclip import AdaCLIP
-from medclip_ad.modeling.rwda_head import RandomWordHead
+from medclip_ad.inference import export
+from medclip_ad.inference.export import (
+    EXPORT_TOLERANCE,
+    FILE_NAMES,
+    MANIFEST_FILE,
+    ExportMismatchError,
+    export_detector,
+)
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.methods.adaclip.checkpoint import save_adaclip_checkpoint
+from medclip_ad.methods.adaclip.detector import AdaCLIP
+from medclip_ad.methods.checkpoint import save_prompt_checkpoint
+from medclip_ad.methods.rwda.head import RandomWordHead
 from medclip_ad.modeling.text_encoder import TextEncoder
-from medclip_ad.predictor import AnomalyPredictor
 
 # Loading TorchScript is what a deployment does; torch 2.14 marks it deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.data import get_testdata_file
-
 from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import (
+from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.intensity import (
     CT_WINDOW_PRESETS,
     IntensityMapping,
     WindowPreset,
@@ -21,9 +20,9 @@ from medclip_ad.intensity import (
     resolve_window,
     to_uint8,
 )
-from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
+from pydicom.data import get_testdata_file
 
 
 def _volume(array: np.ndarray, modality: str | None = None) -> Scan:

@@ -17,17 +17,17 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
-from dicom_factory import simpleitk_ras_affine, template_path, template_stored_volume, write_series
-from nibabel.testing import data_path as nibabel_data
-from PIL import Image
-from pydicom.data import get_testdata_file
-
 from medclip_ad.errors import UserInputError
-from medclip_ad.io import readers
+from medclip_ad.io import read_checks
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import SyntheticLesion, make_synthetic_study
 from medclip_ad.io.writers import write_volume_map
+from nibabel.testing import data_path as nibabel_data
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from dicom_factory import simpleitk_ras_affine, template_path, template_stored_volume, write_series
 
 GEOMETRY_TOLERANCE_MM = 1e-4
 CT5N = Path(get_testdata_file("CT5N", download=False) or "missing-CT5N")
@@ -413,7 +413,7 @@ def test_uneven_and_repeated_slices_are_refused(tmp_path: Path) -> None:
 
 
 def test_huge_inputs_are_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "MAX_VOXELS", 1000)
+    monkeypatch.setattr(read_checks, "MAX_VOXELS", 1000)
     png = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(png)
     for path in (png, Path(nibabel_data) / "anatomical.nii", CT5N):

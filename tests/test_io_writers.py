@@ -8,16 +8,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_factory import simpleitk_ras_affine
-from nibabel.testing import data_path as nibabel_data
-from PIL import Image
-from pydicom.data import get_testdata_file
-
 from medclip_ad.io import writers
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import atomic_write, write_json, write_npy, write_png, write_volume_map
+from nibabel.testing import data_path as nibabel_data
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from dicom_factory import simpleitk_ras_affine
 
 GEOMETRY_TOLERANCE_MM = 1e-4
 

@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from medclip_ad.losses import dice_loss, focal_loss, glocal_loss, local_loss
+from medclip_ad.training.losses import dice_loss, focal_loss, glocal_loss, local_loss
 
 
 def _two_pixel_case():

@@ -6,9 +6,9 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED
+from medclip_ad.evaluation.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
 
-from medclip_ad.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
+from conftest import REPO_ROOT, SHARED
 
 FIXTURE = SHARED / "fixtures" / "metrics" / "metric_case.npz"
 

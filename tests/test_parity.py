@@ -10,15 +10,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import PARITY_IMAGES, PARITY_LAYER_SETTINGS
-from PIL import Image
-
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from medclip_ad.modeling.clip_backbone import load_clip
-from medclip_ad.predictor import AnomalyPredictor
-from medclip_ad.preprocessing import preprocess
+from PIL import Image
+
+from conftest import PARITY_IMAGES, PARITY_LAYER_SETTINGS
 
 SCORE_TOL, MAP_TOL, TEXT_TOL = 1e-4, 5e-4, 1e-4
 

@@ -12,18 +12,22 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from medclip_ad.build import build_detector
-from medclip_ad.checkpoint import file_sha256, load_method_checkpoint, load_prompt_checkpoint, save_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.prompt_ensemble import ensemble_sentences
-from medclip_ad.modeling.random_word_prompts import RandomWordSettings, random_word_token_ids
-from medclip_ad.modeling.rwda_head import RandomWordDetector, RandomWordHead
+from medclip_ad.methods.checkpoint import (
+    file_sha256,
+    load_method_checkpoint,
+    load_prompt_checkpoint,
+    save_prompt_checkpoint,
+)
+from medclip_ad.methods.ensemble.prompt_ensemble import ensemble_sentences
+from medclip_ad.methods.registry import build_detector
+from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead
+from medclip_ad.methods.rwda.random_word_prompts import RandomWordSettings, random_word_token_ids
+from medclip_ad.methods.rwda.training import FINAL_CHECKPOINT, RandomWordTrainingConfig, train_random_word_head
 from medclip_ad.modeling.tokenizer import tokenize
-from medclip_ad.rwda_training import FINAL_CHECKPOINT, RandomWordTrainingConfig, train_random_word_head
+from PIL import Image
 
 BACKBONE = ["--clip-weights", "random:tiny", "--device", "cpu"]
 PROMPTS_PER_CLASS = 48

@@ -6,14 +6,14 @@ import csv
 
 import pytest
 import torch
-from mini_datasets import make_brainmri, make_endo, make_kvasir
-
-from medclip_ad.checkpoint import load_prompt_checkpoint
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import Manifest, prepare_dataset
 from medclip_ad.errors import UserInputError
-from medclip_ad.training import TrainingConfig, train_prompts
+from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
+from medclip_ad.methods.checkpoint import load_prompt_checkpoint
+
+from mini_datasets import make_brainmri, make_endo, make_kvasir
 
 DETECTOR = DetectorConfig(clip_weights="random:tiny", image_size=224, device="cpu")
 

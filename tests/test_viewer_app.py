@@ -18,38 +18,63 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from medclip_ad.config import DetectorConfig
+from medclip_ad.errors import UserInputError
+from medclip_ad.inference.case import run_case
+from medclip_ad.inference.overlay import OverlayStyle
+from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.intensity import CT_WINDOW_PRESETS
+from medclip_ad.io.readers import read_case
+from medclip_ad.io.scan import Scan
+from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
+from medclip_ad.methods.checkpoint import save_prompt_checkpoint
+from medclip_ad.methods.rwda.head import RandomWordHead
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from medclip_ad.case_inference import run_case
-from medclip_ad.checkpoint import save_prompt_checkpoint
-from medclip_ad.config import DetectorConfig
-from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import CT_WINDOW_PRESETS
-from medclip_ad.io.discovery import discover_cases
-from medclip_ad.io.readers import read_case
-from medclip_ad.io.scan import Scan
-from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
-from medclip_ad.modeling.rwda_head import RandomWordHead
-from medclip_ad.overlay import OverlayStyle
-from medclip_ad.predictor import AnomalyPredictor
-
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Streamlit runs them
 
-from viewer_browse import list_entries, resolve_under_root  # noqa: E402
-from viewer_intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
-from viewer_launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
-from viewer_model import METHOD_AUTO, detector_config  # noqa: E402
-from viewer_open_panel import SOURCE_BROWSE  # noqa: E402
-from viewer_rendering import (ScreenLabels, compose_panels, display_shape, extract_slice, plane_layout,  # noqa: E402
-                              png_bytes, screen_labels, slice_position_mm)
-from viewer_state import (JUMP_KEY_PREFIX, KEY_AGGREGATION, KEY_BROWSE, KEY_BROWSE_OPEN,  # noqa: E402
-                          KEY_CLIP_WEIGHTS, KEY_DOWNLOAD_OVERLAY, KEY_IMAGE_SIZE, KEY_INTENSITY_MODE, KEY_PLANE,
-                          KEY_RUN, KEY_SCORED_PLANE, KEY_SHOW_PATIENT, KEY_SOURCE, KEY_THRESHOLD, KEY_UPLOAD,
-                          KEY_VOLUME_INDEX, KEY_WINDOW_LEVEL, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH, slice_key)
-from viewer_uploads import save_upload  # noqa: E402
+from medclip_viewer.browse import list_entries, resolve_under_root  # noqa: E402
+from medclip_viewer.intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
+from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
+from medclip_viewer.model import METHOD_AUTO, detector_config  # noqa: E402
+from medclip_viewer.open_panel import SOURCE_BROWSE  # noqa: E402
+from medclip_viewer.rendering import (  # noqa: E402
+    ScreenLabels,
+    compose_panels,
+    display_shape,
+    extract_slice,
+    plane_layout,
+    png_bytes,
+    screen_labels,
+    slice_position_mm,
+)
+from medclip_viewer.state import (  # noqa: E402
+    JUMP_KEY_PREFIX,
+    KEY_AGGREGATION,
+    KEY_BROWSE,
+    KEY_BROWSE_OPEN,
+    KEY_CLIP_WEIGHTS,
+    KEY_DOWNLOAD_OVERLAY,
+    KEY_IMAGE_SIZE,
+    KEY_INTENSITY_MODE,
+    KEY_PLANE,
+    KEY_RUN,
+    KEY_SCORED_PLANE,
+    KEY_SHOW_PATIENT,
+    KEY_SOURCE,
+    KEY_THRESHOLD,
+    KEY_UPLOAD,
+    KEY_VOLUME_INDEX,
+    KEY_WINDOW_LEVEL,
+    KEY_WINDOW_PRESET,
+    KEY_WINDOW_WIDTH,
+    slice_key,
+)
+from medclip_viewer.uploads import save_upload  # noqa: E402
 
 VIEWER = APP_DIR / "viewer.py"
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")

@@ -18,13 +18,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from medclip_ad.case_inference import run_case
 from medclip_ad.config import DetectorConfig
+from medclip_ad.inference.case import run_case
+from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import make_synthetic_study
-from medclip_ad.predictor import AnomalyPredictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,13 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from medclip_ad import metrics, voxel_metrics
 from medclip_ad.cli.main import main
 from medclip_ad.datasets import prepare_dataset
-from medclip_ad.evaluation import CASES_FILE, RESULTS_FILE
+from medclip_ad.evaluation import CASES_FILE, RESULTS_FILE, metrics, voxel_metrics
+from medclip_ad.evaluation.voxel_metrics import VoxelStatistics
 from medclip_ad.io.synthetic import SyntheticLesion, make_synthetic_study
-from medclip_ad.voxel_metrics import VoxelStatistics
 
 # The generated set is far smaller than any published one.
 pytestmark = pytest.mark.filterwarnings("ignore::medclip_ad.datasets.notices.DatasetWarning")

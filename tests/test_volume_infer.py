@@ -14,19 +14,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_factory import simpleitk_ras_affine, write_series
+from medclip_ad.cli.main import main
+from medclip_ad.errors import UserInputError
+from medclip_ad.inference.case import CaseOptions, predict_scan, run_case
+from medclip_ad.inference.predictor import Prediction
+from medclip_ad.inference.volume import slice_axis_for_plane, volume_score
+from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.readers import read_case, read_study
+from medclip_ad.io.synthetic import make_synthetic_study
 from nibabel.testing import data_path as nibabel_data
 from pydicom.data import get_testdata_file
 
-from medclip_ad.case_inference import CaseOptions, predict_scan, run_case
-from medclip_ad.cli.main import main
-from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import IntensityMapping
-from medclip_ad.io.discovery import discover_cases
-from medclip_ad.io.readers import read_case, read_study
-from medclip_ad.io.synthetic import make_synthetic_study
-from medclip_ad.predictor import Prediction
-from medclip_ad.volume_inference import slice_axis_for_plane, volume_score
+from dicom_factory import simpleitk_ras_affine, write_series
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 CT5N = Path(get_testdata_file("CT5N", download=False))

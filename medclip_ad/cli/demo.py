@@ -13,15 +13,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from medclip_ad.case_inference import run_case
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.cli.infer import add_case_arguments, case_options
 from medclip_ad.errors import UserInputError
+from medclip_ad.inference.case import run_case
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import make_synthetic_study
 from medclip_ad.modeling.clip_backbone import ClipBackbone, load_clip
-from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
 HELP = "generate a synthetic CT study with a known lesion (DICOM series and NIfTI) and run it end to end"
 DEMO_MARKER = ".medclip-ad-demo"

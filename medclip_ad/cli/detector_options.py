@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.checkpoint import recorded_method
 from medclip_ad.config import DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.adaclip import ADACLIP_LAYERS
+from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS
+from medclip_ad.methods.checkpoint import recorded_method
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:

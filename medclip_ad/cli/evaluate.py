@@ -13,10 +13,16 @@ from medclip_ad.cli.detector_options import add_detector_arguments, detector_con
 from medclip_ad.cli.infer import add_case_arguments, case_options
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
-from medclip_ad.evaluation import (REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate,
-                                   format_percent)
-from medclip_ad.evaluation_comparison import COMPARISON_MARKDOWN, ComparedDetector, compare_detectors
-from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.evaluation import (
+    REPORT_FILE,
+    RESULTS_FILE,
+    EvaluationReport,
+    check_evaluation_inputs,
+    evaluate,
+    format_percent,
+)
+from medclip_ad.evaluation.comparison import COMPARISON_MARKDOWN, ComparedDetector, compare_detectors
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
 HELP = ("evaluate a detector on dataset manifests of images or volumes (image and pixel metrics, published "
         "AnomalyCLIP numbers beside)")

@@ -8,9 +8,16 @@ import sys
 from pathlib import Path
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
-from medclip_ad.export import (FILE_NAMES, FORMATS, MANIFEST_FILE, ExportMismatchError, available_formats,
-                               check_export_request, export_detector)
-from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.inference.export import (
+    FILE_NAMES,
+    FORMATS,
+    MANIFEST_FILE,
+    ExportMismatchError,
+    available_formats,
+    check_export_request,
+    export_detector,
+)
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
 HELP = "export a detector (text side baked in) to TorchScript and ONNX, checked against the eager outputs"
 # Exit code when an export does not reproduce the eager outputs.

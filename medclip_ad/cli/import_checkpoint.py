@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medclip_ad.checkpoint import file_sha256, load_prompt_checkpoint, save_prompt_checkpoint
 from medclip_ad.constants import DEFAULT_BACKBONE, DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
+from medclip_ad.methods.checkpoint import file_sha256, load_prompt_checkpoint, save_prompt_checkpoint
 
 HELP = "convert a reference AnomalyCLIP prompt checkpoint ({'prompt_learner': ...}) to .safetensors"
 

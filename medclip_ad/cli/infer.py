@@ -12,16 +12,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medclip_ad.case_inference import CaseOptions, resolve_slice_axis, run_case
-from medclip_ad.case_outputs import check_case_folder_free
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
-from medclip_ad.intensity import CT_WINDOW_PRESETS
+from medclip_ad.inference.case import CaseOptions, resolve_slice_axis, run_case
+from medclip_ad.inference.case_folder import check_case_folder_free
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.inference.volume import AGGREGATIONS, PLANE_NORMALS
 from medclip_ad.io.dicom_export import DICOM_OUTPUTS
 from medclip_ad.io.discovery import CaseSource, discover_cases
+from medclip_ad.io.intensity import CT_WINDOW_PRESETS
 from medclip_ad.io.readers import read_case
-from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
-from medclip_ad.volume_inference import AGGREGATIONS, PLANE_NORMALS
 
 HELP = "detect anomalies in images (PNG/JPEG/TIFF), DICOM series or files, and NIfTI volumes"
 

@@ -7,13 +7,13 @@ import argparse
 from pathlib import Path
 from typing import TypeVar
 
-from medclip_ad.adaclip_training import AdaCLIPTrainingConfig, train_adaclip
 from medclip_ad.cli.detector_options import add_backbone_arguments, detector_config
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
-from medclip_ad.modeling.random_word_prompts import RandomWordSettings
-from medclip_ad.rwda_training import RandomWordTrainingConfig, train_random_word_head
-from medclip_ad.training import TrainingConfig, train_prompts
+from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig, train_adaclip
+from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
+from medclip_ad.methods.rwda.random_word_prompts import RandomWordSettings
+from medclip_ad.methods.rwda.training import RandomWordTrainingConfig, train_random_word_head
 
 HELP = "train anomalyclip prompts or adaclip weights on dataset manifests, or the rwda head on text alone"
 DEFAULTS = TrainingConfig()

@@ -10,8 +10,8 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-from medclip_ad.datasets.discovery import has_children, list_images, locate_layout, subfolders
 from medclip_ad.datasets.entries import NORMAL_SPECIE, image_entry, relative_to_root
+from medclip_ad.datasets.layouts import has_children, list_images, locate_layout, subfolders
 from medclip_ad.datasets.manifest import Manifest, ManifestEntry
 from medclip_ad.datasets.pairing import mask_path_for, pair_masks, require_masks
 from medclip_ad.errors import UserInputError

@@ -12,8 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-from medclip_ad.datasets.discovery import has_any_child, has_children, list_images, locate_layout, require_images
 from medclip_ad.datasets.entries import image_entry
+from medclip_ad.datasets.layouts import has_any_child, has_children, list_images, locate_layout, require_images
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.pairing import mask_path_for, pair_masks, require_masks
 from medclip_ad.errors import UserInputError

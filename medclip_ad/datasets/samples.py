@@ -18,10 +18,10 @@ from torch.utils.data import Dataset
 
 from medclip_ad.datasets.manifest import Manifest, ManifestEntry
 from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import IntensityMapping
+from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.io.discovery import CaseSource
+from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.readers import read_case
-from medclip_ad.preprocessing import preprocess
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medclip_ad.datasets.discovery import has_children, list_images, locate_layout, require_images, subfolders
 from medclip_ad.datasets.entries import image_entry
+from medclip_ad.datasets.layouts import has_children, list_images, locate_layout, require_images, subfolders
 from medclip_ad.datasets.manifest import Manifest, combine_manifests
 from medclip_ad.datasets.pairing import mask_path_for, pair_masks, require_masks
 from medclip_ad.errors import UserInputError

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from medclip_ad.datasets.discovery import has_any_child, locate_layout
 from medclip_ad.datasets.entries import volume_entry
+from medclip_ad.datasets.layouts import has_any_child, locate_layout
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.notices import warn_dataset
 from medclip_ad.datasets.pairing import NIFTI_DOUBLE_SUFFIX, mask_path_for, pair_masks, require_masks

@@ -12,8 +12,17 @@ results.md, cases.csv), `plots` (curves and example overlays), `published` (the 
 from medclip_ad.evaluation.plots import CURVES_FOLDER, EXAMPLES_FOLDER
 from medclip_ad.evaluation.published import PublishedNumbers, published_anomalyclip
 from medclip_ad.evaluation.report import CASES_FILE, REPORT_FILE, RESULTS_FILE
-from medclip_ad.evaluation.results import (IMAGE_METRICS, METRICS, NOT_AVAILABLE, PIXEL_METRICS, CaseScore,
-                                           ClassResult, DatasetResult, EvaluationReport, format_percent)
+from medclip_ad.evaluation.results import (
+                                           IMAGE_METRICS,
+                                           METRICS,
+                                           NOT_AVAILABLE,
+                                           PIXEL_METRICS,
+                                           CaseScore,
+                                           ClassResult,
+                                           DatasetResult,
+                                           EvaluationReport,
+                                           format_percent,
+)
 from medclip_ad.evaluation.runner import check_evaluation_inputs, evaluate
 
 __all__ = ["CASES_FILE", "CURVES_FOLDER", "EXAMPLES_FOLDER", "IMAGE_METRICS", "METRICS", "NOT_AVAILABLE",

@@ -15,9 +15,9 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from medclip_ad.datasets.samples import Sample, read_display_image, read_mask
 from medclip_ad.evaluation.predictions import Predictions, class_spans, kept_rows
 from medclip_ad.evaluation.results import DatasetResult, format_percent
+from medclip_ad.inference.overlay import OverlayStyle, overlay
+from medclip_ad.inference.predictor import AnomalyPredictor, resize_map
 from medclip_ad.io.writers import atomic_write, write_png
-from medclip_ad.overlay import OverlayStyle, overlay
-from medclip_ad.predictor import AnomalyPredictor, resize_map
 
 CURVES_FOLDER = "curves"
 EXAMPLES_FOLDER = "examples"

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import Sample, SampleDataset, manifest_samples
-from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.inference.predictor import AnomalyPredictor
 
 
 @dataclass

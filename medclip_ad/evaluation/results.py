@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medclip_ad.predictor import RANDOM_WEIGHTS_WARNING
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
 
 # Metric keys of results.json (and of the published-numbers file), in report order, with their labels.
 IMAGE_METRICS: dict[str, str] = {"image_auroc": "image AUROC", "image_ap": "image AP", "image_f1_max": "image F1-max"}

@@ -13,7 +13,6 @@ import re
 import time
 from pathlib import Path
 
-from medclip_ad.case_inference import CaseOptions
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation.plots import image_curve_pixels, write_curves, write_examples
@@ -23,7 +22,8 @@ from medclip_ad.evaluation.report import RESULTS_FILE, write_report
 from medclip_ad.evaluation.results import DatasetResult, EvaluationReport
 from medclip_ad.evaluation.scoring import image_pixel_metrics, score_dataset, voxel_metrics
 from medclip_ad.evaluation.volume_predictions import predict_volumes
-from medclip_ad.predictor import AnomalyPredictor
+from medclip_ad.inference.case import CaseOptions
+from medclip_ad.inference.predictor import AnomalyPredictor
 
 
 def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite: bool) -> None:

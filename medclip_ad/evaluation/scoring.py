@@ -18,10 +18,10 @@ import numpy as np
 
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import Sample
+from medclip_ad.evaluation.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
 from medclip_ad.evaluation.predictions import Predictions, class_spans, kept_rows
-from medclip_ad.evaluation.volume_predictions import VolumePredictions
 from medclip_ad.evaluation.results import CaseScore, ClassResult, DatasetResult, metric_labels
-from medclip_ad.metrics import aupro, f1_max, image_ap, image_auroc, pixel_ap, pixel_auroc, pixel_f1_max
+from medclip_ad.evaluation.volume_predictions import VolumePredictions
 
 
 def score_dataset(name: str, manifest: Manifest, samples: list[Sample], scores: np.ndarray, map_max: np.ndarray,

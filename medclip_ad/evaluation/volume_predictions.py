@@ -16,13 +16,13 @@ import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from tqdm import tqdm
 
-from medclip_ad.case_inference import CaseOptions, predict_scan
 from medclip_ad.datasets.samples import Sample
 from medclip_ad.errors import UserInputError
+from medclip_ad.evaluation.voxel_metrics import VoxelStatistics
+from medclip_ad.inference.case import CaseOptions, predict_scan
+from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.readers import read_study
 from medclip_ad.io.scan import Scan
-from medclip_ad.predictor import AnomalyPredictor
-from medclip_ad.voxel_metrics import VoxelStatistics
 
 # Largest difference between a mask's and its volume's affine, in millimetres, still taken as the same grid.
 AFFINE_TOLERANCE_MM = 1e-2

@@ -26,10 +26,10 @@ from pydicom.sr.coding import Code
 
 from medclip_ad import __version__
 from medclip_ad.errors import UserInputError
-from medclip_ad.intensity import IntensityMapping
+from medclip_ad.inference.overlay import OverlayStyle, overlay
+from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import atomic_write
-from medclip_ad.overlay import OverlayStyle, overlay
 
 # The choices of `--dicom-out`: which DICOM objects a case folder gets besides its NIfTI map.
 DICOM_OUTPUTS: tuple[str, ...] = ("parametric-map", "secondary-capture", "both")

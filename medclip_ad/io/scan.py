@@ -16,7 +16,7 @@ class Scan:
     `array` keeps the stored values (after DICOM rescale slope/intercept): images are (H, W) or (H, W, 3)
     in the file's row/column order; volumes are (I, J, K) float32 in the voxel order of `affine`, which
     maps voxel indices to world millimetres in MONAI's convention (RAS). Intensity mapping to 8 bits
-    happens later, in `medclip_ad.intensity`, so readers never lose information.
+    happens later, in `medclip_ad.io.intensity`, so readers never lose information.
     """
 
     name: str

@@ -7,9 +7,8 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from open_clip.model import CLIP
-
 import torch.nn.functional as F
+from open_clip.model import CLIP
 
 
 def resize_position_embedding(position_embedding: torch.Tensor, grid: int, mode: str = "bilinear") -> torch.Tensor:

@@ -1,0 +1,103 @@
+"""Sidebar "Display": grey levels (CT window/level presets and free W/L, MR percentiles) and the overlay
+(opacity, colormap, threshold), as PACS viewers offer them.
+
+Picking a preset fills width and level; editing either turns the preset into "custom", so the controls
+never disagree. The overlay's colour scale is the map's full range and is not a control: the threshold
+only hides low values, it never rescales the colours.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from medclip_ad.inference.overlay import OverlayStyle
+from medclip_ad.io.intensity import CT_WINDOW_PRESETS, DEFAULT_CT_PRESET, IntensityMapping, resolve_window
+from medclip_ad.io.scan import Scan
+
+from medclip_viewer.intensity import (
+    MODE_LABELS,
+    PERCENTILE_PRESETS,
+    available_modes,
+    default_mode,
+    model_window_name,
+    percentile_mapping,
+    stored_mapping,
+    window_mapping,
+)
+from medclip_viewer.state import (
+    KEY_COLORMAP,
+    KEY_INTENSITY_MODE,
+    KEY_OPACITY,
+    KEY_PERCENTILES,
+    KEY_THRESHOLD,
+    KEY_WINDOW_LEVEL,
+    KEY_WINDOW_PRESET,
+    KEY_WINDOW_WIDTH,
+    ViewerSession,
+)
+
+CUSTOM_WINDOW = "custom"
+COLORMAPS: tuple[str, ...] = ("jet", "turbo", "inferno", "magma", "viridis", "hot")
+# Threshold slider resolution, as a fraction of the map's range.
+THRESHOLD_STEPS = 100
+WINDOW_STEP_HU = 10.0
+
+
+def intensity_controls(session: ViewerSession, scan: Scan, model_intensity: str | None) -> IntensityMapping:
+    """Choose how stored values become grey levels; starts from what the model saw."""
+    modes = available_modes(scan)
+    if st.session_state.get(KEY_INTENSITY_MODE) not in modes:
+        st.session_state[KEY_INTENSITY_MODE] = default_mode(scan, model_intensity)
+    mode = st.radio("Grey levels", modes, format_func=MODE_LABELS.get, key=KEY_INTENSITY_MODE)
+    if mode == "ct_window":
+        return _window_controls(model_window_name(model_intensity))
+    if mode == "percentiles":
+        name = st.selectbox("Percentile preset", list(PERCENTILE_PRESETS), key=KEY_PERCENTILES)
+        cache_key = ("percentiles", name)
+        if cache_key not in session.mappings:
+            session.mappings[cache_key] = percentile_mapping(scan.array, PERCENTILE_PRESETS[name])
+        return session.mappings[cache_key]
+    return stored_mapping(scan)
+
+
+def _window_controls(model_window: str | None) -> IntensityMapping:
+    """Preset selector plus free width/level in HU, initialised to the model's window."""
+    if KEY_WINDOW_PRESET not in st.session_state:
+        initial = resolve_window(model_window or DEFAULT_CT_PRESET)
+        st.session_state[KEY_WINDOW_PRESET] = initial.name if initial.name in CT_WINDOW_PRESETS else CUSTOM_WINDOW
+        st.session_state[KEY_WINDOW_WIDTH] = float(initial.width)
+        st.session_state[KEY_WINDOW_LEVEL] = float(initial.level)
+    st.selectbox("Window preset", [*CT_WINDOW_PRESETS, CUSTOM_WINDOW], key=KEY_WINDOW_PRESET,
+                 on_change=_apply_preset, format_func=_preset_label)
+    width = st.number_input("Window width (HU)", min_value=1.0, step=WINDOW_STEP_HU, key=KEY_WINDOW_WIDTH,
+                            on_change=_mark_custom)
+    level = st.number_input("Window level (HU)", step=WINDOW_STEP_HU, key=KEY_WINDOW_LEVEL, on_change=_mark_custom)
+    return window_mapping(width, level)
+
+
+def _preset_label(name: str) -> str:
+    preset = CT_WINDOW_PRESETS.get(name)
+    return f"{name.replace('_', ' ')} ({preset.width:g}/{preset.level:g})" if preset else name
+
+
+def _apply_preset() -> None:
+    preset = CT_WINDOW_PRESETS.get(st.session_state[KEY_WINDOW_PRESET])
+    if preset is not None:
+        st.session_state[KEY_WINDOW_WIDTH] = float(preset.width)
+        st.session_state[KEY_WINDOW_LEVEL] = float(preset.level)
+
+
+def _mark_custom() -> None:
+    st.session_state[KEY_WINDOW_PRESET] = CUSTOM_WINDOW
+
+
+def overlay_controls(map_max: float) -> OverlayStyle:
+    """Opacity, colormap and threshold; the colour scale stays fixed at [0, map_max]."""
+    defaults = OverlayStyle()
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, value=defaults.opacity, step=0.05, key=KEY_OPACITY)
+    colormap = st.selectbox("Colormap", COLORMAPS, index=COLORMAPS.index(defaults.colormap), key=KEY_COLORMAP)
+    if not 0.0 <= st.session_state.get(KEY_THRESHOLD, defaults.threshold) <= map_max:
+        st.session_state.pop(KEY_THRESHOLD)
+    st.session_state.setdefault(KEY_THRESHOLD, defaults.threshold)
+    threshold = st.slider(f"Threshold (map units, 0 to {map_max:g})", 0.0, map_max, step=map_max / THRESHOLD_STEPS,
+                          key=KEY_THRESHOLD, help="Map values below it are not coloured; colours keep their scale.")
+    return OverlayStyle(colormap=colormap, opacity=opacity, vmax=map_max, threshold=threshold)

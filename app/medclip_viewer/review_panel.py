@@ -1,0 +1,203 @@
+"""The main area: the open case, its score and provenance, the scan beside its heatmap overlay in the
+chosen plane and slice, the per-slice score curve with jumps to the top slices, and the exports.
+
+Patient identifiers (kept by the readers under `metadata["patient"]` only) appear only while the
+sidebar toggle is on; nothing else from the headers is shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from medclip_ad.errors import UserInputError
+from medclip_ad.inference.overlay import OverlayStyle
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
+from medclip_ad.inference.volume import plane_of_axis
+from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.scan import Scan
+
+from medclip_viewer.cases import CaseResult
+from medclip_viewer.rendering import (
+    SCREEN_AXES,
+    PlaneLayout,
+    compose_panels,
+    display_shape,
+    extract_slice,
+    image_layout,
+    plane_layout,
+    png_bytes,
+    screen_labels,
+    slice_position_mm,
+)
+from medclip_viewer.score_plot import slice_score_figure
+from medclip_viewer.state import (
+    JUMP_KEY_PREFIX,
+    KEY_DOWNLOAD_MAP,
+    KEY_DOWNLOAD_OVERLAY,
+    KEY_PLANE,
+    ViewerSession,
+    slice_key,
+)
+
+PROVENANCE_FIELDS: tuple[str, ...] = ("method", "backbone", "clip_weights", "prompts", "prompts_sha256", "layers",
+                                      "image_size", "precision", "random_weights", "package_version")
+MAP_MIME = {".nii.gz": "application/gzip", ".npy": "application/octet-stream"}
+
+
+def case_header(scan: Scan, show_patient: bool) -> None:
+    """Name, geometry and modality; patient identifiers only when switched on."""
+    st.subheader(scan.name)
+    shape = " x ".join(str(n) for n in scan.array.shape)
+    spacing = " x ".join(f"{mm:.2f}" for mm in scan.spacing) if scan.spacing else "unknown"
+    hidden = "" if show_patient else " · patient identifiers hidden"
+    st.caption(f"{scan.kind} · {scan.modality or 'modality not recorded'} · {shape} voxels · spacing {spacing} mm"
+               f"{hidden}")
+    if not show_patient:
+        return
+    patient = scan.metadata.get("patient") or {}
+    if patient:
+        st.markdown("  \n".join(f"**{name}**: `{value or '-'}`" for name, value in patient.items()))
+    else:
+        st.caption("This file holds no patient identifiers.")
+
+
+def random_weights_banner(result: CaseResult) -> None:
+    """The red banner every result made with random CLIP weights carries."""
+    if result.random_weights:
+        st.error(result.document.get("warning", RANDOM_WEIGHTS_WARNING))
+
+
+def score_metrics(result: CaseResult, layout: PlaneLayout, index: int) -> None:
+    """The case score, and the score of the slice on screen when it lies in the scored plane."""
+    document = result.document
+    st.metric("Case score", f"{document['score']:.4f}",
+              help=f"aggregation: {document.get('score_aggregation', 'image score')}")
+    if document["kind"] == "volume" and layout.plane == document["slice_axis"]:
+        st.metric(f"Slice {index} score", f"{document['slice_scores'][index]:.4f}")
+
+
+def provenance(result: CaseResult) -> None:
+    """Which model, weights, prompts and settings made the result: enough to question or reproduce it."""
+    document = result.document
+    with st.expander("Model provenance"):
+        model = document["model"]
+        rows = [f"| {name} | `{model.get(name)}` |" for name in PROVENANCE_FIELDS]
+        rows.append(f"| intensity given to the model | `{document.get('intensity')}` |")
+        rows.append(f"| map range | `{document['map_range']}` |")
+        rows.append(f"| scored plane | `{document.get('slice_axis')}` |")
+        rows.append(f"| volume score | `{document.get('score_aggregation')}` |")
+        st.markdown("| | |\n|---|---|\n" + "\n".join(rows))
+
+
+def plane_control(scan: Scan, result: CaseResult | None) -> str | None:
+    """The plane on screen, starting with the scored one (None for 2-D images, which have no planes)."""
+    if scan.kind == "image":
+        return None
+    scored_plane = result.document["slice_axis"] if result else None
+    st.session_state.setdefault(KEY_PLANE, scored_plane or plane_of_axis(scan.slice_axis, scan.affine))
+    return st.radio("View", list(SCREEN_AXES), key=KEY_PLANE)
+
+
+def slice_control(scan: Scan, result: CaseResult | None, plane: str | None) -> tuple[PlaneLayout, int]:
+    """The slice on screen; each plane remembers its own, and the scored plane starts at its top slice."""
+    if plane is None:
+        return image_layout(scan.spacing), 0
+    layout = plane_layout(plane, scan.affine)
+    count = scan.array.shape[layout.slice_axis]
+    if count == 1:
+        return layout, 0
+    key = slice_key(plane)
+    if not 0 <= st.session_state.get(key, 0) < count:
+        st.session_state.pop(key)
+    top = result.document["top_slices"] if result and plane == result.document["slice_axis"] else []
+    st.session_state.setdefault(key, top[0] if top else count // 2)
+    index = st.slider("Slice", 0, count - 1, key=key, help="Array index along the plane's normal")
+    return layout, index
+
+
+def image_panels(session: ViewerSession, layout: PlaneLayout, index: int, mapping: IntensityMapping,
+                 style: OverlayStyle | None) -> bytes | None:
+    """Scan and overlay side by side; returns the overlay as PNG (None without a map) for export."""
+    scan = session.scan
+    grey = mapping(extract_slice(scan.array, layout, index))
+    anomaly_map = _shown_map(session)
+    map_slice = extract_slice(anomaly_map, layout, index) if anomaly_map is not None and style else None
+    shape = display_shape(grey.shape[0], grey.shape[1], layout)
+    scan_rgb, overlay_rgb = compose_panels(grey, map_slice, style or OverlayStyle(), shape)
+    caption = _panel_caption(scan, layout, index, shape, mapping)
+    left, right = st.columns(2)
+    left.image(png_bytes(scan_rgb), caption=f"Scan · {caption}", output_format="PNG", width="stretch",
+               alt=f"scan, {caption}")
+    if overlay_rgb is None:
+        right.info("No anomaly map yet: run inference from the sidebar.")
+        return None
+    overlay_png = png_bytes(overlay_rgb)
+    right.image(overlay_png, caption=f"Overlay · {caption}", output_format="PNG", width="stretch",
+                alt=f"overlay, {caption}")
+    return overlay_png
+
+
+def _shown_map(session: ViewerSession) -> np.ndarray | None:
+    try:
+        return session.shown_map()
+    except UserInputError as error:
+        st.error(str(error))
+        return None
+
+
+def _panel_caption(scan: Scan, layout: PlaneLayout, index: int, shape: tuple[int, int],
+                   mapping: IntensityMapping) -> str:
+    """Where the slice is, how it is oriented and sized, and which grey-level mapping it shows."""
+    size = f"{shape[1]}x{shape[0]} px ({layout.col_mm:.2f} x {layout.row_mm:.2f} mm pixels)"
+    if scan.kind == "image":
+        return f"{size} · {mapping.description}"
+    count = scan.array.shape[layout.slice_axis]
+    labels = screen_labels(layout.plane)
+    where = slice_position_mm(scan.affine, scan.array.shape, layout, index)
+    return (f"{layout.plane} slice {index} of {count - 1} at {where:.1f} mm · {size} · left {labels.left}, "
+            f"right {labels.right}, top {labels.top}, bottom {labels.bottom} · {mapping.description}")
+
+
+def score_plot(result: CaseResult, layout: PlaneLayout, index: int) -> None:
+    """Slice scores along the scored plane, with the slice on screen marked when it lies in that plane."""
+    document = result.document
+    if document["kind"] != "volume":
+        return
+    plane = document["slice_axis"]
+    current = index if layout.plane == plane else None
+    st.pyplot(slice_score_figure(document["slice_scores"], document["top_slices"], current, plane),
+              width="stretch")
+
+
+def jump_buttons(result: CaseResult) -> None:
+    """One button per top slice of the scored plane, best first: a click shows that plane and slice."""
+    document = result.document
+    if document["kind"] != "volume":
+        return
+    plane = document["slice_axis"]
+    st.caption(f"Top {plane} slices (score)")
+    for rank, slice_index in enumerate(document["top_slices"]):
+        st.button(f"slice {slice_index} ({document['slice_scores'][slice_index]:.3f})", key=f"{JUMP_KEY_PREFIX}{rank}",
+                  on_click=_jump, args=(plane, slice_index), width="stretch")
+
+
+def _jump(plane: str, index: int) -> None:
+    st.session_state[KEY_PLANE] = plane
+    st.session_state[slice_key(plane)] = index
+
+
+def exports(scan: Scan, result: CaseResult | None, layout: PlaneLayout, index: int, overlay_png: bytes | None) -> None:
+    """Download the overlay on screen (PNG) and the whole map (NIfTI for volumes, .npy for 2-D images)."""
+    if result is None or overlay_png is None:
+        return
+    left, right = st.columns(2)
+    where = f"_{layout.plane}_{index:04d}" if scan.kind == "volume" else ""
+    left.download_button("Download overlay (PNG)", overlay_png, file_name=f"{scan.name}{where}_overlay.png",
+                         mime="image/png", key=KEY_DOWNLOAD_OVERLAY, on_click="ignore", width="stretch")
+    map_path: Path = result.map_path
+    suffix = ".nii.gz" if map_path.name.endswith(".nii.gz") else map_path.suffix
+    right.download_button(f"Download map ({'NIfTI' if suffix == '.nii.gz' else 'NumPy'})", map_path.read_bytes,
+                          file_name=f"{scan.name}_anomaly_map{suffix}", mime=MAP_MIME[suffix], key=KEY_DOWNLOAD_MAP,
+                          on_click="ignore", width="stretch")

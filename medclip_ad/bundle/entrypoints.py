@@ -1,0 +1,236 @@
+"""What the MONAI bundle's configs call: thin adapters from config values to the package's own APIs.
+
+The bundle (`bundles/anomalyclip_zeroshot_medical`) holds configs only; their `_target_`s and `$`
+expressions point here or at the package's classes, so the bundle runs from any working directory with
+the package installed. Inference is shaped the MONAI way: reading a case is the first `preprocessing`
+transform, scoring it the `inferer`, and writing it the last `postprocessing` transform, so a host with
+its own I/O (MONAI Deploy) can take reading and writing out and keep the scoring; `CaseInference` drives
+the cases through all three like an evaluator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from monai.transforms import Transform
+from tqdm import tqdm
+
+from medclip_ad.config import DetectorConfig
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.errors import UserInputError
+from medclip_ad.evaluation import REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate
+from medclip_ad.inference.case import CaseOptions, ScanPrediction, predict_scan, write_case
+from medclip_ad.inference.case_folder import check_case_folder_free
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.io.dicom_export import dicom_source_files
+from medclip_ad.io.discovery import CaseSource, discover_cases
+from medclip_ad.io.readers import read_case
+from medclip_ad.io.scan import Scan
+from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig, AdaCLIPTrainingRun, train_adaclip
+from medclip_ad.methods.anomalyclip.training import TrainingConfig, TrainingRun, train_prompts
+from medclip_ad.methods.rwda.training import HeadTrainingRun, RandomWordTrainingConfig, train_random_word_head
+from medclip_ad.training.distributed import train_prompts_data_parallel
+
+logger = logging.getLogger(__name__)
+
+PathList = str | os.PathLike | Sequence[str | os.PathLike]
+BUNDLE_MODELS_README = "models/README.md"
+
+
+def load_predictor(config: DetectorConfig) -> AnomalyPredictor:
+    """The detector; a missing prompt checkpoint is explained (how to get one, or use `ensemble`), not just named.
+
+    The explanation is logged as well as raised: MONAI reports a failed component under its own message.
+    """
+    if config.method == "anomalyclip" and config.prompts and not Path(config.prompts).is_file():
+        message = (f"{config.prompts}: no prompt checkpoint there. Train one (configs/train.json writes it there; "
+                   f"or `medclip-ad train`), or convert a reference checkpoint with `medclip-ad import-checkpoint` "
+                   f"and pass --prompts PATH, or run --method ensemble, which needs none (see {BUNDLE_MODELS_README})")
+        logger.error(message)
+        raise UserInputError(message)
+    predictor = AnomalyPredictor(config)
+    if predictor.random_weights:
+        logger.warning(RANDOM_WEIGHTS_WARNING)
+    return predictor
+
+
+def load_manifests(paths: PathList) -> list[Manifest]:
+    """Manifests from `medclip-ad prepare-data`, one path or a list of them."""
+    manifests = [Manifest.load(path) for path in _paths(paths, "manifests")]
+    if not manifests:
+        raise UserInputError("manifests: name at least one manifest (--manifests \"['a.json','b.json']\")")
+    return manifests
+
+
+class LoadScan(Transform):
+    """A case (a discovered `CaseSource`, or the path of one image, NIfTI file or DICOM series) -> `Scan`.
+
+    Reads with the package's readers (MONAI LoadImage for DICOM series and NIfTI), exactly as `infer` does.
+    """
+
+    def __init__(self, volume_index: int | None = None) -> None:
+        self.volume_index = volume_index
+
+    def __call__(self, case: CaseSource | str | os.PathLike) -> Scan:
+        if not isinstance(case, CaseSource):
+            found, _ = discover_cases([Path(case)])
+            if len(found) != 1:
+                raise UserInputError(f"{case}: holds {len(found)} cases; LoadScan reads one (use CaseInference "
+                                     "for folders)")
+            case = found[0]
+        return read_case(case, volume_index=self.volume_index)
+
+
+class PredictScan(Transform):
+    """`Scan` -> `{"scan": Scan, "prediction": ScanPrediction}`: the model step, scored as `infer` scores it.
+
+    Kept apart from `WriteCase`, so a host that brings its own outputs (MONAI Deploy) keeps the scoring.
+    A dict, not a tuple: MONAI's Compose would hand a tuple's items to the next transform one by one.
+    """
+
+    def __init__(self, predictor: AnomalyPredictor, options: CaseOptions = CaseOptions()) -> None:
+        self.predictor = predictor
+        self.options = options
+
+    def __call__(self, scan: Scan) -> dict[str, Scan | ScanPrediction]:
+        if self.options.dicom_out:
+            dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+        return {"scan": scan, "prediction": predict_scan(self.predictor, scan, self.options)}
+
+
+class WriteCase(Transform):
+    """`PredictScan`'s output -> its finished case folder under `output_dir` (the `infer` output contract).
+
+    `predictor` is the one that scored the scan; its provenance goes into scores.json.
+    """
+
+    def __init__(self, predictor: AnomalyPredictor, output_dir: str | os.PathLike,
+                 options: CaseOptions = CaseOptions()) -> None:
+        self.predictor = predictor
+        self.output_dir = Path(output_dir)
+        self.options = options
+
+    def __call__(self, scored: dict[str, Scan | ScanPrediction]) -> Path:
+        scan, prediction = scored["scan"], scored["prediction"]
+        write_case(self.predictor, scan, prediction, self.output_dir, self.options)
+        logger.info("%s: score %.4f -> %s", scan.name, prediction.score, self.output_dir / scan.name)
+        return self.output_dir / scan.name
+
+
+class CaseInference:
+    """Every case under `input_path` through `preprocessing`, `inferer` and `postprocessing`, like `medclip-ad infer`.
+
+    Bad inputs are reported and the rest go on; `run` raises at the end if any failed. `resume` skips cases
+    whose folder already exists (for restarting a large or sharded run); otherwise an existing folder is an
+    error up front unless `overwrite`. `select` picks this process's share of the cases (sharded runs).
+    """
+
+    def __init__(self, input_path: PathList | None, preprocessing: Callable, inferer: Callable,
+                 postprocessing: Callable, output_dir: str | os.PathLike, resume: bool = False,
+                 overwrite: bool = False, select: Callable[[list], list] | None = None) -> None:
+        self.inputs = _paths(input_path, "input_path")
+        self.preprocessing = preprocessing
+        self.inferer = inferer
+        self.postprocessing = postprocessing
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.select = select or list
+
+    def run(self) -> list[Path]:
+        """Write this process's cases; returns their folders."""
+        if not self.inputs:
+            raise UserInputError("input_path: name a study folder, a file, or a list of them (--input_path PATH)")
+        sources, problems = discover_cases(self.inputs, exclude=[self.output_dir])
+        sources, problems = self.select(sources), self.select(problems)
+        failures = [str(problem) for problem in problems]
+        pending = [source for source in sources if not (self.resume and (self.output_dir / source.name).exists())]
+        if len(pending) < len(sources):
+            logger.info("resuming: %d of %d case(s) already in %s", len(sources) - len(pending), len(sources),
+                        self.output_dir)
+        if not self.resume:
+            for source in pending:
+                check_case_folder_free(self.output_dir, source.name, self.overwrite)
+        written = []
+        show_progress = len(pending) > 1 and logger.isEnabledFor(logging.INFO)  # not on quiet (non-zero) ranks
+        for source in tqdm(pending, desc="cases", unit="case", disable=not show_progress):
+            try:
+                written.append(self.postprocessing(self.inferer(self.preprocessing(source))))
+            except RuntimeError as error:  # MONAI's Compose wraps what a transform raised
+                user_error = _user_error(error)
+                if user_error is None:
+                    raise
+                failures.append(str(user_error))
+        for failure in failures:
+            logger.error("%s", failure)
+        logger.info("%d case(s) written to %s", len(written), self.output_dir)
+        if failures:
+            raise UserInputError(f"{len(failures)} input(s) failed (the others were written); the first: "
+                                 f"{failures[0]}")
+        return written
+
+
+def run_training(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
+                 training: TrainingConfig = TrainingConfig(), resume: str | os.PathLike | None = None,
+                 data_parallel: bool = False) -> TrainingRun:
+    """Train prompts on the manifests' test splits (the published protocol), alone or as one torchrun rank."""
+    train = train_prompts_data_parallel if data_parallel else train_prompts
+    run = train(detector, load_manifests(manifests), Path(output_dir), training,
+                resume=Path(resume) if resume else None)
+    logger.info("prompts: %s (epoch losses: %s)", run.final_checkpoint,
+                ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
+    return run
+
+
+def run_adaclip_training(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
+                         training: AdaCLIPTrainingConfig = AdaCLIPTrainingConfig(),
+                         resume: str | os.PathLike | None = None) -> AdaCLIPTrainingRun:
+    """`medclip-ad train --method adaclip`: AdaCLIP's weights from the manifests' test splits."""
+    run = train_adaclip(detector, load_manifests(manifests), Path(output_dir), training,
+                        resume=Path(resume) if resume else None)
+    logger.info("adaclip weights: %s (epoch losses: %s)", run.final_checkpoint,
+                ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
+    return run
+
+
+def run_rwda_training(detector: DetectorConfig, output_dir: str | os.PathLike,
+                      training: RandomWordTrainingConfig = RandomWordTrainingConfig()) -> HeadTrainingRun:
+    """`medclip-ad train --method rwda`: the head from random-word prompts, no images."""
+    run = train_random_word_head(detector, Path(output_dir), training)
+    logger.info("rwda head: %s (accuracy on its prompts %.3f)", run.final_checkpoint, run.accuracy)
+    return run
+
+
+def run_evaluation(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
+                   name: str | None = None, overwrite: bool = False,
+                   volume_options: CaseOptions = CaseOptions()) -> EvaluationReport:
+    """`medclip-ad evaluate`: inputs checked before the model loads, then the report written to `output_dir`.
+
+    `volume_options` slice, window and score the studies of volume manifests, as `infer` would.
+    """
+    loaded = load_manifests(manifests)
+    check_evaluation_inputs(loaded, Path(output_dir), overwrite)
+    report = evaluate(load_predictor(detector), loaded, Path(output_dir), name=name, overwrite=overwrite,
+                      volume_options=volume_options)
+    logger.info("report: %s (metrics beside the published ones), %s", Path(output_dir) / REPORT_FILE,
+                Path(output_dir) / RESULTS_FILE)
+    return report
+
+
+def _paths(value: PathList | None, option: str) -> list[Path]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    if not all(isinstance(item, (str, os.PathLike)) for item in value):
+        raise UserInputError(f"{option}: expected a path or a list of paths, got {value!r}")
+    return [Path(item) for item in value]
+
+
+def _user_error(error: BaseException | None) -> UserInputError | None:
+    while error is not None and not isinstance(error, UserInputError):
+        error = error.__cause__
+    return error

@@ -1,0 +1,164 @@
+"""One case from scan to output folder: the same steps for `infer`, the demo, the bundle and the viewer.
+
+A 2-D image is scored as it is; a volume slice by slice. Outputs follow the product's output contract
+(scores.json; anomaly_map.npy + overlay.png for images; anomaly_map.nii.gz + overlays/ for volumes)
+and appear in `out_dir/<case>` only once complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medclip_ad import __version__
+from medclip_ad.inference.case_folder import check_case_folder_free, staged_case_folder
+from medclip_ad.inference.overlay import OverlayStyle, overlay
+from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.inference.volume import infer_volume, plane_of_axis, slice_axis_for_plane, top_slices, volume_score
+from medclip_ad.io.dicom_export import (
+    dicom_source_files,
+    source_slice_overlays,
+    write_parametric_map,
+    write_secondary_capture,
+)
+from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.scan import Scan
+from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
+
+
+@dataclass(frozen=True)
+class CaseOptions:
+    """Per-run choices that shape a case's outputs (not the model)."""
+
+    axis: str | None = None  # None: the acquisition plane
+    window: str | tuple[float, float] | None = None  # CT preset name or (width, level); None: by modality
+    aggregation: str = "max"
+    top_k: int = 5
+    overlay_count: int = 5
+    overwrite: bool = False
+    volume_index: int | None = None  # which volume of a 4-D NIfTI
+    dicom_out: str | None = None  # also write DICOM: one of io.dicom_export.DICOM_OUTPUTS
+
+
+def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
+    """The array axis a volume is sliced along: the chosen plane, else the acquisition plane."""
+    return slice_axis_for_plane(options.axis, scan.affine) if options.axis else scan.slice_axis
+
+
+@dataclass
+class ScanPrediction:
+    """A scan's score and its map in the scan's own grid (float32, never normalised).
+
+    For a volume also each slice's score and the array axis it was sliced along. `mapping` is how the
+    stored values were brought to 8 bits, for drawing overlays of what the model saw.
+    """
+
+    score: float
+    map: np.ndarray
+    mapping: IntensityMapping
+    slice_scores: np.ndarray | None = None
+    axis: int | None = None
+
+
+def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions = CaseOptions(),
+                 progress: Callable[[int], None] | None = None) -> ScanPrediction:
+    """Score a scan as `infer` does, without writing anything: the Python API for images and volumes alike.
+
+    `progress` is called with the number of slices finished after each batch (volumes only).
+    """
+    mapping = IntensityMapping.from_scan(scan, window=options.window)
+    if scan.kind == "image":
+        prediction = predictor.predict([mapping(scan.array)])
+        return ScanPrediction(float(prediction.scores[0]), prediction.maps[0].astype(np.float32), mapping)
+    axis = resolve_slice_axis(scan, options)
+    result = infer_volume(predictor, scan.array, axis, mapping, progress)
+    return ScanPrediction(volume_score(result.slice_scores, options.aggregation, options.top_k), result.map_volume,
+                          mapping, result.slice_scores, axis)
+
+
+def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Score a scan and write its case folder; returns the scores.json document."""
+    if options.dicom_out:
+        dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+    check_case_folder_free(out_dir, scan.name, options.overwrite)
+    return write_case(predictor, scan, predict_scan(predictor, scan, options, progress), out_dir, options)
+
+
+def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, out_dir: Path,
+               options: CaseOptions = CaseOptions()) -> dict:
+    """Write a scored scan's case folder (the output contract), atomically; returns the scores.json document.
+
+    `predictor` is the one that scored it: its provenance goes into scores.json.
+    """
+    with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
+        if scan.kind == "image":
+            document = _write_image_case(predictor, scan, prediction, folder)
+        else:
+            document = _write_volume_case(predictor, scan, prediction, folder, options)
+        document.update(_provenance(predictor, scan, prediction.mapping))
+        write_json(folder / "scores.json", document)
+    return document
+
+
+def _write_image_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path) -> dict:
+    write_npy(folder / "anomaly_map.npy", prediction.map)
+    write_png(folder / "overlay.png", overlay(prediction.mapping(scan.array), prediction.map, _style(predictor)))
+    return {"case": scan.name, "input": str(scan.source), "kind": "image", "score": prediction.score,
+            "slice_axis": None}
+
+
+def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
+                       options: CaseOptions) -> dict:
+    axis, slice_scores = prediction.axis, prediction.slice_scores
+    write_volume_map(prediction.map, scan, folder / "anomaly_map.nii.gz")
+    best = top_slices(slice_scores, options.overlay_count)
+    (folder / "overlays").mkdir()
+    for index in best:
+        image = prediction.mapping(np.take(scan.array, index, axis=axis).T)
+        slice_map = np.take(prediction.map, index, axis=axis).T
+        write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
+    if options.dicom_out:
+        _write_dicom(predictor, scan, prediction.mapping, folder, options, prediction.map, slice_scores, axis)
+    return {"case": scan.name, "input": str(scan.source), "kind": "volume", "score": prediction.score,
+            "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
+            else f"topk_mean(k={options.top_k})",
+            "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis,
+            "slice_scores": [float(s) for s in slice_scores], "top_slices": best, "shape": list(scan.array.shape),
+            **_volume_of_series(scan)}
+
+
+def _volume_of_series(scan: Scan) -> dict:
+    """Which volume of a 4-D input was scored: without it the input path alone does not name the scan."""
+    index = scan.metadata.get("volume_index")
+    return {} if index is None else {"volume_index": int(index)}
+
+
+def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,
+                 options: CaseOptions, map_volume: np.ndarray, slice_scores: np.ndarray, axis: int) -> None:
+    """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices."""
+    if options.dicom_out in ("parametric-map", "both"):
+        write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
+                             map_range=(0.0, float(len(predictor.layers))))
+    if options.dicom_out in ("secondary-capture", "both"):
+        # Secondary captures show source slices; sliced along another axis, rank them by their map maximum.
+        source_scores = slice_scores if axis == scan.slice_axis else map_volume.max(axis=(0, 1))
+        slices = top_slices(source_scores, options.overlay_count)
+        write_secondary_capture(source_slice_overlays(scan, map_volume, slices, mapping, _style(predictor)),
+                                scan, folder / "dicom_overlays")
+
+
+def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:
+    document: dict = {"map_range": [0.0, float(len(predictor.layers))],
+                      "intensity": mapping.description, "model": predictor.provenance(),
+                      "package_version": __version__}
+    if predictor.random_weights:
+        document["warning"] = RANDOM_WEIGHTS_WARNING
+    return document
+
+
+def _style(predictor: AnomalyPredictor) -> OverlayStyle:
+    return OverlayStyle(vmax=float(len(predictor.layers)))

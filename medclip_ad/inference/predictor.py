@@ -1,0 +1,155 @@
+"""The small API users call: load a detector once, then score batches of 8-bit images.
+
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="openai", prompts="prompts.safetensors"))
+    result = predictor.predict([image_a, image_b])   # uint8 arrays, any sizes
+    result.scores, result.maps                        # (B,), one (H, W) float32 map per image
+
+Text features are computed once at load time; batches run without gradients, in fp32 on the CPU and
+with autocast on CUDA. Maps come back in each input's own pixel grid and are never normalised.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medclip_ad import __version__
+from medclip_ad.config import PRECISIONS, DetectorConfig
+from medclip_ad.errors import UserInputError
+from medclip_ad.inference.preprocessing import preprocess
+from medclip_ad.methods.checkpoint import file_sha256
+from medclip_ad.methods.registry import build_detector
+from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
+from medclip_ad.modeling.clip_backbone import ClipBackbone
+from medclip_ad.modeling.gaussian_blur import gaussian_blur
+
+RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model has random CLIP weights (random:*); its scores and maps "
+                          "are meaningless and only show that the pipeline runs")
+
+
+@dataclass
+class Prediction:
+    """Image scores (B,) and anomaly maps, one (H, W) array per input in its own size.
+
+    `layer_maps` (only on request) holds one (n_layers, H, W) array per input; they sum to `maps`.
+    """
+
+    scores: np.ndarray
+    maps: list[np.ndarray]
+    layer_maps: list[np.ndarray] | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is a user error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: no CUDA device is available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserInputError(f"--device {name}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+class AnomalyPredictor:
+    """A loaded detector: weights, prompts, method, layers, image size and device fixed at construction."""
+
+    def __init__(self, config: DetectorConfig, backbone: ClipBackbone | None = None) -> None:
+        if config.precision not in PRECISIONS:
+            raise UserInputError(f"--precision {config.precision}: choose from {', '.join(PRECISIONS)}")
+        if config.batch_size < 1:
+            raise UserInputError(f"--batch-size {config.batch_size}: must be at least 1")
+        self.config = config
+        self.device = resolve_device(config.device)
+        built = build_detector(config, backbone)
+        self.backbone = built.backbone
+        self.model = built.model.to(self.device).eval()
+        self._prompts = built.prompts
+        with torch.no_grad():
+            self.text_features = self.model.text_features().float()
+        self._autocast_dtype = self._pick_autocast_dtype()
+
+    @property
+    def random_weights(self) -> bool:
+        return self.backbone.random_weights
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """One entry per map the final map sums, so the map range is [0, len(layers)].
+
+        Methods whose one map fuses several feature layers (adaclip) say so with `map_layers`.
+        """
+        return getattr(self.model, "map_layers", self.model.layers)
+
+    def provenance(self) -> dict[str, object]:
+        """The `model` block of scores.json: enough to reproduce or question any result."""
+        prompts_path = self._prompts.path if self._prompts else None
+        return {
+            "method": self.config.method,
+            "backbone": self.backbone.architecture,
+            "clip_weights": self.backbone.source,
+            "prompts": str(prompts_path) if prompts_path else None,
+            "prompts_sha256": file_sha256(prompts_path) if prompts_path else None,
+            "layers": list(self.model.layers),
+            "image_size": self.config.image_size,
+            "random_weights": self.random_weights,
+            "precision": str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else "fp32",
+            "package_version": __version__,
+        }
+
+    @torch.no_grad()
+    def predict_tensor(self, images: torch.Tensor, with_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (B, 3, S, S) -> scores (B,) and blurred maps at S x S: (B, S, S), or (B, L, S, S) per layer."""
+        images = images.to(self.device, non_blocking=True)
+        with self._autocast():
+            output = self.model(images, self.text_features)
+            scores = output.image_logits.float().softmax(dim=-1)[:, 1]
+        layer_maps = torch.stack([layer_anomaly_map(p.float()) for p in output.probability_maps], dim=1)
+        if with_layers:
+            batch, layers, size, _ = layer_maps.shape
+            return scores, gaussian_blur(layer_maps.reshape(batch * layers, size, size)).reshape(layer_maps.shape)
+        return scores, gaussian_blur(layer_maps.sum(dim=1))
+
+    def predict(self, images: Sequence[np.ndarray], with_layers: bool = False) -> Prediction:
+        """8-bit images (H, W) or (H, W, 3), any sizes -> scores and maps in each image's own grid."""
+        scores, maps, layer_maps = [], [], []
+        for start in range(0, len(images), self.config.batch_size):
+            chunk = images[start:start + self.config.batch_size]
+            batch_scores, batch_maps = self.predict_tensor(preprocess(chunk, self.config.image_size), with_layers)
+            scores.append(batch_scores.cpu())
+            for image, image_map in zip(chunk, batch_maps):
+                resized = resize_map(image_map, image.shape[:2]).cpu().numpy()
+                if with_layers:
+                    layer_maps.append(resized)
+                    maps.append(resized.sum(axis=0))
+                else:
+                    maps.append(resized)
+        all_scores = torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros(0, np.float32)
+        return Prediction(all_scores, maps, layer_maps if with_layers else None)
+
+    def _pick_autocast_dtype(self) -> torch.dtype | None:
+        precision = self.config.precision
+        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
+            return None
+        if self.device.type != "cuda":
+            raise UserInputError(f"--precision {precision}: reduced precision runs on CUDA only; use fp32 on the CPU")
+        return torch.float16 if precision == "fp16" else torch.bfloat16
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+
+
+def resize_map(image_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Map(s) (..., S, S) at model size -> (..., H, W): each axis resized on its own, bilinear."""
+    if tuple(image_map.shape[-2:]) == tuple(size):
+        return image_map.float()
+    leading = image_map.shape[:-2]
+    flat = image_map.float().reshape(-1, 1, *image_map.shape[-2:])
+    resized = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    return resized.reshape(*leading, *size)

@@ -1,0 +1,68 @@
+"""NIfTI files into a `Scan` with MONAI's `NibabelReader`: the file's own voxel order and affine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from monai.data import NibabelReader
+from nibabel.filebasedimages import ImageFileError
+
+from medclip_ad.io.discovery import CaseSource
+from medclip_ad.io.read_checks import READ_ERRORS, check_not_all_nan, check_size, fail, spacing
+from medclip_ad.io.scan import Scan
+
+
+def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
+    """A NIfTI volume in the file's own voxel order with the file's affine; one volume of a 4-D file."""
+    path = source.location
+    reader = NibabelReader()
+    try:
+        image = reader.read(path)
+    except (ImageFileError, *READ_ERRORS) as exc:
+        raise fail(path, "not a readable NIfTI file", exc) from exc
+    file_shape = tuple(int(s) for s in image.shape)
+    shape = file_shape
+    while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is a 3-D volume stored as 4-D
+        shape = shape[:-1]
+    if len(shape) > 4:
+        raise fail(path, f"{len(shape)}-D NIfTI {shape} is not a scalar volume")
+    if len(shape) == 4:
+        image = _pick_volume(path, image, shape, volume_index)
+    volume_shape = (shape[:3] + (1, 1))[:3]  # a 2-D file becomes a one-slice volume
+    check_size(path, volume_shape)
+    codes = {"sform_code": int(image.header["sform_code"]), "qform_code": int(image.header["qform_code"])}
+    try:
+        array, meta = reader.get_data(image)
+        array = np.asarray(array, dtype=np.float32).reshape(volume_shape)
+    except (ImageFileError, *READ_ERRORS) as exc:
+        raise fail(path, "truncated or corrupt NIfTI file", exc) from exc
+    check_not_all_nan(path, array)
+    affine = np.array(meta["affine"], dtype=np.float64)
+    return Scan(
+        name=source.name,
+        source=path,
+        kind="volume",
+        array=array,
+        affine=affine,
+        modality=None,
+        slice_axis=2,  # converters (dcm2niix) store slices along the third axis
+        spacing=spacing(affine),
+        metadata={
+            "format": "nifti",
+            "file_shape": list(file_shape),
+            "volume_index": volume_index if len(shape) == 4 else None,
+            **codes,
+        },
+    )
+
+
+def _pick_volume(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...], index: int | None) -> nib.Nifti1Image:
+    """One 3-D volume of a 4-D file, sliced lazily so the others are never loaded."""
+    count = shape[3]
+    if index is None:
+        raise fail(path, f"4-D NIfTI with {count} volumes; choose one with --volume-index (0 to {count - 1})")
+    if not 0 <= index < count:
+        raise fail(path, f"--volume-index {index} is out of range: the file has volumes 0 to {count - 1}")
+    return image.slicer[:, :, :, index]

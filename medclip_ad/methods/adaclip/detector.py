@@ -1,0 +1,119 @@
+"""The AdaCLIP detector (ECCV 2024): frozen CLIP with hybrid prompts in both encoders, learned patch
+projections, and hybrid semantic fusion for the image score.
+
+Per image: the frozen, un-prompted CLIP embeds the image; from it both prompters make hybrid tokens;
+the prompted text encoder gives that image's [normal, abnormal] features and the prompted vision
+encoder its patch tokens at the feature layers, each projected into the joint space by its own
+learned linear map. The returned map comes from the mean of the layers' logits. Everything is batched:
+unlike the reference, a batch of B images gives the same results as B batches of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+from medclip_ad.methods.adaclip.prompts import PROMPT_DEPTH, PROMPT_LENGTH, HybridPrompter
+from medclip_ad.methods.adaclip.semantic_fusion import fused_embedding
+from medclip_ad.methods.adaclip.text import DEFAULT_OBJECT_WORD, HybridPromptTextEncoder
+from medclip_ad.methods.adaclip.vision import HybridPromptVisionEncoder
+from medclip_ad.methods.anomalyclip.detector import DetectorOutput
+from medclip_ad.modeling.text_encoder import TextEncoder
+
+ADACLIP_LAYERS: tuple[int, ...] = (6, 12, 18, 24)
+LOGIT_SCALE = 100.0
+
+
+@dataclass
+class AdaCLIPOutput(DetectorOutput):
+    """`DetectorOutput` with one map (from the mean logits); training also gets each layer's own map."""
+
+    layer_probability_maps: list[torch.Tensor] = field(default_factory=list)
+
+
+class AdaCLIPWeights(nn.Module):
+    """Everything AdaCLIP learns, and so everything its checkpoint holds: both prompters and the projections."""
+
+    def __init__(self, text_width: int, vision_width: int, embed_dim: int, layer_count: int,
+                 depth: int = PROMPT_DEPTH, length: int = PROMPT_LENGTH) -> None:
+        super().__init__()
+        self.text_prompter = HybridPrompter(embed_dim, text_width, depth, length)
+        self.visual_prompter = HybridPrompter(embed_dim, vision_width, depth, length)
+        self.patch_projections = nn.ModuleList([nn.Linear(vision_width, embed_dim) for _ in range(layer_count)])
+        self.global_projection = nn.Linear(embed_dim, embed_dim)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> AdaCLIPWeights:
+        """Weights with the shapes and values of saved tensors (this module's `state_dict` names)."""
+        depth, length, text_width = tensors["text_prompter.static"].shape
+        vision_width = tensors["visual_prompter.static"].shape[2]
+        embed_dim = tensors["global_projection.weight"].shape[0]
+        layer_count = len({name.split(".")[1] for name in tensors if name.startswith("patch_projections.")})
+        weights = cls(text_width, vision_width, embed_dim, layer_count, depth, length)
+        weights.load_state_dict(tensors)
+        return weights
+
+
+class AdaCLIP(nn.Module):
+    """Images (B, 3, S, S), normalised -> image logits (B, 2) and one [normal, abnormal] map (B, 2, S, S).
+
+    In training mode the image logits come from the projected global embedding alone and each layer's
+    map is returned for the loss; in eval mode the image logits use hybrid semantic fusion.
+    """
+
+    def __init__(self, text_encoder: TextEncoder, clip: CLIP, image_size: int, weights: AdaCLIPWeights | None = None,
+                 layers: Sequence[int] = ADACLIP_LAYERS, object_word: str = DEFAULT_OBJECT_WORD) -> None:
+        super().__init__()
+        self.vision_encoder = HybridPromptVisionEncoder(clip, image_size, layers)
+        vision = self.vision_encoder
+        self.weights = weights or AdaCLIPWeights(text_encoder.width, vision.width, vision.embed_dim, len(vision.layers))
+        if len(self.weights.patch_projections) != len(vision.layers):
+            raise ValueError(f"{len(self.weights.patch_projections)} learned projections for "
+                             f"{len(vision.layers)} feature layers {list(vision.layers)}")
+        self.text_encoder = HybridPromptTextEncoder(text_encoder, self.weights.text_prompter.length, object_word)
+        self.image_size = image_size
+        self.register_buffer("no_text_features", torch.zeros(0, vision.embed_dim), persistent=False)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.vision_encoder.layers
+
+    @property
+    def map_layers(self) -> tuple[int, ...]:
+        """The one returned map fuses every feature layer; it is named after the deepest, so its range is [0, 1]."""
+        return self.layers[-1:]
+
+    def text_features(self) -> torch.Tensor:
+        """An empty (0, D) tensor: text features depend on each image, so callers have nothing to cache."""
+        return self.no_text_features
+
+    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
+        """`text_features` is accepted for the shared detector signature and not used."""
+        with torch.no_grad():
+            frozen = F.normalize(self.vision_encoder(images).image_embedding, dim=-1)
+        text = self.text_encoder(self.weights.text_prompter(frozen))
+        visual = self.vision_encoder(images, self.weights.visual_prompter(frozen))
+        global_embedding = F.normalize(self.weights.global_projection(visual.image_embedding), dim=-1)
+        patches = [F.normalize(projection(tokens), dim=-1)
+                   for projection, tokens in zip(self.weights.patch_projections, visual.patch_tokens)]
+        layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text.to(tokens.dtype)) for tokens in patches]
+        mean_logits = torch.stack(layer_logits).mean(dim=0)
+        maps = [self._upsample(mean_logits).softmax(dim=1)]
+        if self.training:
+            image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", global_embedding, text.to(global_embedding.dtype))
+            layer_maps = [self._upsample(logits).softmax(dim=1) for logits in layer_logits]
+            return AdaCLIPOutput(image_logits, maps, layer_maps)
+        abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
+        fused = fused_embedding(patches, abnormal, global_embedding)
+        return AdaCLIPOutput(LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, text.float()), maps)
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Patch logits (B, N, 2) -> (B, 2, S, S), bilinear with aligned corners as the reference."""
+        grid = self.vision_encoder.grid
+        square = logits.transpose(1, 2).reshape(-1, 2, grid, grid)
+        return F.interpolate(square, size=(self.image_size, self.image_size), mode="bilinear", align_corners=True)

@@ -1,0 +1,232 @@
+"""Prompt checkpoints: this project's safetensors format, and import of the reference `.pth` format.
+
+A prompt checkpoint is small (43,008 values for ViT-L) but only means something together with the
+backbone, layers and image size it was trained with, so our format carries that provenance in the
+safetensors metadata. Nothing is ever unpickled with code execution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from medclip_ad import __version__
+from medclip_ad.errors import UserInputError
+from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
+
+FORMAT_NAME = "medclip-ad-prompts"
+FORMAT_VERSION = 1
+# Tensors under this prefix hold optimiser moments for resuming training, not prompts.
+OPTIMIZER_PREFIX = "optimizer."
+
+
+@dataclass
+class PromptCheckpoint:
+    """Learned prompt tensors under this project's names, plus provenance.
+
+    Tensors: `ctx_normal` and `ctx_abnormal` (n_ctx, width), `deep_prompts.{i}` (length, width).
+    Training checkpoints also carry Adam's moments in `optimizer_state`.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, object] = field(default_factory=dict)
+    path: Path | None = None
+    optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def text_width(self) -> int:
+        return self.tensors["ctx_normal"].shape[1]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.tensors["ctx_normal"].shape[0]
+
+    @property
+    def depth(self) -> int:
+        return 1 + sum(1 for name in self.tensors if name.startswith("deep_prompts."))
+
+    @property
+    def deep_length(self) -> int:
+        return self.tensors["deep_prompts.0"].shape[0] if self.depth > 1 else 0
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash recorded beside every result, so a result names the exact prompts it used."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def learner_tensors(learner: ObjectAgnosticPromptLearner) -> dict[str, torch.Tensor]:
+    """The learner's trainable tensors under this project's names, detached on the CPU."""
+    return {name: value.detach().float().cpu().contiguous() for name, value in learner.named_parameters()}
+
+
+def save_prompt_checkpoint(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> None:
+    """Write a `.safetensors` prompt checkpoint atomically, with provenance and the package version."""
+    path = Path(path)
+    full_metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
+                     **metadata}
+    encoded = {key: json.dumps(value) for key, value in full_metadata.items()}
+    temporary = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=encoded)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_prompt_checkpoint(path: Path | str) -> PromptCheckpoint:
+    """Read either format; anything else gets one clear error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: prompt checkpoint not found")
+    if _is_safetensors(path):
+        return _load_safetensors(path)
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader failure: not a usable checkpoint
+        raise UserInputError(f"{path}: not a readable prompt checkpoint ({type(error).__name__})") from error
+    if not isinstance(raw, dict) or not isinstance(raw.get("prompt_learner"), dict):
+        raise UserInputError(f"{path}: not a prompt checkpoint (expected a safetensors file or a reference "
+                             f"file holding {{'prompt_learner': state_dict}})")
+    tensors = tensors_from_reference(raw["prompt_learner"], path)
+    return PromptCheckpoint(tensors, {"method": "anomalyclip", "imported_from": "reference"}, path)
+
+
+def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
+    """Read a `.safetensors` checkpoint of a method that learns no prompts (`rwda`'s head), checking its method.
+
+    Such checkpoints share the prompt format and provenance; only their tensors differ.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: {method} checkpoint not found")
+    if not _is_safetensors(path):
+        raise UserInputError(f"{path}: not a {method} checkpoint (train one with `medclip-ad train --method {method}`)")
+    checkpoint = _read_safetensors(path)
+    found = checkpoint.metadata.get("method")
+    if found != method:
+        raise UserInputError(f"{path}: a checkpoint of method {found or 'unknown'}, but --method {method} needs "
+                             f"one from `medclip-ad train --method {method}`")
+    return checkpoint
+
+
+def optimizer_tensors(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam(W)'s per-parameter moments as checkpoint tensors, so a resumed run continues exactly."""
+    tensors = {}
+    for name, parameter in module.named_parameters():
+        for key, value in optimizer.state.get(parameter, {}).items():
+            tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = torch.as_tensor(value).detach().float().cpu().reshape(-1)
+    return tensors
+
+
+def restore_optimizer_state(checkpoint: PromptCheckpoint, module: torch.nn.Module,
+                            optimizer: torch.optim.Optimizer) -> None:
+    """Put the moments `optimizer_tensors` saved back onto `module`'s parameters."""
+    for name, parameter in module.named_parameters():
+        state = {key.rsplit(".", 1)[1]: value for key, value in checkpoint.optimizer_state.items()
+                 if key.rsplit(".", 1)[0] == name}
+        if state:
+            optimizer.state[parameter] = {
+                "step": state["step"].reshape(()),
+                "exp_avg": state["exp_avg"].reshape(parameter.shape).to(parameter.device),
+                "exp_avg_sq": state["exp_avg_sq"].reshape(parameter.shape).to(parameter.device)}
+
+
+def recorded_method(path: Path | str) -> str | None:
+    """The method a checkpoint in this project's format was trained for, read from its header alone.
+
+    None when the file is missing, unreadable or in the reference format (which is always anomalyclip):
+    the caller then falls back to its default and the loader reports any problem with the file.
+    """
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            method = (handle.metadata() or {}).get("method")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return _decode(method) if method else None
+
+
+def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
+    try:
+        ctx_normal, ctx_abnormal = state["ctx_pos"], state["ctx_neg"]
+    except KeyError as error:
+        raise UserInputError(f"{path}: reference prompt checkpoint lacks {error.args[0]}") from error
+    width = ctx_normal.shape[-1]
+    tensors = {"ctx_normal": ctx_normal.reshape(-1, width).float(),
+               "ctx_abnormal": ctx_abnormal.reshape(-1, width).float()}
+    index = 0
+    while f"compound_prompts_text.{index}" in state:
+        tensors[f"deep_prompts.{index}"] = state[f"compound_prompts_text.{index}"].float()
+        index += 1
+    return tensors
+
+
+def load_into_learner(checkpoint: PromptCheckpoint, learner: ObjectAgnosticPromptLearner) -> None:
+    """Copy checkpoint tensors into a learner of the right shape, or say exactly what does not fit."""
+    expected = dict(learner.named_parameters())
+    where = checkpoint.path or "prompt checkpoint"
+    if set(expected) != set(checkpoint.tensors):
+        raise UserInputError(f"{where}: holds {sorted(checkpoint.tensors)}, the model expects {sorted(expected)}")
+    for name, parameter in expected.items():
+        value = checkpoint.tensors[name]
+        if value.shape != parameter.shape:
+            raise UserInputError(f"{where}: {name} has shape {tuple(value.shape)} but this backbone needs "
+                                 f"{tuple(parameter.shape)} (text width {parameter.shape[-1]}): the prompts "
+                                 f"were trained for another backbone")
+        with torch.no_grad():
+            parameter.copy_(value)
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _load_safetensors(path: Path) -> PromptCheckpoint:
+    checkpoint = _read_safetensors(path)
+    if "ctx_normal" not in checkpoint.tensors:
+        method = checkpoint.metadata.get("method")
+        hint = f" (a {method} checkpoint: pass --method {method})" if method not in (None, "anomalyclip") else ""
+        raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal{hint}")
+    return checkpoint
+
+
+def _read_safetensors(path: Path) -> PromptCheckpoint:
+    """Tensors, decoded metadata and optimiser moments of any checkpoint in this project's format."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            raw_metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserInputError(f"{path}: corrupt safetensors prompt checkpoint ({error})") from error
+    metadata = {key: _decode(value) for key, value in raw_metadata.items()}
+    if metadata.get("format") != FORMAT_NAME:
+        raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
+    optimizer_state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
+    prompts = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    return PromptCheckpoint(prompts, metadata, path, optimizer_state)
+
+
+def _decode(value: str) -> object:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value

@@ -1,0 +1,108 @@
+"""Build a detector network from a `DetectorConfig`: one builder per method, looked up by name.
+
+Every method's network returns the same `DetectorOutput`, so the predictor never asks which it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from medclip_ad.config import METHODS, DetectorConfig
+from medclip_ad.errors import UserInputError
+from medclip_ad.methods.adaclip.checkpoint import load_adaclip
+from medclip_ad.methods.adaclip.detector import AdaCLIP
+from medclip_ad.methods.anomalyclip.detector import AnomalyCLIP
+from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
+from medclip_ad.methods.checkpoint import (
+    PromptCheckpoint,
+    load_into_learner,
+    load_method_checkpoint,
+    load_prompt_checkpoint,
+)
+from medclip_ad.methods.ensemble.prompt_ensemble import PromptEnsemble
+from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead
+from medclip_ad.modeling.clip_backbone import ClipBackbone, load_clip
+from medclip_ad.modeling.dpam import DPAMVisionEncoder
+from medclip_ad.modeling.text_encoder import TextEncoder
+
+
+@dataclass
+class BuiltDetector:
+    """The network plus what it was built from (for provenance)."""
+
+    model: AnomalyCLIP | RandomWordDetector | AdaCLIP
+    backbone: ClipBackbone
+    prompts: PromptCheckpoint | None
+
+
+def build_detector(config: DetectorConfig, backbone: ClipBackbone | None = None) -> BuiltDetector:
+    """Load the backbone (unless given) and build the configured method on it, on the CPU."""
+    if config.method not in METHODS:
+        raise UserInputError(f"--method {config.method}: unknown method (choose from {', '.join(METHODS)})")
+    backbone = backbone or load_clip(config.clip_weights, config.quick_gelu)
+    text_encoder = TextEncoder(backbone.model)
+    if config.method == "adaclip":  # its own vision encoder: no DPAM, the checkpoint's feature layers
+        model, prompts = _adaclip(config, backbone, text_encoder)
+        return BuiltDetector(model, backbone, prompts)
+    try:
+        vision_encoder = DPAMVisionEncoder(backbone.model, config.image_size, config.layers)
+    except ValueError as error:
+        raise UserInputError(f"--layers/--image-size: {error}") from error
+    model, prompts = _DETECTOR_BUILDERS[config.method](config, text_encoder, vision_encoder)
+    return BuiltDetector(model, backbone, prompts)
+
+
+def new_prompt_learner(text_encoder: TextEncoder, like: PromptCheckpoint | None = None) -> ObjectAgnosticPromptLearner:
+    """A prompt learner with the published shape, or with the shape of an existing checkpoint."""
+    if like is None:
+        return ObjectAgnosticPromptLearner(text_encoder)
+    return ObjectAgnosticPromptLearner(text_encoder, n_ctx=like.n_ctx, depth=like.depth,
+                                       deep_length=like.deep_length or 1)
+
+
+def _learned_prompts(config: DetectorConfig, text_encoder: TextEncoder, vision_encoder: DPAMVisionEncoder):
+    if not config.prompts:
+        raise UserInputError("--prompts: the anomalyclip method needs a prompt checkpoint (train one with "
+                             "`medclip-ad train`, import one with `medclip-ad import-checkpoint`, or use "
+                             "--method ensemble, which needs none)")
+    checkpoint = load_prompt_checkpoint(config.prompts)
+    if checkpoint.text_width != text_encoder.width:
+        raise UserInputError(f"{config.prompts}: prompts have text width {checkpoint.text_width} but the backbone "
+                             f"{config.clip_weights} has text width {text_encoder.width}: they were trained for "
+                             f"another backbone")
+    learner = new_prompt_learner(text_encoder, like=checkpoint)
+    load_into_learner(checkpoint, learner)
+    return AnomalyCLIP(text_encoder, vision_encoder, learner), checkpoint
+
+
+def _prompt_ensemble(config: DetectorConfig, text_encoder: TextEncoder, vision_encoder: DPAMVisionEncoder):
+    return AnomalyCLIP(text_encoder, vision_encoder, PromptEnsemble(text_encoder)), None
+
+
+def _random_word_head(config: DetectorConfig, text_encoder: TextEncoder, vision_encoder: DPAMVisionEncoder):
+    if not config.prompts:
+        raise UserInputError("--prompts: the rwda method needs its trained head (train one with "
+                             "`medclip-ad train --method rwda`, which needs no images)")
+    checkpoint = load_method_checkpoint(config.prompts, "rwda")
+    try:
+        head = RandomWordHead.from_tensors(checkpoint.tensors)
+    except (KeyError, RuntimeError) as error:
+        raise UserInputError(f"{config.prompts}: not a usable rwda head ({error})") from error
+    embed_dim = vision_encoder.projection.shape[1]
+    if head.embed_dim != embed_dim:
+        raise UserInputError(f"{config.prompts}: the head takes {head.embed_dim}-dimensional embeddings but the "
+                             f"backbone {config.clip_weights} has {embed_dim}: it was trained for another backbone")
+    return RandomWordDetector(vision_encoder, head), checkpoint
+
+
+# Each builder returns the method's network and the checkpoint it loaded (None for training-free methods).
+_DETECTOR_BUILDERS: dict[str, Callable] = {"anomalyclip": _learned_prompts, "ensemble": _prompt_ensemble,
+                                           "rwda": _random_word_head}
+
+
+def _adaclip(config: DetectorConfig, backbone: ClipBackbone, text_encoder: TextEncoder):
+    if not config.prompts:
+        raise UserInputError("--prompts: the adaclip method needs its trained weights (train them with "
+                             "`medclip-ad train --method adaclip --manifest ...`)")
+    return load_adaclip(config.prompts, backbone, text_encoder, config.image_size)
