@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
+from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
 
+# This module imports nothing heavy: the command line builds its options (choices, defaults) from it
+# without loading torch.
 METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
 DEFAULT_METHOD = "anomalyclip"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# Volume slicing planes (by the array axis normal to each in RAS) and slice-score aggregations.
+PLANE_NORMALS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+AGGREGATIONS: tuple[str, ...] = ("max", "topk_mean", "mean")
+# DICOM outputs for PACS beside the case folder.
+DICOM_OUTPUTS: tuple[str, ...] = ("parametric-map", "secondary-capture", "both")
+# Deployment formats of `medclip-ad export`.
+EXPORT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+# AdaCLIP's published feature layers (1-based ViT blocks) and the object word of its prompts.
+ADACLIP_LAYERS: tuple[int, ...] = (6, 12, 18, 24)
+ADACLIP_OBJECT_WORD = "object"
+# Hidden units of the rwda head's one hidden layer.
+RWDA_HIDDEN_UNITS = 128
 
 
 @dataclass(frozen=True)
@@ -30,3 +44,68 @@ class DetectorConfig:
     batch_size: int = 8
     precision: str = "auto"
     quick_gelu: bool | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """AnomalyCLIP's optimisation recipe; the defaults reproduce the published prompts."""
+
+    epochs: int = 15
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 111
+    local_weight: float = LOCAL_LOSS_WEIGHT
+    image_labels_only: bool = False
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class AdaCLIPTrainingConfig:
+    """AdaCLIP's optimisation recipe; the defaults are the published one."""
+
+    epochs: int = 5
+    batch_size: int = 1
+    learning_rate: float = 0.01
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
+    seed: int = 111
+    workers: int = 0
+    object_word: str = ADACLIP_OBJECT_WORD
+    image_labels_only: bool = False
+    feature_layers: tuple[int, ...] = ADACLIP_LAYERS
+
+
+@dataclass(frozen=True)
+class RandomWordSettings:
+    """How many rwda prompts of each class to draw, and how they are diversified."""
+
+    prompts_per_class: int = 1024
+    max_random_words: int = 4  # each prompt gets 1..max_random_words random words
+    max_tokens_per_word: int = 3  # each random word is 1..max_tokens_per_word tokens long
+
+
+@dataclass(frozen=True)
+class RandomWordTrainingConfig:
+    """The rwda text-only recipe: the prompt set, the head's size and its optimisation."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 111
+    hidden_units: int = RWDA_HIDDEN_UNITS
+    prompts: RandomWordSettings = RandomWordSettings()
+
+
+@dataclass(frozen=True)
+class CaseOptions:
+    """Per-run choices that shape a case's outputs (not the model)."""
+
+    axis: str | None = None  # None: the acquisition plane
+    window: str | tuple[float, float] | None = None  # CT preset name or (width, level); None: by modality
+    aggregation: str = "max"
+    top_k: int = 5
+    overlay_count: int = 5
+    overwrite: bool = False
+    volume_index: int | None = None  # which volume of a 4-D NIfTI
+    dicom_out: str | None = None  # also write DICOM: one of DICOM_OUTPUTS

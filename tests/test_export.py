@@ -17,9 +17,9 @@ from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference import export
 from medclip_ad.inference.export import (
+    EXPORT_FILE_NAMES,
+    EXPORT_MANIFEST_FILE,
     EXPORT_TOLERANCE,
-    FILE_NAMES,
-    MANIFEST_FILE,
     ExportMismatchError,
     export_detector,
 )
@@ -83,13 +83,13 @@ def test_torchscript_reproduces_eager_scores_and_maps(predictor, exported):
     check = checks["torchscript"]
     assert check.passed
     assert check.max_score_difference <= EXPORT_TOLERANCE and check.max_map_difference <= EXPORT_TOLERANCE
-    loaded = torch.jit.load(str(out / FILE_NAMES["torchscript"]))
+    loaded = torch.jit.load(str(out / EXPORT_FILE_NAMES["torchscript"]))
     images = fresh_images(1)
     with torch.no_grad():
         assert_reproduces(predictor, *loaded(images), images)
     vision_bytes = 4 * sum(p.numel() for p in predictor.model.vision_encoder.parameters())
-    assert (out / FILE_NAMES["torchscript"]).stat().st_size < 1.1 * vision_bytes  # the text encoder is left out
-    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert (out / EXPORT_FILE_NAMES["torchscript"]).stat().st_size < 1.1 * vision_bytes  # the text encoder is left out
+    manifest = json.loads((out / EXPORT_MANIFEST_FILE).read_text())
     assert manifest["input"]["shape"] == ["batch", 3, SIZE, SIZE] and manifest["model"]["layers"] == [12, 24]
     assert set(manifest["checks"]) == set(checks) and "warning" not in manifest
 
@@ -99,7 +99,7 @@ def test_onnx_reproduces_eager_scores_and_maps(predictor, exported):
     pytest.importorskip("onnx")
     out, checks = exported
     assert checks["onnx"].passed
-    session = onnxruntime.InferenceSession(str(out / FILE_NAMES["onnx"]), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(out / EXPORT_FILE_NAMES["onnx"]), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"
     images = fresh_images(4)
     scores, maps = session.run(["scores", "maps"], {"images": images.numpy()})
@@ -112,11 +112,11 @@ def test_export_command_exports_the_rwda_detector(rwda_head, tiny_backbone, tmp_
                  "--method", "rwda", "--prompts", str(rwda_head), "--image-size", str(SMALL), "--device", "cpu"]
     assert main(arguments) == 0
     assert "max abs difference to eager: scores" in capsys.readouterr().out
-    loaded = torch.jit.load(str(out / FILE_NAMES["torchscript"]))
+    loaded = torch.jit.load(str(out / EXPORT_FILE_NAMES["torchscript"]))
     images = fresh_images(3, SMALL)
     with torch.no_grad():
         assert_reproduces(rwda_predictor(rwda_head, tiny_backbone), *loaded(images), images)
-    assert "RANDOM WEIGHTS" in json.loads((out / MANIFEST_FILE).read_text())["warning"]
+    assert "RANDOM WEIGHTS" in json.loads((out / EXPORT_MANIFEST_FILE).read_text())["warning"]
     assert main(arguments) == 2 and "already exists" in capsys.readouterr().err
     assert main([*arguments, "--overwrite", "--precision", "bf16"]) == 2
 
@@ -135,17 +135,17 @@ def test_adaclip_exports_with_its_text_encoder_and_fusion(tiny_backbone, tmp_pat
     checks = export_detector(predictor, tmp_path / "export")
     assert [check.format for check in checks] == list(export.available_formats()) and all(c.passed for c in checks)
     images = fresh_images(3, SMALL)
-    loaded = torch.jit.load(str(tmp_path / "export" / FILE_NAMES["torchscript"]))
+    loaded = torch.jit.load(str(tmp_path / "export" / EXPORT_FILE_NAMES["torchscript"]))
     with torch.no_grad():
         assert_reproduces(predictor, *loaded(images), images)
     if "onnx" in export.available_formats():
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(tmp_path / "export" / FILE_NAMES["onnx"]),
+        session = onnxruntime.InferenceSession(str(tmp_path / "export" / EXPORT_FILE_NAMES["onnx"]),
                                                providers=["CPUExecutionProvider"])
         scores, maps = session.run(["scores", "maps"], {"images": images.numpy()})
         assert_reproduces(predictor, torch.from_numpy(np.asarray(scores)), torch.from_numpy(np.asarray(maps)), images)
-    manifest = json.loads((tmp_path / "export" / MANIFEST_FILE).read_text())
+    manifest = json.loads((tmp_path / "export" / EXPORT_MANIFEST_FILE).read_text())
     assert manifest["model"]["method"] == "adaclip" and manifest["model"]["layers"] == [6, 12, 18, 24]
 
 

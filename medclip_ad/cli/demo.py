@@ -13,15 +13,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.cli.infer import add_case_arguments, case_options
 from medclip_ad.errors import UserInputError
-from medclip_ad.inference.case import run_case
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
-from medclip_ad.io.discovery import discover_cases
-from medclip_ad.io.readers import read_case
-from medclip_ad.io.synthetic import make_synthetic_study
-from medclip_ad.modeling.clip_backbone import ClipBackbone, load_clip
+
+if TYPE_CHECKING:
+    from medclip_ad.inference.predictor import AnomalyPredictor
+    from medclip_ad.modeling.clip_backbone import ClipBackbone
 
 HELP = "generate a synthetic CT study with a known lesion (DICOM series and NIfTI) and run it end to end"
 DEMO_MARKER = ".medclip-ad-demo"
@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.inference.case import run_case
+    from medclip_ad.inference.predictor import AnomalyPredictor
+    from medclip_ad.io.discovery import discover_cases
+    from medclip_ad.io.readers import read_case
+    from medclip_ad.io.synthetic import make_synthetic_study
+
     backbone = _backbone_or_fallback(args.clip_weights)
     _prepare_folder(args.out)
     study = make_synthetic_study(args.out / "study")
@@ -66,6 +72,9 @@ def _prepare_folder(out: Path) -> None:
 
 
 def _backbone_or_fallback(weights: str) -> ClipBackbone:
+    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
+    from medclip_ad.modeling.clip_backbone import load_clip
+
     try:
         return load_clip(weights)
     except UserInputError as error:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.config import DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
+from medclip_ad.config import ADACLIP_LAYERS, DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS
-from medclip_ad.methods.checkpoint import recorded_method
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +40,8 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
     """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed)."""
+    from medclip_ad.methods.checkpoint import recorded_method
+
     prompts = getattr(args, "prompts", None)
     method = getattr(args, "method", None) or (recorded_method(prompts) if prompts else None) or DEFAULT_METHOD
     if method == "adaclip" and args.layers and prompts:

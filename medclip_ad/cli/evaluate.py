@@ -9,20 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.cli.infer import add_case_arguments, case_options
-from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
-from medclip_ad.evaluation import (
-    REPORT_FILE,
-    RESULTS_FILE,
-    EvaluationReport,
-    check_evaluation_inputs,
-    evaluate,
-    format_percent,
-)
-from medclip_ad.evaluation.comparison import COMPARISON_MARKDOWN, ComparedDetector, compare_detectors
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.output_files import COMPARISON_MARKDOWN, REPORT_FILE, RESULTS_FILE
+
+if TYPE_CHECKING:
+    from medclip_ad.datasets.manifest import Manifest
+    from medclip_ad.evaluation import EvaluationReport
 
 HELP = ("evaluate a detector on dataset manifests of images or volumes (image and pixel metrics, published "
         "AnomalyCLIP numbers beside)")
@@ -47,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.datasets.manifest import Manifest
+    from medclip_ad.evaluation import check_evaluation_inputs, evaluate
+    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+
     manifests = [Manifest.load(path) for path in args.manifest]
     check_evaluation_inputs(manifests, args.out, args.overwrite)
     if args.compare:
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_comparison(args: argparse.Namespace, manifests: list[Manifest]) -> int:
+    from medclip_ad.evaluation.comparison import ComparedDetector, compare_detectors
+    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
+
     if args.prompts or args.name:
         raise UserInputError(f"{'--prompts' if args.prompts else '--name'}: not used with --compare, which names "
                              f"each detector as METHOD[:CHECKPOINT]")
@@ -77,6 +80,8 @@ def _run_comparison(args: argparse.Namespace, manifests: list[Manifest]) -> int:
 
 def summary_table(report: EvaluationReport) -> str:
     """Mean metrics per dataset in percent, one line each, for a quick look in the terminal."""
+    from medclip_ad.evaluation import format_percent
+
     width = max(len("dataset"), *(len(name) for name in report.datasets))
     header = f"{'dataset':<{width}}  {'images':>6}" + "".join(f"  {label:>9}" for label in SUMMARY_METRICS.values())
     lines = [header]

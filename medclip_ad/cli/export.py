@@ -8,16 +8,8 @@ import sys
 from pathlib import Path
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
-from medclip_ad.inference.export import (
-    FILE_NAMES,
-    FORMATS,
-    MANIFEST_FILE,
-    ExportMismatchError,
-    available_formats,
-    check_export_request,
-    export_detector,
-)
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+from medclip_ad.config import EXPORT_FORMATS
+from medclip_ad.output_files import EXPORT_FILE_NAMES, EXPORT_MANIFEST_FILE
 
 HELP = "export a detector (text side baked in) to TorchScript and ONNX, checked against the eager outputs"
 # Exit code when an export does not reproduce the eager outputs.
@@ -26,14 +18,22 @@ MISMATCH_EXIT = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help=f"folder for {', '.join(FILE_NAMES.values())} and {MANIFEST_FILE}")
-    parser.add_argument("--format", choices=FORMATS, nargs="+", dest="formats",
+                        help=f"folder for {', '.join(EXPORT_FILE_NAMES.values())} and {EXPORT_MANIFEST_FILE}")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, nargs="+", dest="formats",
                         help="default: every format this installation can export (onnx needs onnx and onnxruntime)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing exported files")
     add_detector_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.inference.export import (
+        ExportMismatchError,
+        available_formats,
+        check_export_request,
+        export_detector,
+    )
+    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+
     formats = args.formats or list(available_formats())
     check_export_request(args.out, formats, args.overwrite)
     # Exports are fp32: `auto` means fp32 here; an explicit reduced precision is refused by the export.
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         return MISMATCH_EXIT
     for check in checks:
         print(check.describe())
-    print(f"inputs, outputs and provenance: {args.out / MANIFEST_FILE}")
+    print(f"inputs, outputs and provenance: {args.out / EXPORT_MANIFEST_FILE}")
     return 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from medclip_ad.constants import DEFAULT_BACKBONE, DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.checkpoint import file_sha256, load_prompt_checkpoint, save_prompt_checkpoint
 
 HELP = "convert a reference AnomalyCLIP prompt checkpoint ({'prompt_learner': ...}) to .safetensors"
 
@@ -24,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.methods.checkpoint import file_sha256, load_prompt_checkpoint, save_prompt_checkpoint
+
     if args.out.exists() and not args.overwrite:
         raise UserInputError(f"{args.out}: already exists (pass --overwrite to replace it)")
     checkpoint = load_prompt_checkpoint(args.source)

@@ -10,18 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
+from medclip_ad.config import AGGREGATIONS, DICOM_OUTPUTS, PLANE_NORMALS, CaseOptions
 from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
-from medclip_ad.inference.case import CaseOptions, resolve_slice_axis, run_case
-from medclip_ad.inference.case_folder import check_case_folder_free
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
-from medclip_ad.inference.volume import AGGREGATIONS, PLANE_NORMALS
-from medclip_ad.io.dicom_export import DICOM_OUTPUTS
-from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS
-from medclip_ad.io.readers import read_case
+
+if TYPE_CHECKING:
+    from medclip_ad.inference.predictor import AnomalyPredictor
+    from medclip_ad.io.discovery import CaseSource
 
 HELP = "detect anomalies in images (PNG/JPEG/TIFF), DICOM series or files, and NIfTI volumes"
 
@@ -64,6 +62,10 @@ def case_options(args: argparse.Namespace) -> CaseOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.inference.case_folder import check_case_folder_free
+    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+    from medclip_ad.io.discovery import discover_cases
+
     sources, problems = discover_cases(args.inputs, exclude=[args.out])
     failures = [f"{problem.path}: {problem.message}" for problem in problems]
     if not sources:
@@ -85,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
 def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
                   failures: list[str]) -> list[Path]:
     """Run each case; a case that fails adds its error line to `failures` and the rest go on."""
+    from tqdm import tqdm
+
+    from medclip_ad.inference.case import resolve_slice_axis, run_case
+    from medclip_ad.io.readers import read_case
+
     written = []
     for source in tqdm(sources, desc="cases", unit="case", disable=len(sources) < 2):
         try:

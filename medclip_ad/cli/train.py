@@ -8,12 +8,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from medclip_ad.cli.detector_options import add_backbone_arguments, detector_config
-from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.config import AdaCLIPTrainingConfig, RandomWordSettings, RandomWordTrainingConfig, TrainingConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig, train_adaclip
-from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
-from medclip_ad.methods.rwda.random_word_prompts import RandomWordSettings
-from medclip_ad.methods.rwda.training import RandomWordTrainingConfig, train_random_word_head
 
 HELP = "train anomalyclip prompts or adaclip weights on dataset manifests, or the rwda head on text alone"
 DEFAULTS = TrainingConfig()
@@ -64,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return _train_rwda(args)
     if args.method == "adaclip":
         return _train_adaclip(args)
+    from medclip_ad.datasets.manifest import Manifest
+    from medclip_ad.methods.anomalyclip.training import train_prompts
+
     if not args.manifest:
         raise UserInputError("--manifest: anomalyclip training needs at least one dataset manifest "
                              "(--method rwda trains from text alone)")
@@ -80,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_rwda(args: argparse.Namespace) -> int:
+    from medclip_ad.methods.rwda.training import train_random_word_head
+
     if args.manifest or args.resume:
         raise UserInputError(f"{'--manifest' if args.manifest else '--resume'}: not used by --method rwda, "
                              f"which trains from text alone in one go")
@@ -96,6 +97,9 @@ def _train_rwda(args: argparse.Namespace) -> int:
 
 
 def _train_adaclip(args: argparse.Namespace) -> int:
+    from medclip_ad.datasets.manifest import Manifest
+    from medclip_ad.methods.adaclip.training import train_adaclip
+
     if not args.manifest:
         raise UserInputError("--manifest: adaclip training needs at least one dataset manifest")
     if args.local_weight != DEFAULTS.local_weight:

@@ -33,9 +33,9 @@ from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.writers import atomic_write, write_json
 from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.output_files import COMPARISON_MARKDOWN
 
 COMPARISON_JSON = "comparison.json"
-COMPARISON_MARKDOWN = "comparison.md"
 PUBLISHED_ROW = "AnomalyCLIP (published)"
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from medclip_ad.evaluation.results import NOT_AVAILABLE_MEANING, EvaluationReport, format_percent
 from medclip_ad.io.writers import atomic_write, write_json
+from medclip_ad.output_files import REPORT_FILE, RESULTS_FILE
 
-RESULTS_FILE = "results.json"
-REPORT_FILE = "results.md"
 CASES_FILE = "cases.csv"
 NOT_REPORTED = "-"  # a metric the published table does not give
 

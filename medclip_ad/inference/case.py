@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from medclip_ad import __version__
+from medclip_ad.config import CaseOptions
 from medclip_ad.inference.case_folder import check_case_folder_free, staged_case_folder
 from medclip_ad.inference.overlay import OverlayStyle, overlay
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
@@ -27,20 +28,6 @@ from medclip_ad.io.dicom_export import (
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
-
-
-@dataclass(frozen=True)
-class CaseOptions:
-    """Per-run choices that shape a case's outputs (not the model)."""
-
-    axis: str | None = None  # None: the acquisition plane
-    window: str | tuple[float, float] | None = None  # CT preset name or (width, level); None: by modality
-    aggregation: str = "max"
-    top_k: int = 5
-    overlay_count: int = 5
-    overwrite: bool = False
-    volume_index: int | None = None  # which volume of a 4-D NIfTI
-    dicom_out: str | None = None  # also write DICOM: one of io.dicom_export.DICOM_OUTPUTS
 
 
 def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:

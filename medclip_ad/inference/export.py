@@ -31,14 +31,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medclip_ad.config import EXPORT_FORMATS
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.writers import atomic_write, write_json
 from medclip_ad.modeling.anomaly_maps import anomaly_map
+from medclip_ad.output_files import EXPORT_FILE_NAMES, EXPORT_MANIFEST_FILE
 
-FORMATS: tuple[str, ...] = ("torchscript", "onnx")
-FILE_NAMES: dict[str, str] = {"torchscript": "detector.torchscript.pt", "onnx": "detector.onnx"}
-MANIFEST_FILE = "export.json"
 # Largest absolute difference from the eager predictor an export may show, in scores and in maps.
 EXPORT_TOLERANCE = 1e-4
 INPUT_NAME = "images"
@@ -97,7 +96,7 @@ def onnx_available() -> bool:
 
 def available_formats() -> tuple[str, ...]:
     """The formats this installation can export and check."""
-    return tuple(name for name in FORMATS if name != "onnx" or onnx_available())
+    return tuple(name for name in EXPORT_FORMATS if name != "onnx" or onnx_available())
 
 
 def export_detector(predictor: AnomalyPredictor, out_dir: Path, formats: Sequence[str] | None = None,
@@ -123,26 +122,26 @@ def export_detector(predictor: AnomalyPredictor, out_dir: Path, formats: Sequenc
     exporters = {"torchscript": _export_torchscript, "onnx": _export_onnx}
     checks = []
     for name in formats:
-        path = out_dir / FILE_NAMES[name]
+        path = out_dir / EXPORT_FILE_NAMES[name]
         with atomic_write(path) as temporary, _quiet_tracing():
             scores, maps = exporters[name](traced, trace_images, check_images, temporary)
             check = ExportCheck(name, path, _max_difference(scores, eager_scores), _max_difference(maps, eager_maps))
             if not check.passed:
                 raise ExportMismatchError(check)
         checks.append(check)
-    write_json(out_dir / MANIFEST_FILE, _manifest(predictor, checks))
+    write_json(out_dir / EXPORT_MANIFEST_FILE, _manifest(predictor, checks))
     return checks
 
 
 def check_export_request(out_dir: Path, formats: Sequence[str], overwrite: bool) -> None:
     """Refuse, before a model loads, an unknown or uninstalled format and files that would be replaced."""
-    unknown = [name for name in formats if name not in FORMATS]
+    unknown = [name for name in formats if name not in EXPORT_FORMATS]
     if unknown:
-        raise UserInputError(f"--format {unknown[0]}: choose from {', '.join(FORMATS)}")
+        raise UserInputError(f"--format {unknown[0]}: choose from {', '.join(EXPORT_FORMATS)}")
     if "onnx" in formats and not onnx_available():
         raise UserInputError(f"--format onnx: needs the packages {' and '.join(ONNX_PACKAGES)} "
                              f"(pip install {' '.join(ONNX_PACKAGES)})")
-    existing = [path for path in (Path(out_dir) / FILE_NAMES[name] for name in formats) if path.exists()]
+    existing = [path for path in (Path(out_dir) / EXPORT_FILE_NAMES[name] for name in formats) if path.exists()]
     if existing and not overwrite:
         raise UserInputError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
 

@@ -14,11 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from medclip_ad.config import AGGREGATIONS, PLANE_NORMALS
 from medclip_ad.inference.predictor import AnomalyPredictor
 
 # Slicing planes by the world axis they are perpendicular to (RAS: x left-right, y back-front, z feet-head).
-PLANE_NORMALS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
-AGGREGATIONS: tuple[str, ...] = ("max", "topk_mean", "mean")
 
 
 @dataclass

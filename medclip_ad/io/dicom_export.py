@@ -32,7 +32,6 @@ from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import atomic_write
 
 # The choices of `--dicom-out`: which DICOM objects a case folder gets besides its NIfTI map.
-DICOM_OUTPUTS: tuple[str, ...] = ("parametric-map", "secondary-capture", "both")
 
 MANUFACTURER: str = "medclip-ad"
 MODEL_NAME: str = "AnomalyCLIP zero-shot anomaly detection"

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS, AdaCLIP, AdaCLIPWeights
-from medclip_ad.methods.adaclip.text import DEFAULT_OBJECT_WORD
+from medclip_ad.config import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
+from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPWeights
 from medclip_ad.methods.checkpoint import (
     PromptCheckpoint,
     load_method_checkpoint,
@@ -56,7 +56,7 @@ def load_adaclip(path: str | Path, backbone: ClipBackbone, text_encoder: TextEnc
                              f"{vision_width}, but {backbone.source} has {text_encoder.width} and "
                              f"{visual.conv1.out_channels}")
     layers = tuple(checkpoint.metadata.get("feature_layers", ADACLIP_LAYERS))
-    object_word = str(checkpoint.metadata.get("object_word", DEFAULT_OBJECT_WORD))
+    object_word = str(checkpoint.metadata.get("object_word", ADACLIP_OBJECT_WORD))
     try:
         model = AdaCLIP(text_encoder, backbone.model, image_size, weights, layers, object_word)
     except ValueError as error:

@@ -18,14 +18,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
+from medclip_ad.config import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
 from medclip_ad.methods.adaclip.prompts import PROMPT_DEPTH, PROMPT_LENGTH, HybridPrompter
 from medclip_ad.methods.adaclip.semantic_fusion import fused_embedding
-from medclip_ad.methods.adaclip.text import DEFAULT_OBJECT_WORD, HybridPromptTextEncoder
+from medclip_ad.methods.adaclip.text import HybridPromptTextEncoder
 from medclip_ad.methods.adaclip.vision import HybridPromptVisionEncoder
 from medclip_ad.methods.anomalyclip.detector import DetectorOutput
 from medclip_ad.modeling.text_encoder import TextEncoder
 
-ADACLIP_LAYERS: tuple[int, ...] = (6, 12, 18, 24)
 LOGIT_SCALE = 100.0
 
 
@@ -67,7 +67,7 @@ class AdaCLIP(nn.Module):
     """
 
     def __init__(self, text_encoder: TextEncoder, clip: CLIP, image_size: int, weights: AdaCLIPWeights | None = None,
-                 layers: Sequence[int] = ADACLIP_LAYERS, object_word: str = DEFAULT_OBJECT_WORD) -> None:
+                 layers: Sequence[int] = ADACLIP_LAYERS, object_word: str = ADACLIP_OBJECT_WORD) -> None:
         super().__init__()
         self.vision_encoder = HybridPromptVisionEncoder(clip, image_size, layers)
         vision = self.vision_encoder

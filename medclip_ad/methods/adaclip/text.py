@@ -12,11 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medclip_ad.config import ADACLIP_OBJECT_WORD
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.modeling.tokenizer import tokenize
 from medclip_ad.modeling.transformer_block import vanilla_block
 
-DEFAULT_OBJECT_WORD = "object"
 NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
                  "{} without damage")
 ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
@@ -25,7 +25,7 @@ TEMPLATES = ("a bad photo of a {}.", "a low resolution photo of the {}.", "a bad
 PLACEHOLDER_WORD = "X"
 
 
-def adaclip_sentences(object_word: str = DEFAULT_OBJECT_WORD) -> tuple[list[str], list[str]]:
+def adaclip_sentences(object_word: str = ADACLIP_OBJECT_WORD) -> tuple[list[str], list[str]]:
     """The [normal] and [abnormal] sentences: every state of a class in every template."""
 
     def fill(states: tuple[str, ...]) -> list[str]:
@@ -37,7 +37,7 @@ def adaclip_sentences(object_word: str = DEFAULT_OBJECT_WORD) -> tuple[list[str]
 class HybridPromptTextEncoder(nn.Module):
     """Hybrid text tokens (B, depth, length, width) -> per-image [normal, abnormal] features (B, 2, D)."""
 
-    def __init__(self, text_encoder: TextEncoder, prompt_length: int, object_word: str = DEFAULT_OBJECT_WORD) -> None:
+    def __init__(self, text_encoder: TextEncoder, prompt_length: int, object_word: str = ADACLIP_OBJECT_WORD) -> None:
         super().__init__()
         self.encoder = text_encoder
         self.object_word = object_word

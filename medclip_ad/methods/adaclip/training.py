@@ -21,15 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from medclip_ad.config import DetectorConfig
+from medclip_ad.config import AdaCLIPTrainingConfig, DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import resolve_device
 from medclip_ad.io.writers import atomic_write
 from medclip_ad.methods.adaclip.checkpoint import METHOD, save_adaclip_checkpoint
-from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS, AdaCLIP, AdaCLIPOutput
-from medclip_ad.methods.adaclip.text import DEFAULT_OBJECT_WORD
+from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPOutput
 from medclip_ad.methods.anomalyclip.training import LOG_FILE, recipe_json
 from medclip_ad.methods.checkpoint import load_method_checkpoint, restore_optimizer_state
 from medclip_ad.modeling.clip_backbone import load_clip
@@ -37,22 +36,6 @@ from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.training.losses import focal_loss, local_loss
 
 FINAL_CHECKPOINT = "adaclip.safetensors"
-
-
-@dataclass(frozen=True)
-class AdaCLIPTrainingConfig:
-    """The optimisation recipe; the defaults are the published one."""
-
-    epochs: int = 5
-    batch_size: int = 1
-    learning_rate: float = 0.01
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.01
-    seed: int = 111
-    workers: int = 0
-    object_word: str = DEFAULT_OBJECT_WORD
-    image_labels_only: bool = False
-    feature_layers: tuple[int, ...] = ADACLIP_LAYERS
 
 
 @dataclass

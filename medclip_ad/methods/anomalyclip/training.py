@@ -22,8 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from medclip_ad.config import DetectorConfig
-from medclip_ad.constants import LOCAL_LOSS_WEIGHT
+from medclip_ad.config import DetectorConfig, TrainingConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
 from medclip_ad.errors import UserInputError
@@ -46,20 +45,6 @@ from medclip_ad.training.losses import glocal_loss
 
 FINAL_CHECKPOINT = "prompts.safetensors"
 LOG_FILE = "train_log.csv"
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """The optimisation recipe; the defaults reproduce the published prompts."""
-
-    epochs: int = 15
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    seed: int = 111
-    local_weight: float = LOCAL_LOSS_WEIGHT
-    image_labels_only: bool = False
-    workers: int = 0
 
 
 @dataclass

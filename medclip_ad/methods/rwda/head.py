@@ -13,17 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medclip_ad.config import RWDA_HIDDEN_UNITS
 from medclip_ad.methods.anomalyclip.detector import DetectorOutput
 from medclip_ad.modeling.dpam import DPAMVisionEncoder
 
 # Width of the head's single hidden layer.
-HIDDEN_UNITS = 128
 
 
 class RandomWordHead(nn.Module):
     """Joint-space embeddings (..., D) -> [normal, abnormal] logits (..., 2) through one hidden layer."""
 
-    def __init__(self, embed_dim: int, hidden_units: int = HIDDEN_UNITS) -> None:
+    def __init__(self, embed_dim: int, hidden_units: int = RWDA_HIDDEN_UNITS) -> None:
         super().__init__()
         self.layers = nn.Sequential(nn.Linear(embed_dim, hidden_units), nn.ReLU(), nn.Linear(hidden_units, 2))
 

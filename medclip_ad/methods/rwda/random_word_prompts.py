@@ -17,20 +17,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medclip_ad.config import RandomWordSettings
 from medclip_ad.methods.ensemble.prompt_ensemble import ensemble_sentences
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.modeling.tokenizer import tokenize
 
 NORMAL, ABNORMAL = 0, 1
-
-
-@dataclass(frozen=True)
-class RandomWordSettings:
-    """How many prompts of each class to draw, and how they are diversified."""
-
-    prompts_per_class: int = 1024
-    max_random_words: int = 4  # each prompt gets 1..max_random_words random words
-    max_tokens_per_word: int = 3  # each random word is 1..max_tokens_per_word tokens long
 
 
 @dataclass

@@ -16,15 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from medclip_ad.config import DetectorConfig
+from medclip_ad.config import DetectorConfig, RandomWordTrainingConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import resolve_device
 from medclip_ad.methods.anomalyclip.training import LOG_FILE, recipe_json
 from medclip_ad.methods.checkpoint import save_prompt_checkpoint
-from medclip_ad.methods.rwda.head import HIDDEN_UNITS, RandomWordHead
+from medclip_ad.methods.rwda.head import RandomWordHead
 from medclip_ad.methods.rwda.random_word_prompts import (
     LabelledTextEmbeddings,
-    RandomWordSettings,
     random_word_embeddings,
 )
 from medclip_ad.modeling.clip_backbone import load_clip
@@ -33,18 +32,6 @@ from medclip_ad.modeling.text_encoder import TextEncoder
 FINAL_CHECKPOINT = "rwda_head.safetensors"
 # Prompts per text-encoder call: large enough to keep the encoder busy, small enough for a laptop's memory.
 ENCODE_BATCH_SIZE = 256
-
-
-@dataclass(frozen=True)
-class RandomWordTrainingConfig:
-    """The text-only recipe: the prompt set, the head's size and its optimisation."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 111
-    hidden_units: int = HIDDEN_UNITS
-    prompts: RandomWordSettings = RandomWordSettings()
 
 
 @dataclass
