@@ -26,11 +26,18 @@ class VisualFeatures:
 
 
 class DPAMVisionEncoder(ClipVisionTower):
-    """Encode images at a fixed size into the global embedding and DPAM token features of chosen layers."""
+    """Encode images at a fixed size into the global embedding and DPAM token features of chosen layers.
+
+    Only what the outputs read is computed, with the same numbers as the full computation: the v-v path
+    stops after the last requested layer, the last block's original path runs for the CLS token alone
+    (the global embedding is all that reads it), and where both attentions of a block are needed they run
+    as one batched attention call.
+    """
 
     def forward(self, images: torch.Tensor) -> VisualFeatures:
         state = self.embed(images)
         wanted = set(self.layers)
+        last_feature_layer, depth = max(self.layers), len(self.blocks)
         layer_states: dict[int, torch.Tensor] = {}
         vv_state: torch.Tensor | None = None
         for index, block in enumerate(self.blocks, start=1):
@@ -39,11 +46,26 @@ class DPAMVisionEncoder(ClipVisionTower):
                 if index in wanted:
                     layer_states[index] = state
                 continue
+            block_input = state
             q, k, v = heads_qkv(block, state)
-            vv_update = merge_heads(block, F.scaled_dot_product_attention(v, v, v))
-            # Out-of-place sums: every stored layer keeps its own tensor.
-            vv_state = (state if vv_state is None else vv_state) + vv_update
-            state = mlp_step(block, state + merge_heads(block, F.scaled_dot_product_attention(q, k, v)))
+            needs_vv = index <= last_feature_layer
+            vv_update = None
+            if index == depth:
+                cls = state[:, :1] + merge_heads(block, F.scaled_dot_product_attention(q[:, :, :1], k, v))
+                if needs_vv:
+                    vv_update = merge_heads(block, F.scaled_dot_product_attention(v, v, v))
+                state = mlp_step(block, cls)
+            elif needs_vv:
+                batch = state.shape[0]
+                both = merge_heads(block, F.scaled_dot_product_attention(torch.cat([q, v]), torch.cat([k, v]),
+                                                                         torch.cat([v, v])))
+                vv_update = both[batch:]
+                state = mlp_step(block, state + both[:batch])
+            else:
+                state = mlp_step(block, state + merge_heads(block, F.scaled_dot_product_attention(q, k, v)))
+            if vv_update is not None:
+                # Out-of-place sums: every stored layer keeps its own tensor.
+                vv_state = (block_input if vv_state is None else vv_state) + vv_update
             if index in wanted:
                 layer_states[index] = vv_state
 
