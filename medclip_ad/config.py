@@ -11,6 +11,8 @@ from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
 METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
 DEFAULT_METHOD = "anomalyclip"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# CLIP MLP activations (`auto`: decided from the checkpoint, the method and the weights; see DetectorConfig).
+ACTIVATIONS: tuple[str, ...] = ("auto", "quick_gelu", "gelu")
 # Volume slicing planes (by the array axis normal to each in RAS) and slice-score aggregations.
 PLANE_NORMALS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 AGGREGATIONS: tuple[str, ...] = ("max", "topk_mean", "mean")
@@ -33,6 +35,8 @@ class DetectorConfig:
     prompts: a prompt checkpoint (this project's .safetensors or the reference .pth); required by
         `anomalyclip`, ignored by `ensemble`; for `rwda`, its trained head (.safetensors).
     precision: `auto` is fp32 on CPU and bf16 autocast on CUDA.
+    activation: `quick_gelu`, `gelu`, or `auto`: the one recorded in the checkpoint, else the method's
+        own (adaclip: gelu, as its reference), else the weights' (see `modeling.clip_backbone`).
     """
 
     clip_weights: str = "openai"
@@ -43,7 +47,7 @@ class DetectorConfig:
     device: str = "auto"
     batch_size: int = 8
     precision: str = "auto"
-    quick_gelu: bool | None = None
+    activation: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.config import ADACLIP_LAYERS, DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
+from medclip_ad.config import ACTIVATIONS, ADACLIP_LAYERS, DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
 
@@ -21,6 +21,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default {' '.join(map(str, ADACLIP_LAYERS))}) and read from its checkpoint after")
     group.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="model input side in pixels")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    group.add_argument("--activation", choices=ACTIVATIONS, default="auto",
+                       help="the CLIP MLPs' activation; auto: the one recorded in the checkpoint, else the method's "
+                            "(adaclip: gelu, as its reference), else the weights' (quick_gelu for OpenAI's; "
+                            "assumed, with a note, for a plain weights file)")
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
@@ -50,4 +54,5 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
     return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
                           method=method, layers=tuple(args.layers or DEFAULT_LAYERS),
                           image_size=args.image_size, device=args.device,
-                          batch_size=getattr(args, "batch_size", 8), precision=getattr(args, "precision", "auto"))
+                          activation=getattr(args, "activation", "auto"), batch_size=getattr(args, "batch_size", 8),
+                          precision=getattr(args, "precision", "auto"))

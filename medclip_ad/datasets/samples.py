@@ -1,8 +1,10 @@
 """Manifest entries as model-ready samples, for training and evaluation alike.
 
 Images go through the same reader, 8-bit mapping and preprocessing as `infer`, so a model is trained
-and evaluated on exactly what it will see in use. Masks: any value > 0 is anomalous; they are resized
-to the model size bilinearly and thresholded at 0.5, as the published protocol does.
+and evaluated on exactly what it will see in use. Masks: any value > 0 is anomalous; as an 8-bit {0, 255}
+image they are resized to the model size with PIL's bilinear filter (antialiased along a shrinking
+axis) and thresholded at > 0.5, exactly as the reference's training data was: a resize without
+antialiasing binarises edge pixels of masks larger than the model size differently.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 
 from medclip_ad.datasets.manifest import Manifest, ManifestEntry
@@ -63,9 +65,9 @@ def read_mask(path: str, size: int) -> torch.Tensor:
     if not path:
         return torch.zeros(size, size)
     array = read_display_image(Path(path))
-    binary = torch.from_numpy((array.max(axis=-1) if array.ndim == 3 else array) > 0).float()
-    resized = F.interpolate(binary[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-    return (resized > 0.5).float()
+    binary = ((array.max(axis=-1) if array.ndim == 3 else array) > 0).astype(np.uint8) * 255
+    resized = Image.fromarray(binary).resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0 > 0.5).float()
 
 
 class SampleDataset(Dataset):

@@ -32,7 +32,7 @@ from medclip_ad.evaluation.report import NOT_REPORTED
 from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.writers import atomic_write, write_json
-from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.methods.registry import load_backbone
 from medclip_ad.output_files import COMPARISON_MARKDOWN
 
 COMPARISON_JSON = "comparison.json"
@@ -90,7 +90,7 @@ def compare_detectors(detectors: Sequence[ComparedDetector], base: DetectorConfi
     out_dir = Path(out_dir)
     detectors = list(detectors)
     _check_request(detectors, out_dir, overwrite)
-    backbone = load_clip(base.clip_weights, base.quick_gelu)
+    backbone = load_backbone(base)
     reports = []
     for index, detector in enumerate(detectors, start=1):
         predictor = AnomalyPredictor(replace(base, method=detector.method, prompts=detector.checkpoint), backbone)

@@ -92,6 +92,8 @@ class AnomalyPredictor:
             "method": self.config.method,
             "backbone": self.backbone.architecture,
             "clip_weights": self.backbone.source,
+            "activation": self.backbone.activation,
+            "activation_reason": self.backbone.activation_reason,
             "prompts": str(prompts_path) if prompts_path else None,
             "prompts_sha256": file_sha256(prompts_path) if prompts_path else None,
             "layers": list(self.model.layers),

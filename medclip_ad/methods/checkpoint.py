@@ -24,6 +24,8 @@ FORMAT_NAME = "medclip-ad-prompts"
 FORMAT_VERSION = 1
 # Tensors under this prefix hold optimiser moments for resuming training, not prompts.
 OPTIMIZER_PREFIX = "optimizer."
+# Every tensor of a reference AdaCLIP checkpoint is named under the prompters' and projections' parent module.
+ADACLIP_REFERENCE_PREFIX = "clip_model."
 
 
 @dataclass
@@ -90,17 +92,52 @@ def load_prompt_checkpoint(path: Path | str) -> PromptCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: prompt checkpoint not found")
-    if _is_safetensors(path):
+    if is_safetensors(path):
         return _load_safetensors(path)
-    try:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # any reader failure: not a usable checkpoint
-        raise UserInputError(f"{path}: not a readable prompt checkpoint ({type(error).__name__})") from error
-    if not isinstance(raw, dict) or not isinstance(raw.get("prompt_learner"), dict):
+    raw = read_reference_file(path)
+    if reference_method(raw) != "anomalyclip":
+        found = reference_method(raw)
+        hint = f" (a reference {found} checkpoint: pass --method {found})" if found else ""
         raise UserInputError(f"{path}: not a prompt checkpoint (expected a safetensors file or a reference "
-                             f"file holding {{'prompt_learner': state_dict}})")
+                             f"file holding {{'prompt_learner': state_dict}}){hint}")
     tensors = tensors_from_reference(raw["prompt_learner"], path)
     return PromptCheckpoint(tensors, {"method": "anomalyclip", "imported_from": "reference"}, path)
+
+
+def read_reference_file(path: Path) -> object:
+    """A reference `.pth` file's content, read without code execution (`torch.load(weights_only=True)`)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader failure: not a usable checkpoint
+        raise UserInputError(f"{path}: not a readable prompt checkpoint ({type(error).__name__})") from error
+
+
+def reference_method(raw: object) -> str | None:
+    """The method a reference-format checkpoint belongs to, told by its keys, or None.
+
+    AnomalyCLIP's reference saves `{"prompt_learner": state_dict}`; AdaCLIP's (and its released weights)
+    a flat state dict of `clip_model.text_prompter.*`, `clip_model.visual_prompter.*` and the rest.
+    """
+    if not isinstance(raw, dict):
+        return None
+    if isinstance(raw.get("prompt_learner"), dict):
+        return "anomalyclip"
+    if any(isinstance(key, str) and key.startswith(ADACLIP_REFERENCE_PREFIX) for key in raw):
+        return "adaclip"
+    return None
+
+
+def recorded_activation(path: Path | str) -> str | None:
+    """The CLIP activation a checkpoint in this project's format was trained with, from its header; else None."""
+    path = Path(path)
+    if not path.is_file() or not is_safetensors(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            activation = (handle.metadata() or {}).get("activation")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return str(_decode(activation)) if activation else None
 
 
 def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
@@ -111,7 +148,7 @@ def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: {method} checkpoint not found")
-    if not _is_safetensors(path):
+    if not is_safetensors(path):
         raise UserInputError(f"{path}: not a {method} checkpoint (train one with `medclip-ad train --method {method}`)")
     checkpoint = _read_safetensors(path)
     found = checkpoint.metadata.get("method")
@@ -146,12 +183,17 @@ def restore_optimizer_state(checkpoint: PromptCheckpoint, module: torch.nn.Modul
 def recorded_method(path: Path | str) -> str | None:
     """The method a checkpoint in this project's format was trained for, read from its header alone.
 
-    None when the file is missing, unreadable or in the reference format (which is always anomalyclip):
+    Reference-format files are recognised by their keys. None when the file is missing or unreadable:
     the caller then falls back to its default and the loader reports any problem with the file.
     """
     path = Path(path)
-    if not path.is_file() or not _is_safetensors(path):
+    if not path.is_file():
         return None
+    if not is_safetensors(path):
+        try:
+            return reference_method(read_reference_file(path))
+        except UserInputError:
+            return None
     try:
         with safe_open(str(path), framework="pt") as handle:
             method = (handle.metadata() or {}).get("method")
@@ -192,7 +234,8 @@ def load_into_learner(checkpoint: PromptCheckpoint, learner: ObjectAgnosticPromp
             parameter.copy_(value)
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
+    """This project's format (by suffix or header), as opposed to a reference `.pth`."""
     if path.suffix == ".safetensors":
         return True
     with open(path, "rb") as handle:

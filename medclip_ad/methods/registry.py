@@ -19,6 +19,7 @@ from medclip_ad.methods.checkpoint import (
     load_into_learner,
     load_method_checkpoint,
     load_prompt_checkpoint,
+    recorded_activation,
 )
 from medclip_ad.methods.ensemble.prompt_ensemble import PromptEnsemble
 from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead
@@ -36,11 +37,42 @@ class BuiltDetector:
     prompts: PromptCheckpoint | None
 
 
+# A method's own activation where --activation is auto and its checkpoint records none; the others take
+# the weights' own (QuickGELU for OpenAI's). The reference AdaCLIP builds CLIP from open_clip's config,
+# which has no QuickGELU, and its released weights were trained on that GELU model.
+METHOD_ACTIVATIONS: dict[str, tuple[str, str]] = {"adaclip": ("gelu", "the adaclip reference's model (GELU)")}
+
+
+def backbone_activation(config: DetectorConfig) -> tuple[str, str]:
+    """The activation the configured detector needs and why: given, recorded in its checkpoint, its method's
+    own, or "auto" (the weights' own, decided by `load_clip`)."""
+    recorded = recorded_activation(config.prompts) if config.prompts else None
+    if config.activation != "auto":
+        if recorded and recorded != config.activation:
+            raise UserInputError(f"--activation {config.activation}: {config.prompts} was trained with {recorded}")
+        return config.activation, "--activation"
+    if recorded:
+        return recorded, f"recorded in {config.prompts}"
+    return METHOD_ACTIVATIONS.get(config.method, ("auto", ""))
+
+
+def load_backbone(config: DetectorConfig) -> ClipBackbone:
+    """The configured CLIP weights, built with the activation the configured method needs."""
+    return load_clip(config.clip_weights, *backbone_activation(config))
+
+
 def build_detector(config: DetectorConfig, backbone: ClipBackbone | None = None) -> BuiltDetector:
-    """Load the backbone (unless given) and build the configured method on it, on the CPU."""
+    """Load the backbone (unless given) and build the configured method on it, on the CPU.
+
+    A given backbone with another activation than the method needs is rebuilt from the same weights.
+    """
     if config.method not in METHODS:
         raise UserInputError(f"--method {config.method}: unknown method (choose from {', '.join(METHODS)})")
-    backbone = backbone or load_clip(config.clip_weights, config.quick_gelu)
+    activation, reason = backbone_activation(config)
+    if backbone is None:
+        backbone = load_clip(config.clip_weights, activation, reason)
+    elif activation not in ("auto", backbone.activation):
+        backbone = load_clip(backbone.source, activation, reason)
     text_encoder = TextEncoder(backbone.model)
     if config.method == "adaclip":  # its own vision encoder: no DPAM, the checkpoint's feature layers
         model, prompts = _adaclip(config, backbone, text_encoder)

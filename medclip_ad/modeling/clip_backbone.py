@@ -6,6 +6,12 @@ Sources, as the `--clip-weights` option spells them:
   checkpoint (`{"state_dict": ...}`) or a `.safetensors` file; the architecture is read off the shapes;
 - `random:PRESET`: a randomly initialised CLIP of a real architecture shape, for tests and plumbing only.
 
+The MLP activation is a property of how the weights were trained: OpenAI's releases use QuickGELU,
+open_clip's own (LAION) trainings mostly GELU. `activation` states it (`quick_gelu`, `gelu`); `auto`
+infers it where the source says for certain (an OpenAI release, OpenAI's TorchScript archive, our
+random presets) and otherwise assumes it from the file's layout and says so on stderr. The choice and
+why it was made are recorded on the backbone, and from there in every output's provenance.
+
 Nothing is unpickled with code execution: plain files go through `torch.load(weights_only=True)` and
 TorchScript archives through `torch.jit.load`, which reads tensors and TorchScript, not Python pickles.
 """
@@ -13,6 +19,7 @@ TorchScript archives through `torch.jit.load`, which reads tensors and TorchScri
 from __future__ import annotations
 
 import socket
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +29,9 @@ import open_clip
 import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.transformer import QuickGELU
 
+from medclip_ad.config import ACTIVATIONS
 from medclip_ad.constants import DEFAULT_BACKBONE
 from medclip_ad.errors import UserInputError
 
@@ -64,23 +73,48 @@ class ClipBackbone:
     source: str
     architecture: str
     random_weights: bool
+    activation: str  # quick_gelu or gelu
+    activation_reason: str  # why: given, recorded, certain from the source, or announced as assumed
 
     @property
     def text_width(self) -> int:
         return self.model.token_embedding.weight.shape[1]
 
 
-def load_clip(weights: str, quick_gelu: bool | None = None) -> ClipBackbone:
-    """Build the backbone named by `weights` (see module docstring); never falls back silently."""
+def load_clip(weights: str, activation: str = "auto", reason: str = "--activation") -> ClipBackbone:
+    """Build the backbone named by `weights` (see module docstring); never falls back silently.
+
+    `reason` says why an explicit `activation` was chosen (recorded as provenance).
+    """
+    if activation not in ACTIVATIONS:
+        raise UserInputError(f"--activation {activation}: choose from {', '.join(ACTIVATIONS)}")
+    chosen = (activation, reason)
     if weights.startswith(RANDOM_PREFIX):
-        return _random_clip(weights[len(RANDOM_PREFIX):])
+        return _random_clip(weights[len(RANDOM_PREFIX):], *(
+            ("quick_gelu", "random preset default") if activation == "auto" else chosen))
     if weights == "openai" or weights.startswith("openai:"):
-        return _openai_release(weights.partition(":")[2] or DEFAULT_BACKBONE)
-    state_dict, is_open_clip_training_file = read_state_dict(Path(weights))
-    # OpenAI-format weights were trained with QuickGELU; open_clip's own training runs default to GELU.
-    use_quick_gelu = (not is_open_clip_training_file) if quick_gelu is None else quick_gelu
-    model = clip_from_state_dict(state_dict, use_quick_gelu, origin=weights)
-    return ClipBackbone(model, weights, describe_architecture(model), random_weights=False)
+        return _openai_release(weights.partition(":")[2] or DEFAULT_BACKBONE, *(
+            ("quick_gelu", "OpenAI release") if activation == "auto" else chosen))
+    path = Path(weights)
+    state_dict, is_open_clip_training_file = read_state_dict(path)
+    if activation == "auto":
+        chosen = _file_activation(path, is_open_clip_training_file)
+    model = clip_from_state_dict(state_dict, chosen[0] == "quick_gelu", origin=weights)
+    return ClipBackbone(model, weights, describe_architecture(model), False, *chosen)
+
+
+def _file_activation(path: Path, is_open_clip_training_file: bool) -> tuple[str, str]:
+    """The activation of a weights file and why: certain for OpenAI's archive, an announced assumption otherwise."""
+    if _is_torchscript_archive(path):
+        return "quick_gelu", "OpenAI TorchScript archive"
+    if is_open_clip_training_file:
+        activation, layout = "gelu", "an open_clip training checkpoint"
+    else:
+        activation, layout = "quick_gelu", "a plain state dict (OpenAI layout)"
+    reason = f"assumed from the file layout ({layout})"
+    print(f"note: {path}: activation {activation} {reason}; pass --activation quick_gelu|gelu to state it",
+          file=sys.stderr)
+    return activation, reason
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
@@ -136,6 +170,12 @@ def clip_from_state_dict(state_dict: dict[str, torch.Tensor], quick_gelu: bool, 
     return _freeze(model)
 
 
+def model_activation(model: CLIP) -> str:
+    """The activation a built CLIP's MLPs run: `quick_gelu` or `gelu` (what its checkpoints record)."""
+    activation = model.visual.transformer.resblocks[0].mlp.gelu
+    return "quick_gelu" if isinstance(activation, QuickGELU) else "gelu"
+
+
 def describe_architecture(model: CLIP) -> str:
     """A short human-readable architecture name, e.g. `ViT-L/14@336 (text 768)`."""
     visual = model.visual
@@ -146,7 +186,7 @@ def describe_architecture(model: CLIP) -> str:
     return f"ViT w{width} L{len(visual.transformer.resblocks)} /{patch}@{image} (text w{text_width})"
 
 
-def _openai_release(model_name: str) -> ClipBackbone:
+def _openai_release(model_name: str, activation: str, reason: str) -> ClipBackbone:
     """Download (or reuse open_clip's cache of) an OpenAI release and load it through the file path."""
     config = open_clip.pretrained.get_pretrained_cfg(model_name, "openai")
     if not config:
@@ -162,8 +202,8 @@ def _openai_release(model_name: str) -> ClipBackbone:
             raise UserInputError(f"openai:{model_name}: could not download the OpenAI CLIP weights "
                                  f"({type(error).__name__}); pass a local file with --clip-weights PATH") from error
     state_dict, _ = read_state_dict(Path(path))
-    model = clip_from_state_dict(state_dict, quick_gelu=True, origin=f"openai:{model_name}")
-    return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), random_weights=False)
+    model = clip_from_state_dict(state_dict, quick_gelu=activation == "quick_gelu", origin=f"openai:{model_name}")
+    return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), False, activation, reason)
 
 
 def _cached_release(config: dict) -> str | None:
@@ -189,7 +229,7 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def _random_clip(preset_name: str) -> ClipBackbone:
+def _random_clip(preset_name: str, activation: str, reason: str) -> ClipBackbone:
     if preset_name not in RANDOM_PRESETS:
         raise UserInputError(f"random:{preset_name}: unknown random preset (choose from "
                              f"{', '.join(RANDOM_PRESETS)})")
@@ -200,8 +240,8 @@ def _random_clip(preset_name: str) -> ClipBackbone:
                            heads=max(1, preset.text_width // 64), layers=preset.text_layers)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random model on every run, so tests and demos are reproducible
-        model = CLIP(preset.embed_dim, vision_cfg, text_cfg, quick_gelu=True)
-    return ClipBackbone(_freeze(model), f"random:{preset_name}", describe_architecture(model), random_weights=True)
+        model = CLIP(preset.embed_dim, vision_cfg, text_cfg, quick_gelu=activation == "quick_gelu")
+    return ClipBackbone(_freeze(model), f"random:{preset_name}", describe_architecture(model), True, activation, reason)
 
 
 def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:

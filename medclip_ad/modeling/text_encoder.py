@@ -39,13 +39,16 @@ class TextEncoder(nn.Module):
                 deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Run the causal transformer; deep_prompts[i] overwrites positions 1..len before block i + 2.
 
+        A deep prompt is (length, width), or (S, length, width) with one copy per sentence; it is promoted
+        to the stream's dtype as it goes in.
+
         Features are pooled at each sentence's end-of-text token (the largest token id).
         """
         state = embeddings + self.position_embedding.to(embeddings.dtype)
         for index, block in enumerate(self.blocks):
             if 1 <= index <= len(deep_prompts):
                 prompt = deep_prompts[index - 1].to(state.dtype)
-                span = prompt.shape[0]
+                span = prompt.shape[-2]
                 state = torch.cat([state[:, :1], prompt.expand(state.shape[0], -1, -1), state[:, 1 + span:]], dim=1)
             state = vanilla_block(block, state, causal=True)
         end_of_text = token_ids.argmax(dim=-1)

@@ -24,6 +24,7 @@ from medclip_ad.methods.adaclip.semantic_fusion import fused_embedding
 from medclip_ad.methods.adaclip.text import HybridPromptTextEncoder
 from medclip_ad.methods.adaclip.vision import HybridPromptVisionEncoder
 from medclip_ad.methods.anomalyclip.detector import DetectorOutput
+from medclip_ad.modeling.clip_backbone import model_activation
 from medclip_ad.modeling.text_encoder import TextEncoder
 
 LOGIT_SCALE = 100.0
@@ -62,8 +63,8 @@ class AdaCLIPWeights(nn.Module):
 class AdaCLIP(nn.Module):
     """Images (B, 3, S, S), normalised -> image logits (B, 2) and one [normal, abnormal] map (B, 2, S, S).
 
-    In training mode the image logits come from the projected global embedding alone and each layer's
-    map is returned for the loss; in eval mode the image logits use hybrid semantic fusion.
+    The image logits always come from the fused embedding (hybrid semantic fusion), in training as at
+    test time; in training mode each layer's own map is returned too, for the loss.
     """
 
     def __init__(self, text_encoder: TextEncoder, clip: CLIP, image_size: int, weights: AdaCLIPWeights | None = None,
@@ -77,6 +78,7 @@ class AdaCLIP(nn.Module):
                              f"{len(vision.layers)} feature layers {list(vision.layers)}")
         self.text_encoder = HybridPromptTextEncoder(text_encoder, self.weights.text_prompter.length, object_word)
         self.image_size = image_size
+        self.activation = model_activation(clip)
         self.register_buffer("no_text_features", torch.zeros(0, vision.embed_dim), persistent=False)
 
     @property
@@ -92,25 +94,33 @@ class AdaCLIP(nn.Module):
         """An empty (0, D) tensor: text features depend on each image, so callers have nothing to cache."""
         return self.no_text_features
 
+    def hybrid_prompts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's (text, visual) hybrid tokens, rounded through fp16 as the reference injects them.
+
+        The generators read the frozen CLIP embedding as it is, not normalised (as the reference does).
+        """
+        with torch.no_grad():
+            frozen = self.vision_encoder(images).image_embedding
+        return self.weights.text_prompter(frozen).half(), self.weights.visual_prompter(frozen).half()
+
     def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
         """`text_features` is accepted for the shared detector signature and not used."""
-        with torch.no_grad():
-            frozen = F.normalize(self.vision_encoder(images).image_embedding, dim=-1)
-        text = self.text_encoder(self.weights.text_prompter(frozen))
-        visual = self.vision_encoder(images, self.weights.visual_prompter(frozen))
+        text_prompts, visual_prompts = self.hybrid_prompts(images)
+        text = self.text_encoder(text_prompts)
+        visual = self.vision_encoder(images, visual_prompts)
         global_embedding = F.normalize(self.weights.global_projection(visual.image_embedding), dim=-1)
         patches = [F.normalize(projection(tokens), dim=-1)
                    for projection, tokens in zip(self.weights.patch_projections, visual.patch_tokens)]
         layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text.to(tokens.dtype)) for tokens in patches]
         mean_logits = torch.stack(layer_logits).mean(dim=0)
         maps = [self._upsample(mean_logits).softmax(dim=1)]
+        abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
+        fused = fused_embedding([tokens.float() for tokens in patches], abnormal, global_embedding.float())
+        image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, text.to(fused.dtype))
         if self.training:
-            image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", global_embedding, text.to(global_embedding.dtype))
             layer_maps = [self._upsample(logits).softmax(dim=1) for logits in layer_logits]
             return AdaCLIPOutput(image_logits, maps, layer_maps)
-        abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
-        fused = fused_embedding(patches, abnormal, global_embedding)
-        return AdaCLIPOutput(LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, text.float()), maps)
+        return AdaCLIPOutput(image_logits.float(), maps)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         """Patch logits (B, N, 2) -> (B, 2, S, S), bilinear with aligned corners as the reference."""

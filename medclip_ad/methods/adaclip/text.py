@@ -1,9 +1,11 @@
 """AdaCLIP's text side: a class-aware sentence ensemble encoded through hybrid-prompted text blocks.
 
-Every sentence starts with placeholder words whose input embeddings are replaced by the first layer's
-hybrid tokens; block 1 then runs unchanged, and before blocks 2..depth those positions are
-overwritten with that layer's tokens. Since the dynamic part of the tokens belongs to one image, text
-features belong to one image too: a batch of B images encodes B x sentences sequences at once.
+The sentences are tokenised as they are. Text block 1 runs on them unprompted; before blocks
+2..depth the hidden states at positions 1..length (the first template words after the start token)
+are overwritten with that layer's hybrid tokens, so the text prompt of layer 0 is never used: this
+is what the reference computes, and what its released weights were trained with. Since the dynamic
+part of the tokens belongs to one image, text features belong to one image too: a batch of B images
+encodes B x sentences sequences at once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} withou
 ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
 TEMPLATES = ("a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
              "a cropped photo of the {}.")
-PLACEHOLDER_WORD = "X"
 
 
 def adaclip_sentences(object_word: str = ADACLIP_OBJECT_WORD) -> tuple[list[str], list[str]]:
@@ -43,9 +44,10 @@ class HybridPromptTextEncoder(nn.Module):
         self.object_word = object_word
         self.prompt_length = prompt_length
         normal, abnormal = adaclip_sentences(object_word)
-        placeholder = " ".join([PLACEHOLDER_WORD] * prompt_length)
-        token_ids = tokenize([f"{placeholder} {sentence}" for sentence in normal + abnormal])
+        token_ids = tokenize(normal + abnormal)
         end_of_text = token_ids.argmax(dim=-1)
+        if int(end_of_text.min()) <= prompt_length:
+            raise ValueError(f"object word {object_word!r}: a sentence is too short for {prompt_length} prompt tokens")
         # Attention is causal and features are read at end-of-text, so the padding after it can be cut.
         token_ids = token_ids[:, :int(end_of_text.max()) + 1]
         with torch.no_grad():
@@ -55,21 +57,22 @@ class HybridPromptTextEncoder(nn.Module):
         self.normal_count = len(normal)
 
     def forward(self, prompts: torch.Tensor) -> torch.Tensor:
-        """Encode every sentence with each image's prompts; average per class, normalised."""
+        """Encode every sentence with each image's prompts; average per class, normalised.
+
+        Layer 0 of `prompts` is not used: text block 1 runs on the plain sentences, as in the reference.
+        """
         batch, depth = prompts.shape[:2]
         sentences, context, width = self.embeddings.shape
         span = self.prompt_length
-        prompts = prompts.to(self.embeddings.dtype)
 
         def per_sentence(layer: int) -> torch.Tensor:
             return prompts[:, layer].unsqueeze(1).expand(batch, sentences, span, width).reshape(-1, span, width)
 
-        fixed = self.embeddings.unsqueeze(0).expand(batch, -1, -1, -1).reshape(-1, context, width)
-        state = torch.cat([fixed[:, :1], per_sentence(0), fixed[:, 1 + span:]], dim=1)
+        state = self.embeddings.unsqueeze(0).expand(batch, -1, -1, -1).reshape(-1, context, width)
         state = state + self.encoder.position_embedding[:context].to(state.dtype)
         for index, block in enumerate(self.encoder.blocks):
             if 1 <= index < depth:
-                state = torch.cat([state[:, :1], per_sentence(index), state[:, 1 + span:]], dim=1)
+                state = torch.cat([state[:, :1], per_sentence(index).to(state.dtype), state[:, 1 + span:]], dim=1)
             state = vanilla_block(block, state, causal=True)
         rows = torch.arange(state.shape[0], device=state.device)
         pooled = self.encoder.ln_final(state)[rows, self.end_of_text.repeat(batch)] @ self.encoder.projection

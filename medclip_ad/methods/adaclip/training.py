@@ -31,7 +31,7 @@ from medclip_ad.methods.adaclip.checkpoint import METHOD, save_adaclip_checkpoin
 from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPOutput
 from medclip_ad.methods.anomalyclip.training import LOG_FILE, recipe_json
 from medclip_ad.methods.checkpoint import load_method_checkpoint, restore_optimizer_state
-from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.methods.registry import load_backbone
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.training.losses import focal_loss, local_loss
 
@@ -73,7 +73,7 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
                              f"(found {'only label ' + str(labels.pop()) if labels else 'no images'})")
     device = resolve_device(detector.device)
     torch.manual_seed(config.seed)
-    backbone = load_clip(detector.clip_weights, detector.quick_gelu)
+    backbone = load_backbone(detector)
     try:
         model = AdaCLIP(TextEncoder(backbone.model), backbone.model, detector.image_size,
                         layers=config.feature_layers, object_word=config.object_word).to(device).train()

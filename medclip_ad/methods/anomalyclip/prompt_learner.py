@@ -1,7 +1,9 @@
 """AnomalyCLIP's object-agnostic prompts: two learned sentences, "[v1..v12] object." and
 "[w1..w12] damaged object.", plus deep prompts that overwrite the first hidden states of text blocks.
 
-Only these tensors train (43,008 values with ViT-L); CLIP stays frozen.
+Only these tensors train (43,008 values with ViT-L); CLIP stays frozen. The deep prompts enter the
+text blocks rounded through fp16, as the reference casts them in training and at test time: every
+reference-trained checkpoint learned its deep prompts through that rounding.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ class ObjectAgnosticPromptLearner(nn.Module):
         context = torch.stack([self.ctx_normal, self.ctx_abnormal]).to(self.prefix.dtype)
         return torch.cat([self.prefix, context, self.suffix], dim=1)
 
+    def rounded_deep_prompts(self, sentences: int) -> list[torch.Tensor]:
+        """Each deep prompt copied per sentence, then rounded to fp16 (the encoder promotes it back).
+
+        Copying before the cast makes the backward pass round each sentence's gradient to fp16 before
+        the copies are summed in fp32, which is what the reference's gradients are.
+        """
+        return [prompt.expand(sentences, -1, -1).half() for prompt in self.deep_prompts]
+
     def forward(self) -> torch.Tensor:
         """Text features (2, D), L2-normalised, order [normal, abnormal]."""
         encoder = self.text_encoder[0]
-        return encoder(self.sentence_embeddings(), self.token_ids, list(self.deep_prompts))
+        sentences = self.sentence_embeddings()
+        return encoder(sentences, self.token_ids, self.rounded_deep_prompts(sentences.shape[0]))

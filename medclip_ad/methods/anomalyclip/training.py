@@ -37,8 +37,7 @@ from medclip_ad.methods.checkpoint import (
     restore_optimizer_state,
     save_prompt_checkpoint,
 )
-from medclip_ad.methods.registry import new_prompt_learner
-from medclip_ad.modeling.clip_backbone import load_clip
+from medclip_ad.methods.registry import load_backbone, new_prompt_learner
 from medclip_ad.modeling.dpam import DPAMVisionEncoder
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.training.losses import glocal_loss
@@ -110,7 +109,7 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
     device = resolve_device(detector.device)
 
     torch.manual_seed(config.seed)
-    backbone = load_clip(detector.clip_weights, detector.quick_gelu)
+    backbone = load_backbone(detector)
     text_encoder = TextEncoder(backbone.model)
     learner = new_prompt_learner(text_encoder)
     model = AnomalyCLIP(text_encoder, DPAMVisionEncoder(backbone.model, detector.image_size, detector.layers),

@@ -21,12 +21,12 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import resolve_device
 from medclip_ad.methods.anomalyclip.training import LOG_FILE, recipe_json
 from medclip_ad.methods.checkpoint import save_prompt_checkpoint
+from medclip_ad.methods.registry import load_backbone
 from medclip_ad.methods.rwda.head import RandomWordHead
 from medclip_ad.methods.rwda.random_word_prompts import (
     LabelledTextEmbeddings,
     random_word_embeddings,
 )
-from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.text_encoder import TextEncoder
 
 FINAL_CHECKPOINT = "rwda_head.safetensors"
@@ -50,7 +50,7 @@ def train_random_word_head(detector: DetectorConfig, out_dir: Path,
     if config.epochs < 1 or config.batch_size < 1:
         raise UserInputError(f"--epochs {config.epochs} / --batch-size {config.batch_size}: both must be at least 1")
     device = resolve_device(detector.device)
-    backbone = load_clip(detector.clip_weights, detector.quick_gelu)
+    backbone = load_backbone(detector)
     text_encoder = TextEncoder(backbone.model).to(device)
     data = random_word_embeddings(text_encoder, config.prompts, config.seed, ENCODE_BATCH_SIZE, show_progress)
     embed_dim = data.embeddings.shape[1]
