@@ -19,7 +19,7 @@ from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.methods.adaclip.checkpoint import load_adaclip, save_adaclip_checkpoint
 from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS, AdaCLIP
 from medclip_ad.methods.adaclip.semantic_fusion import (
-    KMEANS_STEPS,
+    KMEANS_SEED,
     fused_embedding,
     kmeans_labels,
     mean_of_cluster_means,
@@ -29,7 +29,6 @@ from medclip_ad.methods.checkpoint import load_method_checkpoint
 from medclip_ad.modeling.text_encoder import TextEncoder
 from PIL import Image
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
 
 from mini_datasets import make_endo
 
@@ -61,16 +60,14 @@ def trained(tmp_path_factory):
     manifest = prepare_dataset("endo", [make_endo(root / "endo", normal=1, anomalous=2)])
     manifest.save(root / "endo.json")
     assert main(["train", "--method", "adaclip", "--manifest", str(root / "endo.json"), "--out", str(root / "run"),
-                 "--epochs", "2", "--batch-size", "3", *BACKBONE]) == 0
+                 "--epochs", "2", "--batch-size", "3", "--lr", "0.001", *BACKBONE]) == 0
     return root / "run"
 
 
 def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
     embed_dim = tiny_backbone.model.visual.proj.shape[1]
     with torch.no_grad():
-        frozen = F.normalize(model.vision_encoder(images[:1]).image_embedding, dim=-1)
-        text_prompts = model.weights.text_prompter(frozen)
-        visual_prompts = model.weights.visual_prompter(frozen)
+        text_prompts, visual_prompts = model.hybrid_prompts(images[:1])
         text = model.text_encoder(text_prompts)
         visual = model.vision_encoder(images[:1], visual_prompts)
         model.train()
@@ -78,7 +75,7 @@ def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
             training_output = model(images[:2])
         finally:
             model.eval()
-    assert text_prompts.shape == (1, 4, 5, tiny_backbone.text_width)
+    assert text_prompts.shape == (1, 4, 5, tiny_backbone.text_width) and text_prompts.dtype == torch.float16
     assert visual_prompts.shape == (1, 4, 5, tiny_backbone.model.visual.conv1.out_channels)
     assert text.shape == (1, 2, embed_dim) and torch.allclose(text.norm(dim=-1), torch.ones(1, 2), atol=1e-5)
     assert len(adaclip_sentences()[0]) == 28 and len(adaclip_sentences()[1]) == 20
@@ -94,11 +91,13 @@ def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
 def test_a_batch_of_three_equals_three_batches_of_one(model, images, batched):
     with torch.no_grad():
         singles = [model(images[index:index + 1]) for index in range(3)]
+    # The hybrid prompts are rounded to fp16 as the reference injects them: a last-bit difference between
+    # batched and single matmuls can move one token by an fp16 step, so outputs agree to ~2e-5, not 1e-6.
     scores = batched.image_logits.softmax(dim=-1)[:, 1]
     single_scores = torch.cat([s.image_logits.softmax(dim=-1)[:, 1] for s in singles])
-    assert torch.allclose(scores, single_scores, atol=1e-5)
+    assert torch.allclose(scores, single_scores, atol=1e-4)
     single_maps = torch.cat([s.probability_maps[0] for s in singles])
-    assert torch.allclose(batched.probability_maps[0], single_maps, atol=1e-5)
+    assert torch.allclose(batched.probability_maps[0], single_maps, atol=1e-4)
 
 
 def test_semantic_fusion_is_deterministic_and_per_image():
@@ -111,16 +110,17 @@ def test_semantic_fusion_is_deterministic_and_per_image():
     assert torch.allclose(fused[1:2], alone, atol=1e-6) and torch.allclose(fused.norm(dim=-1), torch.ones(3))
 
 
-def test_kmeans_finds_the_clusters_scikit_learn_finds_and_settles():
-    generator = torch.Generator().manual_seed(0)
-    centres = F.normalize(torch.randn(20, 96, generator=generator), dim=-1)
-    blobs = F.normalize(centres.repeat_interleave(20, 0) + 0.05 * torch.randn(400, 96, generator=generator), dim=-1)
-    blobs = blobs[torch.randperm(400, generator=generator)]
-    ours = kmeans_labels(blobs[None], 20)[0].numpy()
-    theirs = KMeans(n_clusters=20, random_state=0, n_init=10).fit_predict(blobs.double().numpy())
-    assert adjusted_rand_score(ours, theirs) == 1.0
-    scattered = F.normalize(torch.randn(4, 400, 96, generator=generator), dim=-1)
-    assert torch.equal(kmeans_labels(scattered, 20), kmeans_labels(scattered, 20, steps=KMEANS_STEPS + 20))
+@pytest.mark.parametrize("seed", [KMEANS_SEED, 0, 7])
+def test_kmeans_gives_scikit_learns_labels_for_the_same_seed(seed):
+    generator = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(20, 256, generator=generator), dim=-1)
+    blobs = F.normalize(centres.repeat_interleave(5, 0) + 0.3 * torch.randn(100, 256, generator=generator), dim=-1)
+    scattered = F.normalize(torch.randn(3, 100, 256, generator=generator), dim=-1)
+    sets = torch.cat([blobs[torch.randperm(100, generator=generator)][None], scattered]).float()
+    ours = kmeans_labels(sets.double(), 20, seed=seed)  # one batch of four sets
+    for points, labels in zip(sets, ours):
+        theirs = KMeans(n_clusters=20, n_init="auto", random_state=seed).fit(points.numpy()).labels_
+        assert np.array_equal(labels.numpy(), theirs)  # the same partition, numbered alike
 
 
 def test_empty_clusters_are_left_out_of_the_centre():
@@ -134,7 +134,7 @@ def test_training_lowers_the_loss_and_records_provenance(trained):
     metadata = load_method_checkpoint(trained / "adaclip.safetensors", "adaclip").metadata
     assert metadata["epoch_losses"][1] < metadata["epoch_losses"][0]
     assert metadata["feature_layers"] == list(ADACLIP_LAYERS) and metadata["object_word"] == "object"
-    assert metadata["recipe"]["learning_rate"] == 0.01 and metadata["recipe"]["betas"] == [0.5, 0.999]
+    assert metadata["recipe"]["learning_rate"] == 0.001 and metadata["recipe"]["betas"] == [0.5, 0.999]
     assert metadata["recipe"]["weight_decay"] == 0.01 and metadata["seed"] == 111
     assert metadata["training_data"] == {"endo": 3} and metadata["clip_weights"] == "random:tiny"
     with open(trained / "train_log.csv") as handle:
@@ -146,7 +146,8 @@ def test_a_resumed_run_ends_where_a_straight_run_ends(trained, tmp_path):
                                                                                 "epoch_002.safetensors"]
     resumed = tmp_path / "resumed"
     assert main(["train", "--method", "adaclip", "--manifest", str(trained.parent / "endo.json"), "--out", str(resumed),
-                 "--epochs", "2", "--batch-size", "3", "--resume", str(trained / "epoch_001.safetensors"),
+                 "--epochs", "2", "--batch-size", "3", "--lr", "0.001",
+                 "--resume", str(trained / "epoch_001.safetensors"),
                  *BACKBONE]) == 0
     straight = load_method_checkpoint(trained / "adaclip.safetensors", "adaclip")
     continued = load_method_checkpoint(resumed / "adaclip.safetensors", "adaclip")

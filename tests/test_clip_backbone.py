@@ -59,17 +59,23 @@ def test_torchscript_archive_loads_the_same_weights(fixture_clip, tmp_path):
     loaded = load_clip(str(path))
     assert _same_weights(loaded.model, fixture_clip.model)  # fixture weights are fp16-exact
     assert type(loaded.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+    assert (loaded.activation, loaded.activation_reason) == ("quick_gelu", "OpenAI TorchScript archive")
 
 
-def test_open_clip_training_checkpoint_and_safetensors(fixture_clip, tmp_path):
+def test_open_clip_training_checkpoint_and_safetensors(fixture_clip, tmp_path, capsys):
     state = fixture_clip.model.state_dict()
     wrapped = tmp_path / "epoch_3.pt"
     torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in state.items()}}, wrapped)
     loaded = load_clip(str(wrapped))
     assert _same_weights(loaded.model, fixture_clip.model)
     assert type(loaded.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "GELU"
-    first_block = load_clip(str(wrapped), quick_gelu=True).model.visual.transformer.resblocks[0]
-    assert type(first_block.mlp.gelu).__name__ == "QuickGELU"
+    # An uncertain activation is announced and recorded as assumed, never silently guessed.
+    assert loaded.activation == "gelu" and loaded.activation_reason.startswith("assumed")
+    assert "pass --activation" in capsys.readouterr().err
+    given = load_clip(str(wrapped), "quick_gelu")
+    assert type(given.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+    assert (given.activation, given.activation_reason) == ("quick_gelu", "--activation")
+    assert capsys.readouterr().err == ""
     flat = tmp_path / "clip.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(flat))
     assert _same_weights(load_clip(str(flat)).model, fixture_clip.model)
