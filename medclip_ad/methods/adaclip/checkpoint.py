@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from medclip_ad.config import ADACLIP_OBJECT_WORD
 from medclip_ad.errors import UserInputError
-from medclip_ad.config import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
 from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPWeights
 from medclip_ad.methods.checkpoint import (
     ADACLIP_REFERENCE_PREFIX,
@@ -85,9 +85,8 @@ def read_reference_adaclip(path: Path) -> PromptCheckpoint:
         if sorted(layers) != list(range(len(layers))):
             raise UserInputError(f"{path}: {name} prompts of layers {sorted(layers)}, expected 0..{len(layers) - 1}")
         tensors[name] = torch.stack([layers[index] for index in range(len(layers))])
-    metadata = {"method": METHOD, "activation": REFERENCE_ACTIVATION, "object_word": ADACLIP_OBJECT_WORD,
-                "imported_from": "reference"}
-    return PromptCheckpoint(tensors, metadata, path)
+    return PromptCheckpoint(tensors, {"method": METHOD, "activation": REFERENCE_ACTIVATION,
+                                      "object_word": ADACLIP_OBJECT_WORD}, path)
 
 
 def read_adaclip_checkpoint(path: str | Path) -> PromptCheckpoint:
@@ -118,9 +117,9 @@ def load_adaclip(path: str | Path, backbone: ClipBackbone, text_encoder: TextEnc
         raise UserInputError(f"{path}: trained for a backbone with text width {text_width} and vision width "
                              f"{vision_width}, but {backbone.source} has {text_encoder.width} and "
                              f"{visual.conv1.out_channels}")
-    default_layers = reference_feature_layers(len(visual.transformer.resblocks)) \
-        if checkpoint.metadata.get("imported_from") == "reference" else ADACLIP_LAYERS
-    layers = tuple(checkpoint.metadata.get("feature_layers", default_layers))
+    # A reference file records no layers: the reference derives them from the vision tower's depth.
+    depth = len(visual.transformer.resblocks)
+    layers = tuple(checkpoint.metadata.get("feature_layers", reference_feature_layers(depth)))
     object_word = str(checkpoint.metadata.get("object_word", ADACLIP_OBJECT_WORD))
     try:
         model = AdaCLIP(text_encoder, backbone.model, image_size, weights, layers, object_word)
