@@ -180,7 +180,8 @@ def test_import_checkpoint_detects_adaclip_and_infers_the_same(tmp_path, expecte
                        reference["clip_model.text_prompter.static_prompts.2"])
     assert torch.equal(checkpoint.tensors["visual_prompter.generators.4.weight"],
                        reference["clip_model.dynamic_visual_prompt_generator.head.4.weight"])
-    assert torch.equal(checkpoint.tensors["global_projection.bias"], reference["clip_model.cls_token_layer.head.0.bias"])
+    assert torch.equal(checkpoint.tensors["global_projection.bias"],
+                       reference["clip_model.cls_token_layer.head.0.bias"])
     results = tmp_path / "results"
     # --method is left out: the checkpoint records it, and with it the activation
     assert main(["infer", str(FIXTURE / "disc_lesion.png"), "--out", str(results), "--prompts", str(out),
