@@ -66,20 +66,14 @@ def ours(predictor, images):
     batch = preprocess(images, 518)
     with torch.no_grad():
         frozen = model.vision_encoder(batch).image_embedding
-        text_prompts, visual_prompts = model.hybrid_prompts(batch)
-        text = model.text_encoder(text_prompts)
-        visual = model.vision_encoder(batch, visual_prompts)
-        global_embedding = F.normalize(model.weights.global_projection(visual.image_embedding), dim=-1)
-        patches = [F.normalize(projection(tokens), dim=-1)
-                   for projection, tokens in zip(model.weights.patch_projections, visual.patch_tokens)]
-        logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text) for tokens in patches]
+        features = model.features(batch)
         scores, maps = predictor.predict_tensor(batch)
         raw_maps = model(batch).probability_maps[0]
         dyn_text = torch.stack([generator(frozen) for generator in model.weights.text_prompter.generators], dim=1)
         dyn_visual = torch.stack([generator(frozen) for generator in model.weights.visual_prompter.generators], dim=1)
-    return {"frozen": frozen, "text": text, "global": global_embedding, "image_features_raw": visual.image_embedding,
-            "dyn_text": dyn_text, "dyn_visual": dyn_visual,
-            "patches": patches, "logits": logits, "scores": scores, "maps": maps,
+    return {"frozen": frozen, "text": features.text, "global": features.global_embedding,
+            "image_features_raw": features.image_embedding, "dyn_text": dyn_text, "dyn_visual": dyn_visual,
+            "patches": features.patches, "logits": features.layer_logits, "scores": scores, "maps": maps,
             "raw_maps": (raw_maps[:, 1] + 1 - raw_maps[:, 0]) / 2}
 
 
@@ -152,17 +146,9 @@ def test_fused_score_matches_a_fresh_reference_run(ours, expected):
         assert np.abs(score - expected[f"{name}/scores_hsf_unseeded"]).min() <= spread, name
 
 
-def test_fused_points_are_the_reference_top_patches(predictor, images, expected):
-    model = predictor.model
-    with torch.no_grad():
-        batch = preprocess(images, 518)
-        text_prompts, visual_prompts = model.hybrid_prompts(batch)
-        text = model.text_encoder(text_prompts)
-        visual = model.vision_encoder(batch, visual_prompts)
-        patches = [F.normalize(projection(tokens), dim=-1)
-                   for projection, tokens in zip(model.weights.patch_projections, visual.patch_tokens)]
-        mean_logits = torch.stack([LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", p, text) for p in patches]).mean(0)
-    top = mean_logits.softmax(dim=-1)[..., 1].topk(TOP_PATCHES, dim=1).indices
+def test_fused_points_are_the_reference_top_patches(ours, expected):
+    patches = ours["patches"]
+    top = torch.stack(ours["logits"]).mean(0).softmax(dim=-1)[..., 1].topk(TOP_PATCHES, dim=1).indices
     for index, name in enumerate(IMAGES):
         assert np.array_equal(top[index].numpy(), expected[f"{name}/topk_indices"]), name
         points = torch.cat([p[index, top[index]] for p in patches], dim=-1).numpy()

@@ -132,12 +132,18 @@ def recorded_activation(path: Path | str) -> str | None:
     path = Path(path)
     if not path.is_file() or not is_safetensors(path):
         return None
+    activation = _header_value(path, "activation")
+    return str(activation) if activation else None
+
+
+def _header_value(path: Path, key: str) -> object:
+    """One decoded metadata value of a safetensors file, read from its header alone; None if absent or unreadable."""
     try:
         with safe_open(str(path), framework="pt") as handle:
-            activation = (handle.metadata() or {}).get("activation")
+            value = (handle.metadata() or {}).get(key)
     except (SafetensorError, OSError, ValueError):
         return None
-    return str(_decode(activation)) if activation else None
+    return _decode(value) if value else None
 
 
 def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
@@ -194,12 +200,8 @@ def recorded_method(path: Path | str) -> str | None:
             return reference_method(read_reference_file(path))
         except UserInputError:
             return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            method = (handle.metadata() or {}).get("method")
-    except (SafetensorError, OSError, ValueError):
-        return None
-    return _decode(method) if method else None
+    method = _header_value(path, "method")
+    return str(method) if method else None
 
 
 def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

@@ -37,6 +37,19 @@ class AdaCLIPOutput(DetectorOutput):
     layer_probability_maps: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass
+class AdaCLIPFeatures:
+    """Per image: [normal, abnormal] text features (B, 2, D); the prompted image embedding before (B, D) and after
+    its learned projection (normalised); normalised projected patch tokens (B, N, D) and 100 x cosine logits
+    (B, N, 2) of each feature layer."""
+
+    text: torch.Tensor
+    image_embedding: torch.Tensor
+    global_embedding: torch.Tensor
+    patches: list[torch.Tensor]
+    layer_logits: list[torch.Tensor]
+
+
 class AdaCLIPWeights(nn.Module):
     """Everything AdaCLIP learns, and so everything its checkpoint holds: both prompters and the projections."""
 
@@ -103,8 +116,8 @@ class AdaCLIP(nn.Module):
             frozen = self.vision_encoder(images).image_embedding
         return self.weights.text_prompter(frozen).half(), self.weights.visual_prompter(frozen).half()
 
-    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
-        """`text_features` is accepted for the shared detector signature and not used."""
+    def features(self, images: torch.Tensor) -> AdaCLIPFeatures:
+        """Everything between the images and the fusion: per-image text, global and patch features, layer logits."""
         text_prompts, visual_prompts = self.hybrid_prompts(images)
         text = self.text_encoder(text_prompts)
         visual = self.vision_encoder(images, visual_prompts)
@@ -112,13 +125,19 @@ class AdaCLIP(nn.Module):
         patches = [F.normalize(projection(tokens), dim=-1)
                    for projection, tokens in zip(self.weights.patch_projections, visual.patch_tokens)]
         layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text.to(tokens.dtype)) for tokens in patches]
-        mean_logits = torch.stack(layer_logits).mean(dim=0)
+        return AdaCLIPFeatures(text, visual.image_embedding, global_embedding, patches, layer_logits)
+
+    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
+        """`text_features` is accepted for the shared detector signature and not used."""
+        features = self.features(images)
+        mean_logits = torch.stack(features.layer_logits).mean(dim=0)
         maps = [self._upsample(mean_logits).softmax(dim=1)]
         abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
-        fused = fused_embedding([tokens.float() for tokens in patches], abnormal, global_embedding.float())
-        image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, text.to(fused.dtype))
+        fused = fused_embedding([tokens.float() for tokens in features.patches], abnormal,
+                                features.global_embedding.float())
+        image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, features.text.to(fused.dtype))
         if self.training:
-            layer_maps = [self._upsample(logits).softmax(dim=1) for logits in layer_logits]
+            layer_maps = [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits]
             return AdaCLIPOutput(image_logits, maps, layer_maps)
         return AdaCLIPOutput(image_logits.float(), maps)
 
