@@ -17,7 +17,7 @@ def test_offline_demo_falls_back_loudly_and_writes_both_cases(tmp_path, monkeypa
     assert main(["demo", "--out", str(out), "--image-size", "224", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "No real CLIP weights" in captured.err and "random:tiny" in captured.err
-    assert "streamlit run app/viewer.py" in captured.out
+    assert f"medclip-ad view {out / 'results'}/" in captured.out
     for case in ("dicom", "synthetic_ct"):
         document = json.loads((out / "results" / case / "scores.json").read_text())
         assert document["model"]["random_weights"] is True and document["model"]["method"] == "ensemble"

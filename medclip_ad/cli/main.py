@@ -10,11 +10,21 @@ import sys
 from typing import Sequence
 
 from medclip_ad import __version__
-from medclip_ad.cli import demo, evaluate, export, import_checkpoint, infer, prepare_data, train
+from medclip_ad.cli import (
+    bundle_path,
+    demo,
+    evaluate,
+    export,
+    import_checkpoint,
+    infer,
+    prepare_data,
+    train,
+    view,
+)
 from medclip_ad.errors import USER_ERROR_EXIT, UserInputError
 
 SUBCOMMANDS = {"infer": infer, "demo": demo, "import-checkpoint": import_checkpoint, "prepare-data": prepare_data,
-               "train": train, "evaluate": evaluate, "export": export}
+               "train": train, "evaluate": evaluate, "export": export, "view": view, "bundle-path": bundle_path}
 
 
 def build_parser() -> argparse.ArgumentParser:
