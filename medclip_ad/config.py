@@ -10,7 +10,7 @@ from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
 # without loading torch.
 METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
 DEFAULT_METHOD = "anomalyclip"
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 # CLIP MLP activations (`auto`: decided from the checkpoint, the method and the weights; see DetectorConfig).
 ACTIVATIONS: tuple[str, ...] = ("auto", "quick_gelu", "gelu")
 # Volume slicing planes (by the array axis normal to each in RAS) and slice-score aggregations.
@@ -34,7 +34,8 @@ class DetectorConfig:
     clip_weights: `openai`, `openai:MODEL`, a checkpoint path, or `random:PRESET` (tests only).
     prompts: a prompt checkpoint (this project's .safetensors or the reference .pth); required by
         `anomalyclip`, ignored by `ensemble`; for `rwda`, its trained head (.safetensors).
-    precision: `auto` is fp32 on CPU and bf16 autocast on CUDA.
+    precision: `auto` is fp32 on CPU and bf16 autocast on CUDA; `int8` (CPU only) quantises the vision
+        encoder's linear layers (faster, less exact: see benchmarks/bench_int8.py).
     activation: `quick_gelu`, `gelu`, or `auto`: the one recorded in the checkpoint, else the method's
         own (adaclip: gelu, as its reference), else the weights' (see `modeling.clip_backbone`).
     """

@@ -39,7 +39,8 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
                             "adaclip: hybrid prompts (--prompts: its adaclip.safetensors)")
     group.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help="images or slices per batch")
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="auto: fp32 on CPU, bf16 autocast on CUDA")
+                       help="auto: fp32 on CPU, bf16 autocast on CUDA; int8: the vision encoder's linear "
+                            "layers quantised, CPU only (faster, less exact; not for published numbers)")
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:

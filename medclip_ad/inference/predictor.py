@@ -27,6 +27,8 @@ from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
+from medclip_ad.modeling.int8 import int8_available, int8_blocks
+from medclip_ad.modeling.vision_tower import ClipVisionTower
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model has random CLIP weights (random:*); its scores and maps "
                           "are meaningless and only show that the pipeline runs")
@@ -68,6 +70,8 @@ class AnomalyPredictor:
         built = build_detector(config, backbone)
         self.backbone = built.backbone
         self.model = built.model.to(self.device).eval()
+        if config.precision == "int8":
+            self._quantise_vision_encoders()
         self._prompts = built.prompts
         with torch.no_grad():
             self.text_features = self.model.text_features().float()
@@ -99,7 +103,7 @@ class AnomalyPredictor:
             "layers": list(self.model.layers),
             "image_size": self.config.image_size,
             "random_weights": self.random_weights,
-            "precision": str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else "fp32",
+            "precision": self._precision_name(),
             "package_version": __version__,
         }
 
@@ -133,9 +137,24 @@ class AnomalyPredictor:
         all_scores = torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros(0, np.float32)
         return Prediction(all_scores, maps, layer_maps if with_layers else None)
 
+    def _precision_name(self) -> str:
+        if self.config.precision == "int8":
+            return "int8"
+        return str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else "fp32"
+
+    def _quantise_vision_encoders(self) -> None:
+        """`--precision int8`: the vision encoder's linear layers in int8 (CPU), everything after them fp32."""
+        if self.device.type != "cpu":
+            raise UserInputError("--precision int8: runs on the CPU only; on CUDA use bf16")
+        if not int8_available():
+            raise UserInputError("--precision int8: this torch build has no x86 int8 kernels (fbgemm)")
+        for module in self.model.modules():
+            if isinstance(module, ClipVisionTower):
+                module.blocks = int8_blocks(module.blocks)
+
     def _pick_autocast_dtype(self) -> torch.dtype | None:
         precision = self.config.precision
-        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
+        if precision in ("fp32", "int8") or (precision == "auto" and self.device.type != "cuda"):
             return None
         if self.device.type != "cuda":
             raise UserInputError(f"--precision {precision}: reduced precision runs on CUDA only; use fp32 on the CPU")

@@ -8,17 +8,27 @@ Tensors are batch-first: (batch, tokens, width).
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
+
+from medclip_ad.modeling.int8 import Int8Attention
 
 
 def heads_qkv(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v of LN1(x), each (batch, heads, tokens, head_dim)."""
     attn = block.attn
     batch, tokens, width = x.shape
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    qkv = in_projection(attn, block.ln_1(x))
     qkv = qkv.view(batch, tokens, 3, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4)
     return qkv[0], qkv[1], qkv[2]
+
+
+def in_projection(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The joint q/k/v projection: one fp32 parameter in open_clip's attention, a module in an int8 copy."""
+    if isinstance(attn, Int8Attention):
+        return attn.in_proj(x)
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
 
 
 def merge_heads(block: ResidualAttentionBlock, heads: torch.Tensor) -> torch.Tensor:
