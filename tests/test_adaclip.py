@@ -88,6 +88,21 @@ def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
     assert model.layers == ADACLIP_LAYERS and model.text_features().shape == (0, embed_dim)
 
 
+def test_training_scores_the_fused_feature_as_inference_does(model, images, batched):
+    model.train()
+    try:
+        with torch.no_grad():
+            training_output = model(images)
+    finally:
+        model.eval()
+    # The image loss sees the same hybrid semantic fusion as the test score, not the global embedding alone.
+    assert torch.allclose(training_output.image_logits, batched.image_logits, atol=1e-4)
+    with torch.no_grad():
+        features = model.features(images)
+    global_only = 100 * torch.einsum("bd,bkd->bk", features.global_embedding, features.text)
+    assert not torch.allclose(training_output.image_logits, global_only, atol=1e-2)
+
+
 def test_a_batch_of_three_equals_three_batches_of_one(model, images, batched):
     with torch.no_grad():
         singles = [model(images[index:index + 1]) for index in range(3)]
