@@ -32,6 +32,8 @@ from medclip_viewer.review_panel import (
     slice_control,
 )
 from medclip_viewer.state import KEY_SHOW_PATIENT, viewer_session
+from medclip_viewer.verdict_panel import verdict_panel
+from medclip_viewer.worklist_panel import worklist_table
 
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
 
@@ -50,6 +52,7 @@ with privacy_box:
     show_patient = st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT)
 
 st.caption(NOT_FOR_DIAGNOSIS)
+worklist_table()
 if session.scan is None:
     st.info("Open a case from the sidebar: a results folder, a folder under the data root, or an upload.")
     st.stop()
@@ -70,6 +73,7 @@ with side_column:
     plane = plane_control(scan, result)
     if result is not None:
         jump_buttons(result)
+    review_box = st.container()
 with viewer_column:
     layout, index = slice_control(scan, result, plane)
     overlay_png = image_panels(session, layout, index, mapping, style)
@@ -79,3 +83,6 @@ if result is not None:
     score_plot(result, layout, index)
     exports(scan, result, layout, index, overlay_png)
     provenance(result)
+    if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
+        with review_box:
+            verdict_panel(result, layout.plane if scan.kind == "volume" else None, index)

@@ -25,6 +25,7 @@ from medclip_viewer.state import (
     KEY_VOLUME_INDEX,
     ViewerSession,
 )
+from medclip_viewer.worklist_panel import forget_worklist, is_worklist, worklist_choice
 from medclip_viewer.uploads import UPLOAD_HINT, save_upload, upload_digest
 
 SOURCE_RESULTS = "Results folder"
@@ -50,6 +51,8 @@ def open_case_panel(session: ViewerSession, launch: LaunchOptions) -> None:
     else:
         _upload_source(session)
     found = session.catalogues.get(source)
+    if found is None or not is_worklist(found):
+        forget_worklist()
     if found is not None:
         _choose_case(session, found, hide_prefix=source == SOURCE_UPLOAD)
 
@@ -110,9 +113,7 @@ def _choose_case(session: ViewerSession, found: Catalogue, hide_prefix: bool) ->
         st.error(f"... and {len(found.problems) - MAX_PROBLEMS_SHOWN} more unreadable inputs")
     if not found.items:
         return
-    labels = [item_label(item) for item in found.items]
-    label = st.selectbox("Case", labels, key=KEY_CASE) if len(labels) > 1 else labels[0]
-    item = found.items[labels.index(label)]
+    item = worklist_choice(found) if is_worklist(found) else _listed_choice(found)
     key, volume_index = item_key(item), _volume_choice(item)
     if volume_index is not None:
         key = f"{key}#volume{volume_index}"
@@ -129,6 +130,12 @@ def _choose_case(session: ViewerSession, found: Catalogue, hide_prefix: bool) ->
     except UserInputError as error:
         session.close_case()
         st.error(f"Cannot open {item.name}: {str(error).replace(prefix, '')}")
+
+
+def _listed_choice(found: Catalogue) -> Openable:
+    labels = [item_label(item) for item in found.items]
+    label = st.selectbox("Case", labels, key=KEY_CASE) if len(labels) > 1 else labels[0]
+    return found.items[labels.index(label)]
 
 
 def _volume_choice(item: Openable) -> int | None:

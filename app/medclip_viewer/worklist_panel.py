@@ -1,0 +1,127 @@
+"""The worklist on the page: a table of the results folder's cases in a chosen reading order, a click or
+one key (N next, P previous) to move through it, and the export of every review as CSV.
+
+The chosen case is kept as its folder in the session, so the order can change under it; the sidebar's
+case opening reads it from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from medclip_viewer.cases import Catalogue, ResultFolder
+from medclip_viewer.review_capture import REVIEW_FILE, reviews_csv
+from medclip_viewer.worklist import NOT_REVIEWED, ORDERS, SCORES_FILE, WorklistRow, listed_folders, neighbour, \
+    ordered, read_row
+
+KEY_WORKLIST_CURRENT = "worklist.current"
+KEY_WORKLIST_ORDER = "worklist.order"
+KEY_WORKLIST_TABLE = "worklist.table"
+KEY_WORKLIST_NEXT = "worklist.next"
+KEY_WORKLIST_PREVIOUS = "worklist.previous"
+KEY_WORKLIST_EXPORT = "worklist.export"
+_KEY_ROWS = "worklist.rows"
+_KEY_TABLE_GENERATION = "worklist.table_generation"
+NEXT_SHORTCUT = "N"
+PREVIOUS_SHORTCUT = "P"
+TABLE_HEIGHT_PX = 178
+
+
+def is_worklist(found: Catalogue) -> bool:
+    """A folder of several scored cases is read as a worklist; a single case or studies are not."""
+    return len(found.items) > 1 and all(isinstance(item, ResultFolder) for item in found.items)
+
+
+def forget_worklist() -> None:
+    """No worklist on the page once another kind of location is open."""
+    st.session_state.pop(_KEY_ROWS, None)
+
+
+def worklist_choice(found: Catalogue) -> ResultFolder:
+    """The worklist's current case (the first in reading order until the reader moves)."""
+    folders = {item.path.resolve() for item in found.items}
+    folders.update(listed_folders(found.origin))
+    rows = ordered([_row(folder) for folder in sorted(folders)], ORDERS[_order_label()])
+    st.session_state[_KEY_ROWS] = rows
+    current = st.session_state.get(KEY_WORKLIST_CURRENT)
+    if current not in {str(row.folder) for row in rows}:
+        current = str(rows[0].folder)
+        st.session_state[KEY_WORKLIST_CURRENT] = current
+    return ResultFolder(Path(current))
+
+
+def _order_label() -> str:
+    return st.session_state.get(KEY_WORKLIST_ORDER, next(iter(ORDERS)))
+
+
+def _row(folder: Path) -> WorklistRow:
+    """Rows are re-read only when the case's scores.json or review.json changes."""
+    return _cached_row(str(folder), _mtime(folder / SCORES_FILE), _mtime(folder / REVIEW_FILE))
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(max_entries=10_000, show_spinner=False)
+def _cached_row(folder: str, scores_mtime: int, review_mtime: int) -> WorklistRow:
+    return read_row(Path(folder))
+
+
+def worklist_table() -> None:
+    """The table, reading order, next/previous and review export; nothing when no worklist is open."""
+    rows: list[WorklistRow] | None = st.session_state.get(_KEY_ROWS)
+    if not rows:
+        return
+    current = Path(st.session_state[KEY_WORKLIST_CURRENT])
+    reviewed = sum(1 for row in rows if row.review)
+    position = next((n for n, row in enumerate(rows, start=1) if row.folder == current), 0)
+    with st.expander(f"Worklist: case {position} of {len(rows)}, {reviewed} reviewed", expanded=True):
+        order, previous, following, export = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
+        order.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
+        previous.button("Previous", key=KEY_WORKLIST_PREVIOUS, shortcut=PREVIOUS_SHORTCUT, on_click=_step,
+                        args=(-1,), width="stretch", help="Previous case (key P)")
+        following.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=_step, args=(1,),
+                         width="stretch", help="Next case (key N)")
+        text, _ = reviews_csv([row.folder for row in rows])
+        export.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv",
+                               mime="text/csv", key=KEY_WORKLIST_EXPORT, on_click="ignore", width="stretch",
+                               disabled=reviewed == 0)
+        st.dataframe([row.as_table_row(row.folder == current) for row in rows], hide_index=True,
+                     height=TABLE_HEIGHT_PX, on_select=_select, selection_mode="single-row",
+                     key=f"{KEY_WORKLIST_TABLE}.{st.session_state.get(_KEY_TABLE_GENERATION, 0)}",
+                     column_config=_COLUMNS)
+        for row in rows:
+            if row.problem:
+                st.warning(f"{row.case}: {row.problem}", icon=None)
+
+
+_COLUMNS = {
+    "": st.column_config.TextColumn("", width=20),
+    "score": st.column_config.NumberColumn("score", format="%.4f"),
+    "percentile": st.column_config.NumberColumn("percentile", format="%.1f"),
+    "review": st.column_config.TextColumn("review", help=f"agree / disagree / uncertain, or {NOT_REVIEWED}"),
+}
+
+
+def _step(step: int) -> None:
+    rows = st.session_state.get(_KEY_ROWS) or []
+    current = st.session_state.get(KEY_WORKLIST_CURRENT)
+    target = neighbour(rows, Path(current) if current else None, step)
+    if target is not None:
+        st.session_state[KEY_WORKLIST_CURRENT] = str(target)
+
+
+def _select() -> None:
+    """A clicked row becomes the current case; the table is then redrawn without a lingering selection."""
+    generation = st.session_state.get(_KEY_TABLE_GENERATION, 0)
+    selection = st.session_state[f"{KEY_WORKLIST_TABLE}.{generation}"].selection.rows
+    rows = st.session_state.get(_KEY_ROWS) or []
+    if selection and selection[0] < len(rows):
+        st.session_state[KEY_WORKLIST_CURRENT] = str(rows[selection[0]].folder)
+    st.session_state[_KEY_TABLE_GENERATION] = generation + 1
