@@ -7,12 +7,13 @@ import json
 import nibabel as nib
 import pytest
 from medclip_ad.cli.main import main
-from medclip_ad.modeling import clip_backbone
+from medclip_ad.modeling import weights_download
 
 
 def test_offline_demo_falls_back_loudly_and_writes_both_cases(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(clip_backbone, "_cached_release", lambda config: None)
-    monkeypatch.setattr(clip_backbone, "_hub_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(weights_download, "_hub_cached", lambda config: None)
+    monkeypatch.setenv("MEDCLIP_AD_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("MEDCLIP_AD_OFFLINE", "1")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--image-size", "224", "--device", "cpu"]) == 0
     captured = capsys.readouterr()

@@ -13,6 +13,7 @@ from medclip_ad import __version__
 from medclip_ad.cli import (
     bundle_path,
     demo,
+    download_weights,
     evaluate,
     export,
     import_checkpoint,
@@ -24,7 +25,8 @@ from medclip_ad.cli import (
 from medclip_ad.errors import USER_ERROR_EXIT, UserInputError
 
 SUBCOMMANDS = {"infer": infer, "demo": demo, "import-checkpoint": import_checkpoint, "prepare-data": prepare_data,
-               "train": train, "evaluate": evaluate, "export": export, "view": view, "bundle-path": bundle_path}
+               "train": train, "evaluate": evaluate, "export": export, "view": view, "bundle-path": bundle_path,
+               "download-weights": download_weights}
 
 
 def build_parser() -> argparse.ArgumentParser:

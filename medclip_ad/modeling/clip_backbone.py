@@ -1,7 +1,8 @@
 """Load a frozen CLIP backbone through open_clip, from wherever the user's weights are.
 
 Sources, as the `--clip-weights` option spells them:
-- `openai` (or `openai:MODEL`): open_clip downloads and caches the OpenAI release on first use;
+- `openai` (or `openai:MODEL`): the OpenAI release from `medclip-ad download-weights`' verified cache, or
+  open_clip's, or downloaded through open_clip on first use (`weights_download`);
 - a file path: an OpenAI TorchScript archive, a plain state dict with OpenAI key names, an open_clip
   checkpoint (`{"state_dict": ...}`) or a `.safetensors` file; the architecture is read off the shapes;
 - `random:PRESET`: a randomly initialised CLIP of a real architecture shape, for tests and plumbing only.
@@ -18,7 +19,6 @@ TorchScript archives through `torch.jit.load`, which reads tensors and TorchScri
 
 from __future__ import annotations
 
-import socket
 import sys
 import warnings
 import zipfile
@@ -27,16 +27,15 @@ from pathlib import Path
 
 import open_clip
 import torch
-from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.transformer import QuickGELU
 
 from medclip_ad.config import ACTIVATIONS
 from medclip_ad.constants import DEFAULT_BACKBONE
 from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.weights_download import release_weights_file
 
 RANDOM_PREFIX = "random:"
-HUB_HOST = "huggingface.co"  # where open_clip fetches the OpenAI releases from
 
 
 @dataclass(frozen=True)
@@ -191,42 +190,10 @@ def _openai_release(model_name: str, activation: str, reason: str) -> ClipBackbo
     config = open_clip.pretrained.get_pretrained_cfg(model_name, "openai")
     if not config:
         raise UserInputError(f"openai:{model_name}: open_clip has no OpenAI release of that model")
-    path = _cached_release(config)
-    if path is None:
-        if not _hub_reachable():
-            raise UserInputError(f"openai:{model_name}: the weights are not in open_clip's cache and {HUB_HOST} "
-                                 f"cannot be reached; pass a local file with --clip-weights PATH")
-        try:
-            path = open_clip.download_pretrained(config)
-        except Exception as error:  # any download failure: say what to do instead
-            raise UserInputError(f"openai:{model_name}: could not download the OpenAI CLIP weights "
-                                 f"({type(error).__name__}); pass a local file with --clip-weights PATH") from error
+    path = release_weights_file(model_name, config)
     state_dict, _ = read_state_dict(Path(path))
     model = clip_from_state_dict(state_dict, quick_gelu=activation == "quick_gelu", origin=f"openai:{model_name}")
     return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), False, activation, reason)
-
-
-def _cached_release(config: dict) -> str | None:
-    """A release open_clip downloaded before, found without touching the network."""
-    repo = config.get("hf_hub", "").strip("/")
-    if not repo:
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME):
-        cached = try_to_load_from_cache(repo, filename)
-        if isinstance(cached, str):
-            return cached
-    return None
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """A quick look before downloading, so offline machines fail in seconds instead of minutes of retries."""
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _random_clip(preset_name: str, activation: str, reason: str) -> ClipBackbone:
