@@ -48,3 +48,13 @@ def test_building_every_parser_imports_no_heavy_library():
             f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert completed.stdout.strip() == ""
+
+
+def test_top_level_exports_load_on_first_use():
+    code = ("import sys, medclip_ad; cheap = 'torch' not in sys.modules; "
+            "from medclip_ad import AnomalyPredictor, predict_scan, read_study; "
+            "print(cheap, AnomalyPredictor.__module__, predict_scan.__module__, read_study.__module__, "
+            "sorted(set(medclip_ad.__all__) - set(dir(medclip_ad))))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert completed.stdout.split() == ["True", "medclip_ad.inference.predictor", "medclip_ad.inference.case",
+                                        "medclip_ad.io.readers", "[]"]
