@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
+
+if TYPE_CHECKING:
+    from medclip_ad.inference.calibration import Calibration
 
 # This module imports nothing heavy: the command line builds its options (choices, defaults) from it
 # without loading torch.
@@ -18,6 +23,14 @@ PLANE_NORMALS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 AGGREGATIONS: tuple[str, ...] = ("max", "topk_mean", "mean")
 # DICOM outputs for PACS beside the case folder.
 DICOM_OUTPUTS: tuple[str, ...] = ("parametric-map", "secondary-capture", "both")
+# How a Parametric Map stores the map: 16-bit integers with a real-world value mapping (what PACS viewers
+# render), or the float values themselves (exact, but Orthanc, DCMTK and GDCM cannot display them).
+PARAMETRIC_MAP_ENCODINGS: tuple[str, ...] = ("uint16", "float32")
+# `medclip-ad calibrate`: false-positive rates of the operating points, the percentile of normal map values
+# that becomes the lesion-mask threshold, and the confidence of the bounds recorded on each rate.
+CALIBRATION_FPRS: tuple[float, ...] = (0.01, 0.05, 0.10)
+PIXEL_PERCENTILE: float = 99.9
+CALIBRATION_CONFIDENCE: float = 0.95
 # Deployment formats of `medclip-ad export`.
 EXPORT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 # AdaCLIP's published feature layers (1-based ViT blocks) and the object word of its prompts.
@@ -114,3 +127,8 @@ class CaseOptions:
     overwrite: bool = False
     volume_index: int | None = None  # which volume of a 4-D NIfTI
     dicom_out: str | None = None  # also write DICOM: one of DICOM_OUTPUTS
+    parametric_map_encoding: str = "uint16"  # one of PARAMETRIC_MAP_ENCODINGS
+    calibration: Calibration | None = field(default=None, compare=False)  # flags cases, thresholds maps
+    operating_point: str | None = None  # e.g. "5%"; None: the calibration's middle one
+    # When the run started: its DICOM series get their numbers, descriptions, dates and times from it.
+    run_started: datetime = field(default_factory=datetime.now, compare=False)

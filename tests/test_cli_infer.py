@@ -68,7 +68,7 @@ def test_existing_case_is_not_overwritten_silently(images, tmp_path, capsys):
     assert main(["infer", str(images / "grey.jpg"), "--out", str(out), *FAST]) == 2
     assert "already exists" in capsys.readouterr().err and marker.read_text() == before
     assert main(["infer", str(images / "grey.jpg"), "--out", str(out), "--overwrite", *FAST]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["grey"]
+    assert sorted(p.name for p in out.iterdir()) == ["grey", "results.csv"]
 
 
 def test_an_output_folder_inside_the_input_folder_is_not_read_back(images, capsys):
@@ -76,7 +76,7 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(images, capsy
     assert main(["infer", str(images), "--out", str(out), *FAST]) == 0
     assert main(["infer", str(images), "--out", str(out), "--overwrite", *FAST]) == 0
     assert "3 case(s) written" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["colour", "grey", "sixteen"]
+    assert sorted(p.name for p in out.iterdir()) == ["colour", "grey", "results.csv", "sixteen"]
 
 
 def test_folder_with_a_bad_file_processes_the_good_ones(images, tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_folder_with_a_bad_file_processes_the_good_ones(images, tmp_path, capsys
     assert main(["infer", str(images), "--out", str(out), *FAST]) == 1
     err = capsys.readouterr().err
     assert "broken.png" in err and "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == ["colour", "grey", "sixteen"]
+    assert sorted(p.name for p in out.iterdir()) == ["colour", "grey", "results.csv", "sixteen"]
 
 
 @pytest.mark.parametrize("arguments, message", [

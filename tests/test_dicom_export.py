@@ -12,7 +12,6 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.dicom_export import (
     OVERLAY_COMMENT,
-    PARAMETRIC_MAP_DESCRIPTION,
     source_slice_overlays,
     write_parametric_map,
     write_secondary_capture,
@@ -79,8 +78,9 @@ def _frame_sources(ds: pydicom.Dataset) -> list[str]:
     ]
 
 
-def _check_parametric_map(path: Path, scan: Scan, expected: np.ndarray) -> pydicom.Dataset:
-    """Every frame holds its source slice's map at that slice's position; identity as the source's."""
+def _check_parametric_map(path: Path, scan: Scan, expected: np.ndarray, encoding: str = "uint16") -> pydicom.Dataset:
+    """Every frame holds its source slice's map at that slice's position (to half an integer step for
+    uint16); identity as the source's."""
     sources = _sources(scan)
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage
@@ -88,14 +88,15 @@ def _check_parametric_map(path: Path, scan: Scan, expected: np.ndarray) -> pydic
     assert (int(ds.Rows), int(ds.Columns)) == (int(sources[0].Rows), int(sources[0].Columns))
     mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
     real_world = ds.pixel_array.astype(np.float64) * mapping.RealWorldValueSlope + mapping.RealWorldValueIntercept
-    assert ds.pixel_array.dtype == np.float32
+    assert ds.pixel_array.dtype == np.dtype(encoding)
+    tolerance = 1e-6 if encoding == "float32" else (MAP_RANGE[1] - MAP_RANGE[0]) / 65535 / 2 + 1e-9
     slice_of = {s.SOPInstanceUID: k for k, s in enumerate(sources)}
     references = _frame_sources(ds)
     assert sorted(references) == sorted(slice_of)
     positions = []
     for frame, uid in enumerate(references):
         k = slice_of[uid]
-        np.testing.assert_allclose(real_world[frame], expected[:, :, k].T, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(real_world[frame], expected[:, :, k].T, rtol=0, atol=tolerance)
         position = ds.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence[0].ImagePositionPatient
         positions.append([float(v) for v in position])
         np.testing.assert_allclose(positions[-1], [float(v) for v in sources[k].ImagePositionPatient])
@@ -112,14 +113,21 @@ def _check_parametric_map(path: Path, scan: Scan, expected: np.ndarray) -> pydic
     return ds
 
 
-def test_parametric_map_frames_are_the_map_on_the_source_slices(scan: Scan, tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoding", ["uint16", "float32"])
+def test_parametric_map_frames_are_the_map_on_the_source_slices(scan: Scan, tmp_path: Path, encoding: str) -> None:
     expected = _known_map(scan.array.shape)
-    write_parametric_map(expected, scan, tmp_path / "map.dcm", map_range=MAP_RANGE)
-    ds = _check_parametric_map(tmp_path / "map.dcm", scan, expected)
-    assert ds.SeriesDescription == PARAMETRIC_MAP_DESCRIPTION
+    write_parametric_map(expected, scan, tmp_path / "map.dcm", map_range=MAP_RANGE, encoding=encoding)
+    ds = _check_parametric_map(tmp_path / "map.dcm", scan, expected, encoding)
+    assert "anomaly map" in ds.SeriesDescription and "not for diagnosis" in ds.SeriesDescription
     mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    mapped = (mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped)
-    assert mapped == MAP_RANGE
+    if encoding == "float32":
+        mapped = (mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped)
+        assert mapped == MAP_RANGE
+    else:  # the whole 16-bit range spans the map's range, so stored 0 and 65535 are its ends
+        assert (mapping.RealWorldValueFirstValueMapped, mapping.RealWorldValueLastValueMapped) == (0, 65535)
+        assert int(ds.BitsAllocated) == 16 and int(ds.PixelRepresentation) == 0
+        assert mapping.RealWorldValueIntercept == MAP_RANGE[0]
+        assert mapping.RealWorldValueSlope * 65535 == pytest.approx(MAP_RANGE[1] - MAP_RANGE[0])
     assert [p.name for p in tmp_path.iterdir()] == ["map.dcm"]
 
 
@@ -183,7 +191,8 @@ def test_secondary_capture_overlays(scan: Scan, tmp_path: Path) -> None:
             assert ds.get(keyword) == sources[index].get(keyword), keyword
         assert ds.StudyInstanceUID == sources[index].StudyInstanceUID
     assert written[0].SeriesInstanceUID == written[1].SeriesInstanceUID != sources[0].SeriesInstanceUID
-    assert [int(ds.InstanceNumber) for ds in written] == [1, 2]
+    # instance numbers are the source slices', so PACS sorts captures as the scan, not by score
+    assert [int(ds.InstanceNumber) for ds in written] == [int(sources[k].InstanceNumber) for k in (3, 0)]
 
 
 def test_overlay_of_a_source_slice_is_that_slice(scan: Scan) -> None:

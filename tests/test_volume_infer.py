@@ -75,7 +75,7 @@ def test_nifti_map_reproduces_the_input_header(name, tmp_path):
     source = Path(nibabel_data) / name
     original = nib.load(source)
     assert _infer([source], tmp_path / "out") == 0
-    case = next((tmp_path / "out").iterdir())
+    case = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
     written = nib.load(case / "anomaly_map.nii.gz")
     assert written.shape == original.shape[:3]
     np.testing.assert_allclose(written.affine, original.affine, atol=MM)
@@ -142,7 +142,7 @@ def test_folder_with_two_series_and_a_truncated_file(tmp_path):
     (folder / "broken.dcm").write_bytes(good[: len(good) // 2])
     out = tmp_path / "out"
     assert _infer([folder], out) == 1
-    cases = sorted(p.name for p in out.iterdir())
+    cases = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(cases) == 2 and all((out / c / "anomaly_map.nii.gz").is_file() for c in cases)
 
 
@@ -177,7 +177,9 @@ def test_dicom_out_writes_a_parametric_map_and_secondary_captures(tmp_path):
     parametric = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(out / "CT5N" / "anomaly_map.dcm"))
     written = np.asarray(nib.load(out / "CT5N" / "anomaly_map.nii.gz").dataobj)
     assert parametric.NumberOfFrames == 5
-    assert float(parametric.pixel_array.max()) == pytest.approx(written.max(), abs=1e-5)
+    mapping = parametric.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    real_world_max = float(parametric.pixel_array.max()) * mapping.RealWorldValueSlope + mapping.RealWorldValueIntercept
+    assert real_world_max == pytest.approx(written.max(), abs=mapping.RealWorldValueSlope / 2 + 1e-9)  # uint16 steps
     captures = sorted((out / "CT5N" / "dicom_overlays").iterdir())
     assert len(captures) == 2 and pydicom.dcmread(captures[0]).PhotometricInterpretation == "RGB"
 

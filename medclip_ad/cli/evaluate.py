@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate several detectors instead of one (e.g. ensemble anomalyclip:prompts.safetensors "
                              "rwda:rwda_head.safetensors), each into a sub-folder of --out, and write "
                              f"{COMPARISON_MARKDOWN}; replaces --method and --prompts")
+    parser.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="calibration.json from `medclip-ad calibrate`: also sensitivity, specificity, PPV and NPV "
+                             "at its operating points, with Wilson intervals")
     add_detector_arguments(parser)
     add_case_arguments(parser, overlays=False)
 
@@ -45,17 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medclip_ad.datasets.manifest import Manifest
     from medclip_ad.evaluation import check_evaluation_inputs, evaluate
+    from medclip_ad.inference.calibration import Calibration
     from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
     manifests = [Manifest.load(path) for path in args.manifest]
     check_evaluation_inputs(manifests, args.out, args.overwrite)
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    if args.compare and calibration:
+        raise UserInputError("--calibration: fits one detector, so it is not used with --compare")
     if args.compare:
         return _run_comparison(args, manifests)
     predictor = AnomalyPredictor(detector_config(args))
     if predictor.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite,
-                      volume_options=case_options(args))
+                      volume_options=case_options(args), calibration=calibration)
     print(summary_table(report))
     print(f"report: {args.out / REPORT_FILE} ({report.timing['images_per_second']:.2f} images/s)")
     return 0

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
-from medclip_ad.config import AGGREGATIONS, DICOM_OUTPUTS, PLANE_NORMALS, CaseOptions
+from medclip_ad.config import AGGREGATIONS, DICOM_OUTPUTS, PARAMETRIC_MAP_ENCODINGS, PLANE_NORMALS, CaseOptions
 from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS
 
 if TYPE_CHECKING:
+    from medclip_ad.inference.calibration import Calibration
     from medclip_ad.inference.predictor import AnomalyPredictor
     from medclip_ad.io.discovery import CaseSource
 
@@ -32,7 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     parser.add_argument("--dicom-out", choices=DICOM_OUTPUTS,
                         help="also write DICOM for PACS (DICOM inputs only): a Parametric Map of the anomaly map, "
-                             "RGB Secondary Capture overlays of the top slices, or both")
+                             "RGB Secondary Capture overlays of the top slices, or both; always a Structured Report "
+                             "of the findings, and with --calibration a Segmentation of the lesion mask")
+    parser.add_argument("--parametric-map-encoding", choices=PARAMETRIC_MAP_ENCODINGS, default="uint16",
+                        help="16-bit integers with a real-world value mapping (PACS render them; default) or float32")
+    parser.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="calibration.json from `medclip-ad calibrate`: flag cases, write lesion masks and "
+                             "their components")
+    parser.add_argument("--operating-point", metavar="FPR",
+                        help="operating point of the calibration, e.g. 5%% (default: its middle one)")
+    parser.add_argument("--dicomweb-url", metavar="URL",
+                        help="send every DICOM output to this DICOMweb server (STOW-RS); needs --dicom-out")
     add_case_arguments(parser)
     add_detector_arguments(parser)
 
@@ -53,19 +64,36 @@ def add_case_arguments(parser: argparse.ArgumentParser, overlays: bool = True) -
     group.add_argument("--volume-index", type=int, help="volume of a 4-D NIfTI to use")
 
 
-def case_options(args: argparse.Namespace) -> CaseOptions:
+def case_options(args: argparse.Namespace, calibration: Calibration | None = None) -> CaseOptions:
     return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
                        aggregation=args.aggregation, top_k=args.top_k,
                        overlay_count=getattr(args, "overlays", CaseOptions.overlay_count),
                        overwrite=getattr(args, "overwrite", False),
-                       volume_index=args.volume_index, dicom_out=getattr(args, "dicom_out", None))
+                       volume_index=args.volume_index, dicom_out=getattr(args, "dicom_out", None),
+                       parametric_map_encoding=getattr(args, "parametric_map_encoding", "uint16"),
+                       calibration=calibration,
+                       operating_point=getattr(args, "operating_point", None))
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.inference.calibration import Calibration, case_scoring
     from medclip_ad.inference.case_folder import check_case_folder_free
     from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+    from medclip_ad.inference.worklist import write_results_table
     from medclip_ad.io.discovery import discover_cases
 
+    if args.dicomweb_url and not args.dicom_out:
+        raise UserInputError("--dicomweb-url: sends the DICOM outputs, so it needs --dicom-out")
+    if args.operating_point and not args.calibration:
+        raise UserInputError("--operating-point: needs --calibration")
+    sender = None
+    if args.dicomweb_url:
+        from medclip_ad.io.dicomweb import DicomWebClient
+
+        sender = DicomWebClient(args.dicomweb_url)
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    if calibration:
+        calibration.operating_point(args.operating_point)  # an unknown one is refused now
     sources, problems = discover_cases(args.inputs, exclude=[args.out])
     failures = [f"{problem.path}: {problem.message}" for problem in problems]
     if not sources:
@@ -75,18 +103,37 @@ def run(args: argparse.Namespace) -> int:
     predictor = AnomalyPredictor(detector_config(args))
     if predictor.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    written = infer_sources(predictor, sources, args.out, case_options(args), failures)
+    options = case_options(args, calibration)
+    if calibration:
+        calibration.check_applies(predictor.provenance(), case_scoring(calibration.scoring["kind"], options),
+                                  args.calibration)
+    written = infer_sources(predictor, sources, args.out, options, failures)
+    if written:
+        print(f"worklist: {write_results_table(args.out, written)}")
+    if sender:
+        for folder, _ in written:
+            try:
+                sender.store_folder(folder)
+            except UserInputError as error:
+                failures.append(str(error))
     for failure in failures:
         print(f"medclip-ad: error: {failure}", file=sys.stderr)
-    print(f"{len(written)} case(s) written to {args.out}" + (f"; {len(failures)} input(s) failed" if failures else ""))
+    verdicts = ""
+    if calibration:
+        flagged = sum(1 for _, document in written if document.get("flagged"))
+        verdicts = f", {flagged} flagged at FPR {calibration.operating_point(args.operating_point).name}"
+    failed = f"; {len(failures)} input(s) failed" if failures else ""
+    print(f"{len(written)} case(s) written to {args.out}{verdicts}{failed}")
     if not failures:
         return 0
     return PARTIAL_FAILURE_EXIT if written else USER_ERROR_EXIT
 
 
 def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
-                  failures: list[str]) -> list[Path]:
-    """Run each case; a case that fails adds its error line to `failures` and the rest go on."""
+                  failures: list[str]) -> list[tuple[Path, dict]]:
+    """Run each case; a case that fails adds its error line to `failures` and the rest go on.
+
+    Returns each written case folder with its scores.json document."""
     from tqdm import tqdm
 
     from medclip_ad.inference.case import resolve_slice_axis, run_case
@@ -98,8 +145,8 @@ def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_di
             scan = read_case(source, volume_index=options.volume_index)
             total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 0
             with tqdm(total=total, desc=scan.name, unit="slice", leave=False, disable=not total) as bar:
-                run_case(predictor, scan, out_dir, options, progress=bar.update)
-            written.append(out_dir / scan.name)
+                document = run_case(predictor, scan, out_dir, options, progress=bar.update)
+            written.append((out_dir / scan.name, document))
         except UserInputError as error:
             failures.append(str(error))
     return written

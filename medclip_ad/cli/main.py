@@ -12,6 +12,7 @@ from typing import Sequence
 from medclip_ad import __version__
 from medclip_ad.cli import (
     bundle_path,
+    calibrate,
     demo,
     download_weights,
     evaluate,
@@ -19,6 +20,7 @@ from medclip_ad.cli import (
     import_checkpoint,
     infer,
     prepare_data,
+    pull,
     train,
     view,
 )
@@ -26,7 +28,7 @@ from medclip_ad.errors import USER_ERROR_EXIT, UserInputError
 
 SUBCOMMANDS = {"infer": infer, "demo": demo, "import-checkpoint": import_checkpoint, "prepare-data": prepare_data,
                "train": train, "evaluate": evaluate, "export": export, "view": view, "bundle-path": bundle_path,
-               "download-weights": download_weights}
+               "download-weights": download_weights, "calibrate": calibrate, "pull": pull}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from medclip_ad.evaluation.operating_points import markdown_rows
 from medclip_ad.evaluation.results import NOT_AVAILABLE_MEANING, EvaluationReport, format_percent
 from medclip_ad.io.writers import atomic_write, write_json
 from medclip_ad.output_files import REPORT_FILE, RESULTS_FILE
@@ -69,6 +70,9 @@ def _write_markdown(path: Path, report: EvaluationReport, published_source: str)
             for cls_name, class_result in result.classes.items():
                 values = " | ".join(format_percent(class_result.metrics[metric]) for metric in result.metric_labels)
                 lines.append(f"| {cls_name} | {class_result.images} | {values} |")
+        if result.operating_points:
+            lines += ["", "At the calibration's operating points (percent, 95% Wilson intervals):", "",
+                      *markdown_rows(result.operating_points)]
         lines.append("")
     with atomic_write(path) as temporary:
         temporary.write_text("\n".join(lines), encoding="utf-8")

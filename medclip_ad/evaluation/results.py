@@ -69,6 +69,7 @@ class DatasetResult:
     files: list[str] = field(default_factory=list)
     examples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     entries: str = "images"  # or "volumes": then image metrics are per volume and pixel metrics per voxel
+    operating_points: list[dict] = field(default_factory=list)  # with a calibration: rates at its thresholds
 
     @property
     def metric_labels(self) -> dict[str, str]:
@@ -88,7 +89,8 @@ class DatasetResult:
                 "classes": {cls_name: {"counts": result.counts(), "metrics": json_metrics(result.metrics)}
                             for cls_name, result in self.classes.items()},
                 "published_anomalyclip": self.published, "seconds": round(self.seconds, 3),
-                "files": self.files, "examples": self.examples}
+                "files": self.files, "examples": self.examples,
+                **({"operating_points": self.operating_points} if self.operating_points else {})}
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
+from medclip_ad.evaluation.operating_points import operating_point_metrics
 from medclip_ad.evaluation.plots import image_curve_pixels, write_curves, write_examples
 from medclip_ad.evaluation.predictions import predict, samples_by_class
 from medclip_ad.evaluation.published import published_anomalyclip
@@ -22,6 +23,7 @@ from medclip_ad.evaluation.report import RESULTS_FILE, write_report
 from medclip_ad.evaluation.results import DatasetResult, EvaluationReport
 from medclip_ad.evaluation.scoring import image_pixel_metrics, score_dataset, voxel_metrics
 from medclip_ad.evaluation.volume_predictions import predict_volumes
+from medclip_ad.inference.calibration import Calibration, case_scoring
 from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import AnomalyPredictor
 
@@ -52,21 +54,28 @@ def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite:
 
 def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Path, *, name: str | None = None,
              overwrite: bool = False, show_progress: bool = True,
-             volume_options: CaseOptions = CaseOptions()) -> EvaluationReport:
+             volume_options: CaseOptions = CaseOptions(), calibration: Calibration | None = None) -> EvaluationReport:
     """Evaluate `predictor` on the test split of every manifest and write the report files into `out_dir`.
 
     `name` labels this detector in the report (default: its method, and its prompt file if any).
-    Manifests of volumes are sliced, windowed and scored as `infer` would with `volume_options`.
+    Manifests of volumes are sliced, windowed and scored as `infer` would with `volume_options`. With a
+    `calibration` (checked against the model and options first), each dataset also gets the rates at its
+    operating points.
     """
     out_dir = Path(out_dir)
     check_evaluation_inputs(manifests, out_dir, overwrite)
     started = time.perf_counter()
     published = published_anomalyclip()
     model = predictor.provenance()
+    if calibration:
+        calibration.check_applies(model, case_scoring(calibration.scoring["kind"], volume_options),
+                                  calibration.path or "calibration")
     datasets: dict[str, DatasetResult] = {}
     inference_seconds = 0.0
     for dataset_name, manifest in zip(_dataset_names(manifests), manifests):
         kind = manifest.entries("test")[0].kind
+        if calibration:
+            calibration.check_kind(kind, manifest.root)
         samples = samples_by_class(manifest, kind)
         keep_pixels = any(sample.entry.has_mask for sample in samples)
         dataset_started = time.perf_counter()
@@ -83,6 +92,9 @@ def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Pa
             pixel_metrics, pixels = image_pixel_metrics(samples, predictions), image_curve_pixels(samples, predictions)
         result = score_dataset(dataset_name, manifest, samples, predictions.scores, predictions.map_max,
                                pixel_metrics, published.datasets.get(manifest.dataset, {}), entries=f"{kind}s")
+        if calibration:
+            labels = [sample.entry.anomaly for sample in samples]
+            result.operating_points = operating_point_metrics(labels, predictions.scores, calibration)
         result.files = write_curves(out_dir, result, samples, predictions.scores, pixels)
         if kind == "image":  # volumes: the case folders of `medclip-ad infer` are the way to look at them
             result.examples = write_examples(out_dir, predictor, result, samples, predictions.scores)

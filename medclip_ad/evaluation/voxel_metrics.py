@@ -114,6 +114,15 @@ class VoxelStatistics:
         fpr = np.append(fpr_above, 0.0)[first_bin_above]
         return aupro_from_curve(pro, fpr, flavour, max_fpr=max_fpr)
 
+    def normal_percentile(self, percentile: float) -> float:
+        """The map value at or below which `percentile` % of the normal voxels lie, to bin resolution (the
+        upper edge of the bin the percentile falls in, so at most 100 - `percentile` % lie above it)."""
+        total = int(self.normal.sum())
+        if total == 0:
+            raise ValueError("no normal voxels counted")
+        index = int(np.searchsorted(np.cumsum(self.normal), percentile / 100.0 * total - 1e-9))
+        return float(min(index + 1, self.bins) * self.upper / self.bins)
+
     def curve_sample(self) -> tuple[np.ndarray, np.ndarray]:
         """The drawn voxels' labels and map values, for plotting curves."""
         return np.concatenate(self.sample_masks), np.concatenate(self.sample_maps)

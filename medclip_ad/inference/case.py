@@ -16,15 +16,19 @@ import numpy as np
 from medclip_ad import __version__
 from medclip_ad.config import CaseOptions
 from medclip_ad.inference.case_folder import check_case_folder_free, staged_case_folder
+from medclip_ad.inference.lesions import image_components, lesion_mask, volume_components
 from medclip_ad.inference.overlay import OverlayStyle, overlay
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.inference.volume import infer_volume, plane_of_axis, slice_axis_for_plane, top_slices, volume_score
 from medclip_ad.io.dicom_export import (
+    DerivedSeries,
     dicom_source_files,
     source_slice_overlays,
     write_parametric_map,
     write_secondary_capture,
 )
+from medclip_ad.io.dicom_seg import write_segmentation
+from medclip_ad.io.dicom_sr import write_structured_report
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
@@ -71,6 +75,8 @@ def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: Ca
     """Score a scan and write its case folder; returns the scores.json document."""
     if options.dicom_out:
         dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+    if options.calibration:
+        options.calibration.check_kind(scan.kind, scan.source)
     check_case_folder_free(out_dir, scan.name, options.overwrite)
     return write_case(predictor, scan, predict_scan(predictor, scan, options, progress), out_dir, options)
 
@@ -82,11 +88,15 @@ def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredicti
     `predictor` is the one that scored it: its provenance goes into scores.json.
     """
     with staged_case_folder(out_dir, scan.name, options.overwrite) as folder:
+        findings, mask = _findings(scan, prediction, options, folder)
         if scan.kind == "image":
             document = _write_image_case(predictor, scan, prediction, folder)
         else:
             document = _write_volume_case(predictor, scan, prediction, folder, options)
+        document.update(findings)
         document.update(_provenance(predictor, scan, prediction.mapping))
+        if scan.kind == "volume" and options.dicom_out:
+            _write_dicom(predictor, scan, prediction, folder, options, document, mask)
         write_json(folder / "scores.json", document)
     return document
 
@@ -96,6 +106,23 @@ def _write_image_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanP
     write_png(folder / "overlay.png", overlay(prediction.mapping(scan.array), prediction.map, _style(predictor)))
     return {"case": scan.name, "input": str(scan.source), "kind": "image", "score": prediction.score,
             "slice_axis": None}
+
+
+def _findings(scan: Scan, prediction: ScanPrediction, options: CaseOptions,
+              folder: Path) -> tuple[dict, np.ndarray | None]:
+    """With a calibration: the verdict, the lesion mask (written into the folder) and its components."""
+    calibration = options.calibration
+    if calibration is None:
+        return {}, None
+    document = calibration.decision(prediction.score, calibration.operating_point(options.operating_point))
+    mask = lesion_mask(prediction.map, calibration.pixel_threshold)
+    if scan.kind == "image":
+        write_npy(folder / "lesion_mask.npy", mask.astype(np.uint8))
+        components = [c.to_json() for c in image_components(prediction.map, mask)]
+    else:
+        write_volume_map(mask, scan, folder / "lesion_mask.nii.gz", dtype=np.uint8)
+        components = [c.to_json() for c in volume_components(prediction.map, mask, scan.affine, prediction.axis)]
+    return {**document, "components": components}, mask
 
 
 def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
@@ -108,8 +135,6 @@ def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: Scan
         image = prediction.mapping(np.take(scan.array, index, axis=axis).T)
         slice_map = np.take(prediction.map, index, axis=axis).T
         write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
-    if options.dicom_out:
-        _write_dicom(predictor, scan, prediction.mapping, folder, options, prediction.map, slice_scores, axis)
     return {"case": scan.name, "input": str(scan.source), "kind": "volume", "score": prediction.score,
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
             else f"topk_mean(k={options.top_k})",
@@ -124,18 +149,26 @@ def _volume_of_series(scan: Scan) -> dict:
     return {} if index is None else {"volume_index": int(index)}
 
 
-def _write_dicom(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping, folder: Path,
-                 options: CaseOptions, map_volume: np.ndarray, slice_scores: np.ndarray, axis: int) -> None:
-    """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices."""
+def _write_dicom(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
+                 options: CaseOptions, document: dict, mask: np.ndarray | None) -> None:
+    """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices; with a calibration
+    also the lesion mask as a Segmentation; always the findings as a Structured Report."""
+    series, map_volume = DerivedSeries(options.run_started), prediction.map
     if options.dicom_out in ("parametric-map", "both"):
         write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
-                             map_range=(0.0, float(len(predictor.layers))))
+                             map_range=(0.0, float(len(predictor.layers))),
+                             encoding=options.parametric_map_encoding, series=series)
     if options.dicom_out in ("secondary-capture", "both"):
         # Secondary captures show source slices; sliced along another axis, rank them by their map maximum.
-        source_scores = slice_scores if axis == scan.slice_axis else map_volume.max(axis=(0, 1))
+        source_scores = prediction.slice_scores if prediction.axis == scan.slice_axis else map_volume.max(axis=(0, 1))
         slices = top_slices(source_scores, options.overlay_count)
-        write_secondary_capture(source_slice_overlays(scan, map_volume, slices, mapping, _style(predictor)),
-                                scan, folder / "dicom_overlays")
+        write_secondary_capture(source_slice_overlays(scan, map_volume, slices, prediction.mapping, _style(predictor)),
+                                scan, folder / "dicom_overlays", series=series)
+    segmentation = None
+    if mask is not None and mask.any():
+        segmentation = write_segmentation(mask, scan, folder / "lesion_seg.dcm", model=document["model"],
+                                          operating_point=document["operating_point"], series=series)
+    write_structured_report(scan, document, folder / "findings_sr.dcm", series=series, segmentation=segmentation)
 
 
 def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:

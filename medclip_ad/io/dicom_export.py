@@ -15,6 +15,8 @@ from the headers, so a 600-slice series costs no second copy of its pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import highdicom as hd
@@ -22,27 +24,25 @@ import numpy as np
 import pydicom
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from medclip_ad import __version__
+from medclip_ad.config import PARAMETRIC_MAP_ENCODINGS
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.overlay import OverlayStyle, overlay
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import atomic_write
 
-# The choices of `--dicom-out`: which DICOM objects a case folder gets besides its NIfTI map.
+# Levels of the 16-bit Parametric Map encoding (PARAMETRIC_MAP_ENCODINGS in config).
+UINT16_LEVELS: int = 65535
 
 MANUFACTURER: str = "medclip-ad"
 MODEL_NAME: str = "AnomalyCLIP zero-shot anomaly detection"
 # Software has no serial number, but the Enhanced General Equipment module requires one.
 DEVICE_SERIAL_NUMBER: str = "0"
-# Series numbers of the derived series, far above scanner numbering so they sort after the source's.
-PARAMETRIC_MAP_SERIES_NUMBER: int = 9001
-SECONDARY_CAPTURE_SERIES_NUMBER: int = 9002
 RESEARCH_NOTICE: str = "research output, not for diagnosis"
-PARAMETRIC_MAP_DESCRIPTION: str = f"medclip-ad anomaly map ({RESEARCH_NOTICE})"
-SECONDARY_CAPTURE_DESCRIPTION: str = f"medclip-ad anomaly overlay ({RESEARCH_NOTICE})"
 OVERLAY_COMMENT: str = (
     "Anomaly heatmap (AnomalyCLIP zero-shot, medclip-ad) drawn over the source slice; "
     f"{RESEARCH_NOTICE}."
@@ -53,11 +53,25 @@ SCORE_UNIT = Code("{score}", "UCUM", "score")
 # in the object's Coding Scheme Identification Sequence as the standard asks.
 PRIVATE_CODING_SCHEME: str = "99MEDCLIPAD"
 ANOMALY_SCORE = Code("ANOMALY_SCORE", PRIVATE_CODING_SCHEME, "Zero-shot anomaly score (AnomalyCLIP)")
+ARTIFICIAL_INTELLIGENCE = codes.cid7162.ArtificialIntelligence
 MAP_LUT_LABEL: str = "ANOMALY"
 MAP_LUT_EXPLANATION: str = "anomaly score: sum of per-layer anomaly probabilities"
 # Map values may pass the ends of `map_range` by this fraction of its width (float rounding in resizing,
 # blurring and autocast) before the range is taken to be the wrong one.
 MAP_RANGE_TOLERANCE: float = 1e-4
+
+# Attributes of the examined anatomy and study each kind of derived object keeps from its source, as its
+# IOD has them: an SR's series has no anatomy, and a segmentation states Laterality only when known.
+_ANATOMY: tuple[str, ...] = ("StudyDescription", "BodyPartExamined", "Laterality")
+_CONTEXT_ATTRIBUTES: dict[str, tuple[str, ...]] = {"parametric-map": _ANATOMY, "secondary-capture": _ANATOMY,
+                                                   "segmentation": _ANATOMY, "report": ("StudyDescription",)}
+_IMAGE_KINDS: frozenset[str] = frozenset({"parametric-map", "secondary-capture"})
+# Per kind of derived series: the last digit of its series number, and its name in the description.
+_SERIES_KINDS: dict[str, tuple[int, str]] = {"parametric-map": (1, "anomaly map"),
+                                             "secondary-capture": (2, "anomaly overlay"),
+                                             "segmentation": (3, "lesion mask"), "report": (4, "findings")}
+# Longest SeriesDescription (VR LO).
+_DESCRIPTION_LENGTH: int = 64
 
 # DICOM patient axes (LPS) as PatientOrientation letters: (negative, positive) direction per axis.
 _AXIS_LETTERS: tuple[tuple[str, str], ...] = (("R", "L"), ("A", "P"), ("F", "H"))
@@ -78,15 +92,52 @@ _STUDY_ATTRIBUTES: tuple[str, ...] = (
 _PATIENT_SEX_VALUES = frozenset(value.value for value in hd.PatientSexValues)
 
 
+@dataclass(frozen=True)
+class DerivedSeries:
+    """Series number, description, date and time that one run gives each kind of DICOM output.
+
+    Two runs on one study must give series a radiologist can tell apart: the number is the run's start
+    time (HHMMSS) followed by one digit per kind, the description carries the date and time, and
+    SeriesDate/SeriesTime are the run's start.
+    """
+
+    started: datetime = field(default_factory=datetime.now)
+
+    def number(self, kind: str) -> int:
+        return int(self.started.strftime("%H%M%S")) * 10 + _SERIES_KINDS[kind][0]
+
+    def description(self, kind: str) -> str:
+        text = f"medclip-ad {_SERIES_KINDS[kind][1]} {self.started:%Y%m%d-%H%M%S} (not for diagnosis)"
+        return text[:_DESCRIPTION_LENGTH]
+
+    def stamp(self, dataset: Dataset, source: Dataset, kind: str) -> None:
+        """Set the run's series attributes and copy the source's anatomy and study context."""
+        dataset.SeriesNumber = self.number(kind)
+        dataset.SeriesDescription = self.description(kind)
+        dataset.SeriesDate = self.started.strftime("%Y%m%d")
+        dataset.SeriesTime = self.started.strftime("%H%M%S.%f")
+        for keyword in _CONTEXT_ATTRIBUTES[kind]:
+            value = source.get(keyword)
+            if value not in (None, ""):
+                setattr(dataset, keyword, value)
+        if kind in _IMAGE_KINDS and "Laterality" not in dataset:  # Type 2C in images: empty when not stated
+            dataset.Laterality = None
+
+
 def write_parametric_map(
     map_volume: np.ndarray,
     scan: Scan,
     path: Path,
     *,
     map_range: tuple[float, float],
-    series_description: str = PARAMETRIC_MAP_DESCRIPTION,
+    encoding: str = "uint16",
+    series: DerivedSeries | None = None,
 ) -> None:
-    """Save the map of a DICOM series as a float32 Parametric Map that PACS can fuse with the source.
+    """Save the map of a DICOM series as a Parametric Map that PACS can fuse with the source.
+
+    `encoding` "uint16" stores 16-bit integers spanning `map_range` with a Real World Value Mapping back
+    to the map's values (steps of range / 65535), which PACS viewers render; "float32" stores the values
+    exactly.
 
     `map_volume` has the scan's (column, row, slice) shape; each source slice becomes one frame holding
     `map_volume[:, :, k].T`, at that slice's position and referencing its SOP instance. Frames are
@@ -110,42 +161,64 @@ def write_parametric_map(
     slack = MAP_RANGE_TOLERANCE * (high - low)
     if smallest < low - slack or largest > high + slack:
         raise ValueError(f"{scan.name}: map values {smallest:g}..{largest:g} lie outside {low:g}..{high:g}")
-    sources = _shared_orientation([_study_complete(_source_header(f)) for f in files])
-    if "FrameOfReferenceUID" not in sources[0]:
-        raise UserInputError(
-            f"{scan.source}: a parametric map needs the source's patient geometry (FrameOfReferenceUID), "
-            "which it lacks; use --dicom-out secondary-capture"
-        )
+    sources = source_headers(files)
+    check_placeable(sources[0], scan, "a parametric map")
+    if encoding not in PARAMETRIC_MAP_ENCODINGS:
+        raise ValueError(f"unknown parametric map encoding {encoding!r} (choose from {PARAMETRIC_MAP_ENCODINGS})")
+    series = series or DerivedSeries()
     try:
-        parametric_map = _parametric_map(sources, data, (low, high), series_description)
+        parametric_map = _parametric_map(sources, data, (low, high), encoding, series)
     except ValueError as exc:  # what highdicom refuses in a source series the reader accepted
         raise UserInputError(f"{scan.source}: cannot write a DICOM parametric map ({exc})") from exc
+    series.stamp(parametric_map, sources[0], "parametric-map")
     with atomic_write(path) as temporary:
         parametric_map.save_as(temporary)
+
+
+def check_placeable(source: Dataset, scan: Scan, what: str) -> None:
+    """Refuse a source a derived object cannot be placed on: no frame of reference, or a pixel spacing of 0."""
+    if "FrameOfReferenceUID" not in source:
+        raise UserInputError(
+            f"{scan.source}: {what} needs the source's patient geometry (FrameOfReferenceUID), "
+            "which it lacks; use --dicom-out secondary-capture"
+        )
+    if _image_attribute(source, "PixelSpacing", "PixelMeasuresSequence") is not None and not _pixel_spacing(source):
+        raise UserInputError(f"{scan.source}: PixelSpacing is zero or invalid, so {what} cannot be placed on it; "
+                             "use --dicom-out secondary-capture")
 
 
 def _parametric_map(
     sources: list[Dataset],
     data: np.ndarray,
     map_range: tuple[float, float],
-    series_description: str,
+    encoding: str,
+    series: DerivedSeries,
 ) -> hd.pm.ParametricMap:
     """The Parametric Map object: one frame per source slice, windowed to the map's full range."""
     low, high = map_range
+    frames = np.ascontiguousarray(data.transpose(2, 1, 0))
+    if encoding == "uint16":
+        step = (high - low) / UINT16_LEVELS
+        frames = _quantised(frames, low, step)
+        stored_range, slope, intercept = (0, UINT16_LEVELS), step, low
+        window = hd.VOILUTTransformation(window_center=UINT16_LEVELS / 2, window_width=UINT16_LEVELS + 1)
+    else:
+        stored_range, slope, intercept = (low, high), 1.0, 0.0
+        window = hd.VOILUTTransformation(window_center=(low + high) / 2, window_width=high - low)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=MAP_LUT_LABEL,
         lut_explanation=MAP_LUT_EXPLANATION,
         unit=SCORE_UNIT,
-        value_range=(low, high),
-        slope=1.0,
-        intercept=0.0,
+        value_range=stored_range,
+        slope=slope,
+        intercept=intercept,
         quantity_definition=ANOMALY_SCORE,
     )
     return hd.pm.ParametricMap(
         source_images=sources,
-        pixel_array=np.ascontiguousarray(data.transpose(2, 1, 0)),
+        pixel_array=frames,
         series_instance_uid=hd.UID(),
-        series_number=PARAMETRIC_MAP_SERIES_NUMBER,
+        series_number=series.number("parametric-map"),
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=MANUFACTURER,
@@ -154,12 +227,21 @@ def _parametric_map(
         device_serial_number=DEVICE_SERIAL_NUMBER,
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=(low + high) / 2, window_width=high - low)],
+        voi_lut_transformations=[window],
         content_description=RESEARCH_NOTICE,
         content_label=MAP_LUT_LABEL,
-        series_description=series_description,
+        series_description=series.description("parametric-map"),
         coding_schemes=[CodingSchemeIdentificationItem(PRIVATE_CODING_SCHEME, name=f"{MANUFACTURER} codes")],
     )
+
+
+def _quantised(frames: np.ndarray, low: float, step: float) -> np.ndarray:
+    """Frames as the nearest of 65536 levels from `low` by `step`; rounded in float64 (float32 cannot place a
+    value to half a step at the top of the range), a frame at a time so memory stays near the uint16 output."""
+    stored = np.empty(frames.shape, dtype=np.uint16)
+    for index, frame in enumerate(frames):
+        stored[index] = np.clip(np.rint((frame.astype(np.float64) - low) / step), 0, UINT16_LEVELS)
+    return stored
 
 
 def source_slice_overlays(
@@ -180,18 +262,20 @@ def write_secondary_capture(
     scan: Scan,
     folder: Path,
     *,
-    series_description: str = SECONDARY_CAPTURE_DESCRIPTION,
+    series: DerivedSeries | None = None,
 ) -> list[Path]:
     """Save (source slice index, RGB uint8 (rows, columns, 3)) overlays as one Secondary Capture each.
 
     For PACS without parametric-map support: one new series in the source's study, patient and study
     copied from each overlay's source file, which is referenced; files are `folder/sc_<slice>.dcm`.
+    Each capture's instance number is its source slice's, so PACS sorts them as the scan, not by score.
     """
     files = dicom_source_files(scan)
     expected = (scan.array.shape[1], scan.array.shape[0], 3)
     series_uid = hd.UID()
+    series = series or DerivedSeries()
     written: list[Path] = []
-    for number, (index, rgb) in enumerate(overlays, start=1):
+    for index, rgb in overlays:
         frame = np.asarray(rgb)
         if frame.shape != expected or frame.dtype != np.uint8:
             raise ValueError(
@@ -208,17 +292,18 @@ def write_secondary_capture(
             bits_allocated=8,
             coordinate_system=hd.CoordinateSystemNames.PATIENT,
             series_instance_uid=series_uid,
-            series_number=SECONDARY_CAPTURE_SERIES_NUMBER,
+            series_number=series.number("secondary-capture"),
             sop_instance_uid=hd.UID(),
-            instance_number=number,
+            instance_number=_source_instance_number(source, index),
             manufacturer=MANUFACTURER,
             pixel_spacing=_pixel_spacing(source),
             patient_orientation=_patient_orientation(source, source_file),
             transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
-            series_description=series_description,
+            series_description=series.description("secondary-capture"),
             manufacturer_model_name=MODEL_NAME,
             software_versions=__version__,
         )
+        series.stamp(image, source, "secondary-capture")
         image.ImageComments = OVERLAY_COMMENT
         image.DerivationDescription = OVERLAY_COMMENT
         image.BurnedInAnnotation = "NO"
@@ -241,6 +326,21 @@ def dicom_source_files(scan: Scan) -> list[Path]:
     if scan.kind != "volume":
         raise UserInputError(f"{scan.source}: --dicom-out needs a grey-level DICOM input, this is a colour image")
     return [Path(f) for f in scan.metadata["files"]]
+
+
+def source_headers(files: Sequence[Path]) -> list[Dataset]:
+    """The source series' headers, in slice order, as highdicom accepts them for a multi-frame derived object."""
+    return _shared_orientation([_study_complete(_source_header(f)) for f in files])
+
+
+def algorithm_identification(model: dict) -> hd.AlgorithmIdentificationSequence:
+    """The detector as DICOM names an algorithm: method, package version and the provenance that fixes its
+    output (weights, prompts' hash, layers, image size)."""
+    parameters = {key: str(model.get(key)) for key in ("clip_weights", "prompts_sha256", "layers", "image_size",
+                                                       "random_weights") if model.get(key) is not None}
+    return hd.AlgorithmIdentificationSequence(name=f"{MANUFACTURER} {model.get('method')}",
+                                              family=ARTIFICIAL_INTELLIGENCE, version=__version__,
+                                              source=MANUFACTURER, parameters=parameters)
 
 
 def _source_header(path: Path) -> Dataset:
@@ -285,9 +385,19 @@ def _image_attribute(header: Dataset, keyword: str, functional_group: str) -> ob
 
 
 def _pixel_spacing(header: Dataset) -> tuple[float, float] | None:
-    """The source's in-plane pixel spacing (row, column) in mm, when it has one."""
+    """The source's in-plane pixel spacing (row, column) in mm, when it has a usable one: a spacing of
+    0 (some scanners write it) would make every measurement in a PACS zero, so it is not copied."""
     spacing = _image_attribute(header, "PixelSpacing", "PixelMeasuresSequence")
-    return (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else None
+    if spacing is None or len(spacing) != 2:
+        return None
+    values = (float(spacing[0]), float(spacing[1]))
+    return values if all(np.isfinite(v) and v > 0 for v in values) else None
+
+
+def _source_instance_number(header: Dataset, index: int) -> int:
+    """The source slice's InstanceNumber, else its position in the series (from 1)."""
+    number = header.get("InstanceNumber")
+    return int(number) if number not in (None, "") else index + 1
 
 
 def _patient_orientation(header: Dataset, path: Path) -> tuple[str, str]:

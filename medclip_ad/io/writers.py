@@ -50,21 +50,22 @@ def atomic_write(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def write_volume_map(map_volume: np.ndarray, scan: Scan, path: Path) -> None:
-    """Save a float32 map of a volume scan as NIfTI with exactly the scan's shape and affine.
+def write_volume_map(map_volume: np.ndarray, scan: Scan, path: Path, dtype: type = np.float32) -> None:
+    """Save a map of a volume scan (float32, or `dtype`: uint8 for masks) as NIfTI with exactly the scan's shape
+    and affine.
 
     The map is not rescaled in any way (maps are comparable across cases only if never normalised).
     """
     if scan.kind != "volume" or scan.affine is None:
         raise ValueError(f"{scan.name}: a volume map needs a volume scan with an affine, got a {scan.kind}")
-    data = np.asarray(map_volume, dtype=np.float32)
+    data = np.asarray(map_volume, dtype=dtype)
     if data.shape != scan.array.shape:
         raise ValueError(f"{scan.name}: map shape {data.shape} differs from the scan's {scan.array.shape}")
     affine = np.asarray(scan.affine, dtype=np.float64)
     image = nib.Nifti1Image(data, affine)
     image.set_sform(affine, code=int(scan.metadata.get("sform_code") or SCANNER_XFORM_CODE))
     image.set_qform(affine, code=int(scan.metadata.get("qform_code") or SCANNER_XFORM_CODE))
-    image.header.set_data_dtype(np.float32)
+    image.header.set_data_dtype(dtype)
     with atomic_write(path) as temporary:
         nib.save(image, temporary)
 
