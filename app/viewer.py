@@ -16,6 +16,7 @@ import sys
 import streamlit as st
 
 from medclip_viewer.display_controls import intensity_controls, overlay_controls
+from medclip_viewer.findings_panel import findings_panel
 from medclip_viewer.launch import parse_launch_options
 from medclip_viewer.model_panel import model_panel, run_button
 from medclip_viewer.open_panel import open_case_panel
@@ -72,6 +73,7 @@ with side_column:
     metrics_box = st.container()
     plane = plane_control(scan, result)
     if result is not None:
+        findings_panel(result)
         jump_buttons(result)
     review_box = st.container()
 with viewer_column:
