@@ -142,9 +142,7 @@ def test_a_lesion_study_is_flagged_with_its_components(calibrated) -> None:
 
 def test_too_few_normals_are_refused_before_the_model_loads(calibrated, tmp_path, capsys, monkeypatch) -> None:
     root, _, held_out = calibrated
-    import medclip_ad.cli.calibrate as calibrate_cli
-
-    monkeypatch.setattr(calibrate_cli, "AnomalyPredictor", None)  # calling it would fail loudly
+    monkeypatch.setattr("medclip_ad.inference.predictor.AnomalyPredictor", None)  # loading a model would fail
     code = main(["calibrate", *map(str, sorted(held_out.iterdir())[:5]), "--out", str(tmp_path / "c.json"), *FAST])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and error == ["medclip-ad: error: an FPR of 1% needs at least 99 normals, got 5; add normals or "

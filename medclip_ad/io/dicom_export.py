@@ -110,6 +110,14 @@ class DerivedSeries:
         text = f"medclip-ad {_SERIES_KINDS[kind][1]} {self.started:%Y%m%d-%H%M%S} (not for diagnosis)"
         return text[:_DESCRIPTION_LENGTH]
 
+    def new_instance(self, kind: str) -> dict:
+        """The arguments every derived multi-frame object (highdicom) of this run takes alike: new UIDs,
+        the run's series number and description, the software as equipment, the research notice."""
+        return {"series_instance_uid": hd.UID(), "series_number": self.number(kind), "sop_instance_uid": hd.UID(),
+                "instance_number": 1, "manufacturer": MANUFACTURER, "manufacturer_model_name": MODEL_NAME,
+                "software_versions": __version__, "device_serial_number": DEVICE_SERIAL_NUMBER,
+                "content_description": RESEARCH_NOTICE, "series_description": self.description(kind)}
+
     def stamp(self, dataset: Dataset, source: Dataset, kind: str) -> None:
         """Set the run's series attributes and copy the source's anatomy and study context."""
         dataset.SeriesNumber = self.number(kind)
@@ -217,20 +225,11 @@ def _parametric_map(
     return hd.pm.ParametricMap(
         source_images=sources,
         pixel_array=frames,
-        series_instance_uid=hd.UID(),
-        series_number=series.number("parametric-map"),
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=__version__,
-        device_serial_number=DEVICE_SERIAL_NUMBER,
+        **series.new_instance("parametric-map"),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[window],
-        content_description=RESEARCH_NOTICE,
         content_label=MAP_LUT_LABEL,
-        series_description=series.description("parametric-map"),
         coding_schemes=[CodingSchemeIdentificationItem(PRIVATE_CODING_SCHEME, name=f"{MANUFACTURER} codes")],
     )
 

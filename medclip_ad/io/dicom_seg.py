@@ -13,13 +13,8 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from medclip_ad import __version__
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.dicom_export import (
-    DEVICE_SERIAL_NUMBER,
-    MANUFACTURER,
-    MODEL_NAME,
-    RESEARCH_NOTICE,
     DerivedSeries,
     algorithm_identification,
     check_placeable,
@@ -61,17 +56,8 @@ def write_segmentation(mask: np.ndarray, scan: Scan, path: Path, *, model: dict,
             pixel_array=np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[segment],
-            series_instance_uid=hd.UID(),
-            series_number=series.number("segmentation"),
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=MODEL_NAME,
-            software_versions=__version__,
-            device_serial_number=DEVICE_SERIAL_NUMBER,
-            content_description=RESEARCH_NOTICE,
+            **series.new_instance("segmentation"),
             content_label="LESIONS",
-            series_description=series.description("segmentation"),
             omit_empty_frames=bool(mask.any()),
         )
     except ValueError as exc:  # what highdicom refuses in a source series the reader accepted
