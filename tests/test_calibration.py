@@ -101,6 +101,7 @@ def test_infer_flags_held_out_normals_at_the_requested_rate(calibrated) -> None:
                  "--operating-point", "25%", "--overlays", "0", *FAST]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == HELD_OUT_NORMALS
+    assert all((out / row["path"] / "scores.json").is_file() and row["path"] == f"./{row['case']}" for row in rows)
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     flagged = sum(r["flagged"] == "yes" for r in rows)
     loaded = Calibration.load(calibration)

@@ -16,7 +16,8 @@ _FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
 def write_results_table(out_dir: Path, documents: list[tuple[Path, dict]]) -> Path:
     """Write `out_dir/results.csv` from (case folder, scores.json document) pairs; columns a run without a
-    calibration cannot fill (percentile, flagged, components) stay empty."""
+    calibration cannot fill (percentile, flagged, components) stay empty. `path` is the case folder relative
+    to `out_dir` ("./case"), so the table stays right when the folder moves."""
     rows = sorted(documents, key=lambda item: -float(item[1]["score"]))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -26,7 +27,8 @@ def write_results_table(out_dir: Path, documents: list[tuple[Path, dict]]) -> Pa
         writer.writerow([_text(document["case"]), _text(document["input"]), f"{float(document['score']):.6g}",
                          "" if "percentile" not in document else f"{document['percentile']:.1f}",
                          "" if "flagged" not in document else ("yes" if document["flagged"] else "no"),
-                         "" if components is None else len(components), _text(folder)])
+                         "" if components is None else len(components),
+                         f"./{Path(folder).relative_to(out_dir).as_posix()}"])
     path = Path(out_dir) / RESULTS_TABLE
     with atomic_write(path) as temporary:
         temporary.write_text(text.getvalue(), encoding="utf-8")
