@@ -224,7 +224,10 @@ def test_torchrun_data_parallel_training_equals_the_single_process_run(single_tr
     parallel = load_prompt_checkpoint(workspace / "trained_ddp" / FINAL_CHECKPOINT)
     assert set(single.tensors) == set(parallel.tensors)
     for name, value in single.tensors.items():
-        torch.testing.assert_close(parallel.tensors[name], value, rtol=1e-4, atol=1e-5)
+        # Deep prompts enter the text blocks rounded through fp16, as in the reference, so their gradient is
+        # rounded to fp16 per process before the sum: it matches the single process to that rounding only.
+        tolerance = 1e-4 if name.startswith("deep_prompts.") else 1e-5
+        torch.testing.assert_close(parallel.tensors[name], value, rtol=1e-4, atol=tolerance)
     assert parallel.metadata == single.metadata
     single_log, parallel_log = ((folder / LOG_FILE).read_text().splitlines() for folder in
                                 (single_training, workspace / "trained_ddp"))
