@@ -7,19 +7,28 @@ step produced. Tolerances are the fixture README's.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from medclip_ad.config import DetectorConfig
+from medclip_ad.datasets import DatasetWarning
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples, read_display_image
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.inference.preprocessing import as_rgb, preprocess, resize_rgb
+from medclip_ad.methods.anomalyclip import training as anomalyclip_training
+from medclip_ad.methods.anomalyclip.detector import AnomalyCLIP
+from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
+from medclip_ad.methods.checkpoint import load_into_learner, load_prompt_checkpoint
+from medclip_ad.methods.registry import new_prompt_learner
 from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from medclip_ad.modeling.clip_backbone import load_clip
-from medclip_ad.training.losses import dice_loss, focal_loss
+from medclip_ad.modeling.dpam import DPAMVisionEncoder
+from medclip_ad.modeling.text_encoder import TextEncoder
+from medclip_ad.training.losses import dice_loss, focal_loss, glocal_loss
 from PIL import Image
 from torch.utils.data import default_collate
 
@@ -104,3 +113,65 @@ def test_inference_with_the_after_step_checkpoint(setting, backbone):
         assert abs(float(scores[index]) - float(expected[f"{name}/score"])) <= 1e-5, name
         assert np.abs(raw[index] - expected[f"{name}/raw_map"]).max() <= 2e-5, name
         assert np.abs(maps[index].numpy() - expected[f"{name}/map"]).max() <= 2e-5, name
+
+
+def start_learner(text_encoder):
+    """A prompt learner holding the fixture's starting prompts (the reference's own initialisation)."""
+    checkpoint = load_prompt_checkpoint(FIXTURE / "start_prompts_reference_format.pth")
+    learner = new_prompt_learner(text_encoder, like=checkpoint)
+    load_into_learner(checkpoint, learner)
+    return learner
+
+
+def learned_tensors(learner) -> dict[str, torch.Tensor]:
+    """The learner's tensors under the reference's names and shapes."""
+    return {"ctx_pos": learner.ctx_normal, "ctx_neg": learner.ctx_abnormal,
+            **{name: prompt for name, prompt in zip(DEEP, learner.deep_prompts)}}
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_losses_and_gradients_of_the_step(setting, backbone):
+    expected = np.load(FIXTURE / f"expected_step_{setting}.npz")
+    text_encoder = TextEncoder(backbone.model)
+    learner = start_learner(text_encoder)
+    model = AnomalyCLIP(text_encoder, DPAMVisionEncoder(backbone.model, 518, SETTINGS[setting]), learner)
+    batch = fixture_batch(expected["order"])
+    output = model(batch["image"])
+    parts = glocal_loss(output.image_logits, batch["label"], output.probability_maps, batch["mask"])
+    values = {key: float(value.detach()) for key, value in parts.items()}
+    assert abs(values["global"] - float(expected["global_loss"])) <= 1e-5
+    assert abs(values["local"] - float(expected["local_sum"])) <= 2e-5
+    assert abs(values["total"] - float(expected["total"])) <= 2e-5
+    parts["total"].backward()
+    for name, tensor in learned_tensors(learner).items():
+        reference = expected[f"grad/{name}"].reshape(tensor.shape)
+        relative = np.abs(tensor.grad.numpy() - reference).max() / np.abs(reference).max()
+        assert relative <= (1e-3 if name in DEEP else 1e-5), name
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_one_training_step_through_train_prompts(setting, monkeypatch, tmp_path):
+    """`train` for one step of the whole fixture batch, from the fixture's prompts: losses and Adam's result."""
+    expected = np.load(FIXTURE / f"expected_step_{setting}.npz")
+    monkeypatch.setattr(anomalyclip_training, "new_prompt_learner", lambda text_encoder: start_learner(text_encoder))
+    detector = DetectorConfig(clip_weights=CLIP_WEIGHTS, layers=SETTINGS[setting], image_size=518, device="cpu")
+    with pytest.warns(DatasetWarning, match="1 anomalous training image"):  # disc_lesion has no mask
+        run = train_prompts(detector, [Manifest.load(FIXTURE / "batch" / "meta.json")], tmp_path,
+                            TrainingConfig(epochs=1, batch_size=4), show_progress=False)
+    with open(tmp_path / "train_log.csv") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert abs(float(row["global_loss"]) - float(expected["global_loss"])) <= 1e-5
+    assert abs(float(row["local_loss"]) - float(expected["local_sum"])) <= 2e-5
+    assert abs(float(row["loss"]) - float(expected["total"])) <= 2e-5
+    after = load_prompt_checkpoint(run.final_checkpoint).tensors
+    ours = {"ctx_pos": after["ctx_normal"], "ctx_neg": after["ctx_abnormal"],
+            **{name: after[f"deep_prompts.{index}"] for index, name in enumerate(DEEP)}}
+    moved_differently = 0
+    for name, tensor in ours.items():
+        difference = np.abs(tensor.numpy() - expected[f"after/{name}"].reshape(tensor.shape))
+        if name in DEEP:
+            assert difference.max() <= 2e-3 + 1e-6, name  # an fp16-rounded tiny gradient of the other sign
+            moved_differently += int((difference > 1e-6).sum())
+        else:
+            assert difference.max() <= 1e-6, name
+    assert moved_differently <= 8

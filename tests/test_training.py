@@ -8,7 +8,7 @@ import pytest
 import torch
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
-from medclip_ad.datasets import Manifest, prepare_dataset
+from medclip_ad.datasets import DatasetWarning, Manifest, prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
 from medclip_ad.methods.checkpoint import load_prompt_checkpoint
@@ -58,6 +58,19 @@ def test_resumed_run_continues_from_its_epoch_and_matches_a_straight_run(manifes
     with pytest.raises(UserInputError, match="already trained 2 epochs"):
         train_prompts(DETECTOR, [kvasir, endo], tmp_path / "split", TrainingConfig(epochs=2),
                       resume=tmp_path / "split" / "epoch_002.safetensors", show_progress=False)
+
+
+def test_anomalous_images_without_masks_enter_the_local_loss_with_a_warning(manifests, tmp_path):
+    kvasir, _, brain = manifests  # brain: labels only, so its anomalous images have no mask
+    with pytest.warns(DatasetWarning, match="3 anomalous training image"):
+        run = train_prompts(DETECTOR, [kvasir, brain], tmp_path, TrainingConfig(epochs=1, batch_size=1),
+                            show_progress=False)
+    assert run.loss_mode == "glocal"
+    with open(tmp_path / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    # One image per step: each unmasked image, normal or anomalous, has a local term of its own (all-zero mask).
+    assert len(rows) == 10 and all(float(row["local_loss"]) > 0 for row in rows)
+    assert load_prompt_checkpoint(run.final_checkpoint).metadata["activation"] == "quick_gelu"
 
 
 def test_image_labels_only_data_trains_the_global_loss(manifests, tmp_path):

@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from medclip_ad.datasets.manifest import Manifest, ManifestEntry
+from medclip_ad.datasets.notices import warn_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.io.discovery import CaseSource
@@ -52,6 +53,15 @@ def manifest_samples(manifests: list[Manifest], split: str = "test", kind: str =
 def samples_per_dataset(samples: list[Sample]) -> dict[str, int]:
     """How many samples each dataset contributes, in first-seen order: the `training_data` of provenance."""
     return dict(Counter(sample.dataset for sample in samples))
+
+
+def warn_unmasked_anomalies(samples: list[Sample]) -> None:
+    """Say when anomalous training images lack masks: the local loss takes them as all-normal, as the reference does."""
+    count = sum(1 for sample in samples if sample.entry.anomaly and not sample.entry.has_mask)
+    if count:
+        warn_dataset(f"{count} anomalous training image(s) have no mask; like the reference, the local loss takes "
+                     f"them with an all-zero mask (no anomalous pixel); pass --image-labels-only to train the "
+                     f"image loss alone")
 
 
 def read_display_image(path: Path) -> np.ndarray:

@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from medclip_ad.config import DetectorConfig, TrainingConfig
 from medclip_ad.datasets.manifest import Manifest
-from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
+from medclip_ad.datasets.samples import (
+    SampleDataset,
+    manifest_samples,
+    samples_per_dataset,
+    warn_unmasked_anomalies,
+)
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import resolve_device
 from medclip_ad.io.writers import atomic_write
@@ -38,6 +43,7 @@ from medclip_ad.methods.checkpoint import (
     save_prompt_checkpoint,
 )
 from medclip_ad.methods.registry import load_backbone, new_prompt_learner
+from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.dpam import DPAMVisionEncoder
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.training.losses import glocal_loss
@@ -106,6 +112,8 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
                              f"(found only label {labels.pop() if labels else 'none'})")
     use_masks = not config.image_labels_only and any(sample.entry.has_mask for sample in samples)
     loss_mode = "glocal" if use_masks else "global only (no masks)"
+    if use_masks:
+        warn_unmasked_anomalies(samples)
     device = resolve_device(detector.device)
 
     torch.manual_seed(config.seed)
@@ -123,7 +131,7 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = SampleDataset(samples, detector.image_size)
-    provenance = _provenance(detector, backbone.source, backbone.architecture, manifests, samples, config, loss_mode)
+    provenance = _provenance(detector, backbone, samples, config, loss_mode)
     run = TrainingRun(out_dir / FINAL_CHECKPOINT, loss_mode=loss_mode)
     if process.is_main:
         print(f"training {sum(p.numel() for p in learner.parameters())} prompt values on {len(samples)} images "
@@ -159,11 +167,9 @@ def _training_step(model: AnomalyCLIP, optimizer: torch.optim.Optimizer, batch: 
     images = batch["image"].to(device)
     labels = batch["label"].to(device)
     output = model(images)  # CLIP is frozen, so autograd records only the text side
-    # A local term needs a true mask: anomalous images without one only train the global term.
-    valid = (batch["has_mask"] | (batch["label"] == 0)).to(device)
-    masks = batch["mask"].to(device)[valid] if use_masks and bool(valid.any()) else None
-    maps = [probabilities[valid] for probabilities in output.probability_maps] if masks is not None else []
-    parts = glocal_loss(output.image_logits, labels, maps, masks, local_weight)
+    # As in the reference, every image enters the local term; one without a mask file has an all-zero mask.
+    masks = batch["mask"].to(device) if use_masks else None
+    parts = glocal_loss(output.image_logits, labels, output.probability_maps if use_masks else [], masks, local_weight)
     optimizer.zero_grad(set_to_none=True)
     parts["total"].backward()
     optimizer.step()
@@ -175,12 +181,12 @@ def recipe_json(config: object) -> dict[str, object]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
 
 
-def _provenance(detector: DetectorConfig, source: str, architecture: str, manifests: list[Manifest],
-                samples: list, config: TrainingConfig, loss_mode: str) -> dict[str, object]:
-    return {"method": "anomalyclip", "backbone": architecture, "clip_weights": source,
+def _provenance(detector: DetectorConfig, backbone: ClipBackbone, samples: list, config: TrainingConfig,
+                loss_mode: str) -> dict[str, object]:
+    return {"method": "anomalyclip", "backbone": backbone.architecture, "clip_weights": backbone.source,
             "layers": list(detector.layers), "image_size": detector.image_size,
             "training_data": samples_per_dataset(samples), "epochs": config.epochs, "seed": config.seed,
-            "recipe": recipe_json(config), "loss_mode": loss_mode}
+            "recipe": recipe_json(config), "loss_mode": loss_mode, "activation": backbone.activation}
 
 
 def _save(path: Path, learner, optimizer: torch.optim.Optimizer, metadata: dict[str, object]) -> None:
