@@ -17,8 +17,8 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from medclip_ad import limits
 from medclip_ad.errors import UserInputError
-from medclip_ad.io import read_checks
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import SyntheticLesion, make_synthetic_study
@@ -413,7 +413,7 @@ def test_uneven_and_repeated_slices_are_refused(tmp_path: Path) -> None:
 
 
 def test_huge_inputs_are_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(read_checks, "MAX_VOXELS", 1000)
+    monkeypatch.setattr(limits, "MAX_VOXELS", 1000)
     png = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(png)
     for path in (png, Path(nibabel_data) / "anatomical.nii", CT5N):

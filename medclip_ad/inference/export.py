@@ -21,6 +21,7 @@ constant, are addressed to this module rather than to users and are silenced whi
 from __future__ import annotations
 
 import importlib.util
+import io
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,9 +149,15 @@ def check_export_request(out_dir: Path, formats: Sequence[str], overwrite: bool)
 
 def _export_torchscript(traced: torch.jit.ScriptModule, trace_images: torch.Tensor, check_images: torch.Tensor,
                         path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Freeze (weights become constants, unused ones go), save, reload and run the reloaded file."""
-    torch.jit.freeze(traced.eval()).save(str(path))
-    loaded = torch.jit.load(str(path), map_location=check_images.device)
+    """Freeze (weights become constants, unused ones go), serialise, reload and run exactly the bytes written.
+
+    The reload reads the in-memory bytes this process just produced, never a file on disk, so nothing
+    another user could have placed is ever handed to `torch.jit.load`.
+    """
+    serialised = io.BytesIO()
+    torch.jit.save(torch.jit.freeze(traced.eval()), serialised)
+    path.write_bytes(serialised.getvalue())
+    loaded = torch.jit.load(io.BytesIO(serialised.getvalue()), map_location=check_images.device)
     with torch.no_grad():
         scores, maps = loaded(check_images)
     return scores.cpu(), maps.cpu()

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medclip_ad import limits
 from medclip_ad.errors import UserInputError
-
-# Inputs larger than this many voxels (pixels for 2-D images) are refused before their pixels are
-# decoded: 2**29 float32 voxels are 2 GiB, e.g. 512 x 512 x 2048 slices or a 23k x 23k image.
-MAX_VOXELS: int = 2**29
 
 # ITK errors start with the C++ source location and a class/address prefix; users need the rest.
 _SOURCE_LOCATION = re.compile(r"\.(cxx|hxx|cpp|h):\d+:?$")
@@ -42,8 +39,8 @@ def check_size(path: Path, shape: Sequence[int]) -> None:
     count = int(np.prod([int(s) for s in shape], dtype=np.int64))
     if count == 0:
         raise fail(path, f"holds no pixels (shape {tuple(int(s) for s in shape)})")
-    if count > MAX_VOXELS:
-        raise fail(path, f"too large: {count:,} voxels, the limit is {MAX_VOXELS:,}")
+    if count > limits.MAX_VOXELS:
+        raise fail(path, f"too large: {count:,} voxels, the limit is {limits.MAX_VOXELS:,}")
 
 
 def check_not_all_nan(path: Path, array: np.ndarray) -> None:

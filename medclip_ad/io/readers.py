@@ -20,7 +20,8 @@ from medclip_ad.io.dicom_reader import read_dicom
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.image_reader import read_image
 from medclip_ad.io.nifti_reader import read_nifti
-from medclip_ad.io.read_checks import MAX_VOXELS, READ_ERRORS
+from medclip_ad.io.read_checks import READ_ERRORS
+from medclip_ad.limits import MAX_VOXELS
 from medclip_ad.io.scan import Scan
 
 __all__ = ["MAX_VOXELS", "nifti_volume_count", "read_case", "read_study"]

@@ -13,15 +13,14 @@ infers it where the source says for certain (an OpenAI release, OpenAI's TorchSc
 random presets) and otherwise assumes it from the file's layout and says so on stderr. The choice and
 why it was made are recorded on the backbone, and from there in every output's provenance.
 
-Nothing is unpickled with code execution: plain files go through `torch.load(weights_only=True)` and
-TorchScript archives through `torch.jit.load`, which reads tensors and TorchScript, not Python pickles.
+Nothing in a weights file can run: plain files go through `torch.load(weights_only=True)`, and
+TorchScript archives (OpenAI's format) through `torchscript_archive`, which rebuilds their tensors and
+never compiles or calls the code they carry (`torch.jit.load` would).
 """
 
 from __future__ import annotations
 
 import sys
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from open_clip.transformer import QuickGELU
 from medclip_ad.config import ACTIVATIONS
 from medclip_ad.constants import DEFAULT_BACKBONE
 from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.torchscript_archive import is_torchscript_archive, read_torchscript_tensors
 from medclip_ad.modeling.weights_download import release_weights_file
 
 RANDOM_PREFIX = "random:"
@@ -60,6 +60,8 @@ RANDOM_PRESETS: dict[str, RandomClipPreset] = {
                                      embed_dim=768),
 }
 
+# Tensors OpenAI's files (and TorchScript archives' attributes) hold beside the weights: sizes, attention masks.
+_NOT_WEIGHTS = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
 _REQUIRED_KEYS = ("visual.proj", "visual.conv1.weight", "visual.positional_embedding", "text_projection",
                   "token_embedding.weight", "positional_embedding", "ln_final.weight")
 
@@ -104,7 +106,7 @@ def load_clip(weights: str, activation: str = "auto", reason: str = "--activatio
 
 def _file_activation(path: Path, is_open_clip_training_file: bool) -> tuple[str, str]:
     """The activation of a weights file and why: certain for OpenAI's archive, an announced assumption otherwise."""
-    if _is_torchscript_archive(path):
+    if is_torchscript_archive(path):
         return "quick_gelu", "OpenAI TorchScript archive"
     if is_open_clip_training_file:
         activation, layout = "gelu", "an open_clip training checkpoint"
@@ -120,15 +122,13 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     """Read a CLIP state dict from any supported file; second value: it was an open_clip training file."""
     if not path.is_file():
         raise UserInputError(f"{path}: CLIP weights file not found")
+    if is_torchscript_archive(path):
+        return _checked_state_dict(path, read_torchscript_tensors(path)), False
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             raw = load_file(str(path))
-        elif _is_torchscript_archive(path):
-            with warnings.catch_warnings():  # OpenAI ships this format; torch marks its reader deprecated
-                warnings.simplefilter("ignore", FutureWarning)
-                raw = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # any reader failure means the file is not usable weights
@@ -138,11 +138,16 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     state_dict = raw["state_dict"] if training_file else raw
     if not isinstance(state_dict, dict):
         raise UserInputError(f"{path}: not a CLIP checkpoint (holds a {type(state_dict).__name__}, not a state dict)")
+    return _checked_state_dict(path, state_dict), training_file
+
+
+def _checked_state_dict(path: Path, state_dict: dict) -> dict[str, torch.Tensor]:
+    """The tensors under OpenAI key names, refused when the keys every CLIP ViT has are missing."""
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     missing = [k for k in _REQUIRED_KEYS if k not in state_dict]
     if missing:
         raise UserInputError(f"{path}: not a CLIP ViT checkpoint with OpenAI key names (missing {', '.join(missing)})")
-    return state_dict, training_file
+    return state_dict
 
 
 def clip_from_state_dict(state_dict: dict[str, torch.Tensor], quick_gelu: bool, origin: str) -> CLIP:
@@ -159,8 +164,7 @@ def clip_from_state_dict(state_dict: dict[str, torch.Tensor], quick_gelu: bool, 
         width=text_width, heads=max(1, text_width // 64),
         layers=_count_blocks(state_dict, "transformer.resblocks."))
     model = CLIP(state_dict["text_projection"].shape[1], vision_cfg, text_cfg, quick_gelu=quick_gelu)
-    extra = {"input_resolution", "context_length", "vocab_size"}
-    weights = {k: v.float() for k, v in state_dict.items() if k not in extra}
+    weights = {k: v.float() for k, v in state_dict.items() if k.rpartition(".")[2] not in _NOT_WEIGHTS}
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
@@ -213,13 +217,6 @@ def _random_clip(preset_name: str, activation: str, reason: str) -> ClipBackbone
 
 def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 def _freeze(model: CLIP) -> CLIP:
