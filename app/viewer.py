@@ -3,6 +3,7 @@
     streamlit run app/viewer.py                                              # upload a study
     streamlit run app/viewer.py -- --case medclip-ad-demo/results/dicom      # open an infer output
     streamlit run app/viewer.py -- --data-root /data/studies                 # browse server folders
+    streamlit run app/viewer.py -- --data-root /data --weights-dir /models   # offer the weights in /models
 
 Streamlit puts this file's folder on the import path, so the viewer's modules import by their names.
 This script only lays the page out; each part lives in its own module.
@@ -15,6 +16,7 @@ import sys
 
 import streamlit as st
 
+from medclip_viewer.access import exposure_warning, require_password
 from medclip_viewer.display_controls import intensity_controls, overlay_controls
 from medclip_viewer.findings_panel import findings_panel
 from medclip_viewer.launch import parse_launch_options
@@ -39,19 +41,23 @@ from medclip_viewer.worklist_panel import worklist_table
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
 
 st.set_page_config(page_title="medclip-ad viewer", layout="wide")
+require_password()
 launch = parse_launch_options(sys.argv[1:], os.environ)
 session = viewer_session()
+show_patient = bool(st.session_state.get(KEY_SHOW_PATIENT, False))
 st.sidebar.title("medclip-ad viewer")
 open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in range(4))
 with open_box:
-    open_case_panel(session, launch)
+    open_case_panel(session, launch, show_patient)
 with model_box:
-    config, scoring = model_panel()
-    run_button(session, config, scoring)
+    config, scoring = model_panel(launch.weights_dir)
+    run_button(session, config, scoring, launch.weights_dir)
 with privacy_box:
     st.header("Privacy")
-    show_patient = st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT)
+    st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT,
+              help="Off: no identifiers, and the case is called by a neutral label instead of its file name.")
 
+exposure_warning()
 st.caption(NOT_FOR_DIAGNOSIS)
 worklist_table()
 if session.scan is None:
@@ -59,7 +65,8 @@ if session.scan is None:
     st.stop()
 
 scan, result = session.scan, session.shown()
-case_header(scan, show_patient)
+title = scan.name if show_patient else session.case_label
+case_header(scan, title, show_patient)
 if result is None:
     st.info("No results for this case yet: choose the model in the sidebar and press Run inference.")
 else:
@@ -83,7 +90,7 @@ if result is not None:
     with metrics_box:
         score_metrics(result, layout, index)
     score_plot(result, layout, index)
-    exports(scan, result, layout, index, overlay_png)
+    exports(title, scan, result, layout, index, overlay_png)
     provenance(result)
     if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
         with review_box:

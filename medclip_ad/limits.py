@@ -17,9 +17,10 @@ GIB: int = 2**30
 # 2**29 float32 voxels are 2 GiB, e.g. 512 x 512 x 2048 slices or a 23k x 23k image.
 MAX_VOXELS: int = 2**29
 
-# A gzip stream (.nii.gz) may unpack to at most this many times its compressed size. Scans compress
-# 2-5x and masks or mostly-empty volumes 100-300x; a bomb of zeros reaches 1000x.
-MAX_GZIP_RATIO: int = 500
+# A gzip or deflate stream (.nii.gz, deflated DICOM) may unpack to at most this many times its
+# compressed size. Scans compress 2-5x and masks or mostly-empty volumes 100-300x; a bomb of zeros
+# reaches 1000x.
+MAX_INFLATE_RATIO: int = 500
 # A NIfTI header plus its extensions (`vox_offset`, where the voxels start) may take at most this many
 # bytes; real extensions (CIFTI XML, AFNI attributes, DICOM headers) stay far below.
 MAX_NIFTI_HEADER_BYTES: int = 64 * MIB
@@ -49,3 +50,5 @@ DEFAULT_MAX_TOTAL_UPLOAD_BYTES: int = 16 * GIB
 # Viewer browsing: listings stop after this many entries, and look at most this deep below the root.
 MAX_BROWSE_ENTRIES: int = 2000
 MAX_BROWSE_DEPTH: int = 4
+# Viewer model choices: at most this many files of the launch weights folder are offered.
+MAX_WEIGHT_FILES: int = 500

@@ -38,6 +38,7 @@ APP_DIR = Path(__file__).resolve().parents[1] / "app"
 sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Streamlit runs them
 
 from medclip_viewer.browse import list_entries, resolve_under_root  # noqa: E402
+from medclip_viewer.display_text import unescape  # noqa: E402
 from medclip_viewer.intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
 from medclip_viewer.model import METHOD_AUTO, detector_config  # noqa: E402
@@ -118,9 +119,17 @@ def viewer(monkeypatch):
     return AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S)
 
 
-def opened_case(viewer: AppTest, monkeypatch, case: Path) -> AppTest:
+def opened_case(viewer: AppTest, monkeypatch, case: Path, data_root: Path | None = None) -> AppTest:
+    """The viewer started on a results folder, with the data root its scans lie under (the case's grandparent's
+    parent by default, which holds the generated study)."""
     monkeypatch.setenv(CASE_ENV, str(case))
+    monkeypatch.setenv(DATA_ROOT_ENV, str(data_root or case.parents[1]))
     return ok(viewer.run())
+
+
+def table_with(at: AppTest, column: str):
+    """The table on the page with this column (the patient table has `field`, the provenance one `setting`)."""
+    return next(frame.value for frame in at.dataframe if column in frame.value.columns)
 
 
 def ok(at: AppTest) -> AppTest:
@@ -141,6 +150,11 @@ def panel(at: AppTest, name: str) -> tuple[np.ndarray, str, str]:
 
 def metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def provenance_row(at: AppTest, setting: str) -> str:
+    table = table_with(at, "setting")
+    return table["value"][list(table["setting"]).index(setting)]
 
 
 def page_text(at: AppTest) -> str:
@@ -266,8 +280,11 @@ def test_patient_identifiers_only_with_the_toggle(viewer, monkeypatch, generated
     at = opened_case(viewer, monkeypatch, generated["case"])
     text = page_text(at)
     assert DEMO_PATIENT_NAME not in text and DEMO_PATIENT_ID not in text
+    assert at.subheader[0].value == "case 1"  # a neutral label, not the file-derived case name
     ok(at.toggle(key=KEY_SHOW_PATIENT).set_value(True).run())
-    assert any(DEMO_PATIENT_NAME in m.value and DEMO_PATIENT_ID in m.value for m in at.markdown)
+    table = table_with(at, "field")
+    assert {DEMO_PATIENT_NAME, DEMO_PATIENT_ID} <= set(table["value"])
+    assert at.subheader[0].value == generated["document"]["case"]
 
 
 def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, generated):
@@ -279,10 +296,10 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     assert all(not entry.startswith("/") and ".." not in entry for entry in entries)
     at.selectbox(key=KEY_BROWSE).select("study/synthetic_ct.nii.gz")
     ok(at.button(key=KEY_BROWSE_OPEN).click().run())
-    assert at.subheader[0].value == "synthetic_ct"
+    assert at.subheader[0].value == "case 1"
     assert any("No results" in info.value for info in at.info)
     assert "percentiles" in panel(at, "Scan")[1]  # NIfTI has no modality: robust percentiles, as the model
-    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
     ok(at.run())
     assert any("RANDOM WEIGHTS" in e.value for e in at.sidebar.error)
@@ -291,12 +308,12 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     assert 0.0 < float(metric(at, "Case score")) < 1.0
     assert panel(at, "Overlay")[0].shape == (512, 512, 3)
     assert ok(at.run()).button(key=KEY_RUN).label == "Show earlier result"  # cached per case and model
-    assert "scored plane | `axial`" in page_text(at) and "volume score | `max`" in page_text(at)
+    assert provenance_row(at, "scored plane") == "axial" and provenance_row(at, "volume score") == "max"
     at.selectbox(key=KEY_SCORED_PLANE).select("coronal")
     at.selectbox(key=KEY_AGGREGATION).select("mean")
     assert ok(at.run()).button(key=KEY_RUN).label == "Run inference"  # other scoring: not the cached result
     ok(at.button(key=KEY_RUN).click().run())
-    assert "scored plane | `coronal`" in page_text(at) and "volume score | `mean`" in page_text(at)
+    assert provenance_row(at, "scored plane") == "coronal" and provenance_row(at, "volume score") == "mean"
 
 
 def test_a_4d_series_opens_one_volume_and_its_result_reopens(viewer, monkeypatch, tmp_path):
@@ -314,13 +331,14 @@ def test_a_4d_series_opens_one_volume_and_its_result_reopens(viewer, monkeypatch
     ok(at.button(key=KEY_BROWSE_OPEN).click().run())
     assert at.number_input(key=KEY_VOLUME_INDEX).max == 2 and not at.error
     ok(at.number_input(key=KEY_VOLUME_INDEX).set_value(2).run())
-    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
     ok(at.button(key=KEY_RUN).click().run())
     [written] = (tmp_path / "work").glob("medclip-ad-viewer-*/results/*/dynamic/scores.json")
     assert json.loads(written.read_text())["volume_index"] == 2
-    reopened = opened_case(AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S), monkeypatch, written.parent)
-    assert reopened.subheader[0].value == "dynamic" and not [e for e in reopened.error if "Cannot" in e.value]
+    reopened = opened_case(AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S), monkeypatch, written.parent,
+                           data_root=root)
+    assert reopened.subheader[0].value == "case 1" and not [e for e in reopened.error if "Cannot" in e.value]
 
 
 def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
@@ -328,9 +346,9 @@ def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
     image = png_bytes(rng.integers(0, 256, (60, 90), dtype=np.uint8))
     at = ok(viewer.run())
     ok(at.file_uploader(key=KEY_UPLOAD).upload("photo.png", image, "image/png").run())
-    assert at.subheader[0].value == "photo"
+    assert at.subheader[0].value == "case 1"
     assert "8-bit image, unchanged" in panel(at, "Scan")[1]
-    at.text_input(key=KEY_CLIP_WEIGHTS).input("random:tiny")
+    at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
     ok(at.button(key=KEY_RUN).click().run())
     assert 0.0 < float(metric(at, "Case score")) < 1.0
@@ -344,7 +362,7 @@ def test_zipped_dicom_series_upload_opens_without_identifiers(viewer, generated)
             archive.write(path, f"series/{path.name}")
     at = ok(viewer.run())
     ok(at.file_uploader(key=KEY_UPLOAD).upload("series.zip", buffer.getvalue(), "application/zip").run())
-    assert at.subheader[0].value == "series"
+    assert at.subheader[0].value == "case 1"
     assert "volume · CT · 128 x 128 x 32" in page_text(at)
     assert DEMO_PATIENT_NAME not in page_text(at)
 
@@ -352,11 +370,11 @@ def test_zipped_dicom_series_upload_opens_without_identifiers(viewer, generated)
 def test_unreadable_uploads_get_a_clear_message(viewer):
     at = ok(viewer.run())
     ok(at.file_uploader(key=KEY_UPLOAD).upload("scan.dcm", b"not a dicom file at all").run())
-    messages = [e.value for e in at.sidebar.error]
+    messages = [unescape(e.value) for e in at.sidebar.error]
     assert any(m.startswith("Cannot read scan.dcm: not a DICOM file") for m in messages), messages
     assert not any("/tmp" in m or "medclip-ad-viewer" in m for m in messages)  # no server paths
     ok(at.file_uploader(key=KEY_UPLOAD).set_value(("series.zip", b"PK broken", "application/zip")).run())
-    assert any("series.zip: not a readable zip archive" in e.value for e in at.sidebar.error)
+    assert any("series.zip: not a readable zip archive" in unescape(e.value) for e in at.sidebar.error)
     assert any("Open a case" in info.value for info in at.info)
 
 
@@ -366,8 +384,9 @@ def test_results_folder_whose_input_moved_says_so(viewer, monkeypatch, generated
     document = dict(generated["document"], input=str(tmp_path / "gone"))
     (moved / "scores.json").write_text(json.dumps(document))
     (moved / "anomaly_map.nii.gz").write_bytes((generated["case"] / "anomaly_map.nii.gz").read_bytes())
-    at = opened_case(viewer, monkeypatch, moved)
-    assert any("no longer there" in e.value for e in at.sidebar.error)
+    at = opened_case(viewer, monkeypatch, moved, data_root=tmp_path)
+    messages = [unescape(e.value) for e in at.sidebar.error]
+    assert any("the scanned input gone: not available here" in m for m in messages), messages
 
 
 # --- pure parts ---------------------------------------------------------------------------------------
@@ -518,7 +537,7 @@ def test_browsing_is_confined_to_the_data_root(tmp_path):
     assert entries == ["./", "brain.nii.gz", "series/"] and not truncated
     assert resolve_under_root(root, "series/") == (root / "series").resolve()
     for outside in ("../secret", "escape", str(tmp_path / "secret")):
-        with pytest.raises(UserInputError, match="outside the data root"):
+        with pytest.raises(UserInputError, match="not available here"):
             resolve_under_root(root, outside)
 
 
@@ -527,7 +546,7 @@ def test_zip_upload_cannot_escape_its_folder(tmp_path):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../evil.txt", "x")
     with pytest.raises(UserInputError, match="leads outside"):
-        save_upload([("bad.zip", buffer.getvalue())], tmp_path / "upload")
+        save_upload([("bad.zip", buffer.getvalue())], tmp_path / "upload", 2**20)
     assert not (tmp_path / "evil.txt").exists()
-    folder = save_upload([("../../a b.png", b"1"), ("a b.png", b"2")], tmp_path / "names")
+    folder = save_upload([("../../a b.png", b"1"), ("a b.png", b"2")], tmp_path / "names", 2**20)
     assert sorted(p.name for p in folder.iterdir()) == ["1_a_b.png", "a_b.png"]

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.discovery import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES
+from medclip_ad.limits import MAX_BROWSE_DEPTH, MAX_BROWSE_ENTRIES
 
-# Listings stop after this many entries; the page says so and the user narrows down by folder.
-MAX_BROWSE_ENTRIES: int = 2000
-# How deep below the root the listing looks.
-MAX_BROWSE_DEPTH: int = 4
+from medclip_viewer.confinement import NOT_AVAILABLE
 
 ROOT_ENTRY = "./"
 
@@ -25,13 +23,12 @@ _OPENABLE_SUFFIXES = NIFTI_SUFFIXES + IMAGE_SUFFIXES + DICOM_SUFFIXES
 
 
 def resolve_under_root(root: Path, relative: str) -> Path:
-    """The real path of `relative` inside `root`; refuses anything that leads outside (.., links, absolute)."""
+    """The real path of `relative` inside `root`; refuses anything that leads outside (.., links, absolute)
+    or no longer exists, in the same words, so the answer tells nothing about what lies outside."""
     real_root = root.resolve()
     candidate = (real_root / relative).resolve()
-    if candidate != real_root and real_root not in candidate.parents:
-        raise UserInputError(f"{relative}: outside the data root")
-    if not candidate.exists():
-        raise UserInputError(f"{relative}: no longer exists under the data root")
+    if (candidate != real_root and real_root not in candidate.parents) or not candidate.exists():
+        raise UserInputError(f"{Path(relative).name or relative}: {NOT_AVAILABLE}")
     return candidate
 
 

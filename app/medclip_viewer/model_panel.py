@@ -1,10 +1,16 @@
 """Sidebar "Model": which detector scores the open case, and the button that runs it with a progress bar.
 
+CLIP weights and checkpoints are picked from a list: the built-in sources and the files of the
+`--weights-dir` chosen at launch. A visitor never types a server path, so no file the viewer did not
+offer (an uploaded TorchScript payload, say) can be loaded as a model.
+
 Random weights are allowed (they show the workflow on machines without CLIP weights) but the choice is
 flagged in red before anything runs, as every result made with them is flagged after.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 from medclip_ad.config import DetectorConfig
@@ -13,7 +19,10 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
 from medclip_ad.inference.volume import AGGREGATIONS
+from medclip_ad.limits import MAX_WEIGHT_FILES
 
+from medclip_viewer.confinement import Scope
+from medclip_viewer.display_text import plain
 from medclip_viewer.model import (
     DEVICES,
     METHOD_AUTO,
@@ -39,27 +48,33 @@ from medclip_viewer.state import (
     ViewerSession,
 )
 
-DEFAULT_CLIP_WEIGHTS = DetectorConfig().clip_weights
+BUILT_IN_WEIGHTS: tuple[str, ...] = (DetectorConfig().clip_weights, "random:tiny")
+NO_CHECKPOINT = "(none)"
+WEIGHT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".safetensors")
 AUTO_METHOD_LABEL = f"{METHOD_AUTO} (the checkpoint's method, else ensemble)"
 # ViT patches are 14 px: sizes are offered in whole patches.
 PATCH_PX = 14
 
 
-def model_panel() -> tuple[DetectorConfig, CaseOptions]:
+def model_panel(weights_dir: Path | None) -> tuple[DetectorConfig, CaseOptions]:
     """The detector settings as a config (validated when the model loads, not while typing), and how
     volumes are scored."""
     st.header("Model")
-    weights = st.text_input("CLIP weights", value=DEFAULT_CLIP_WEIGHTS, key=KEY_CLIP_WEIGHTS,
-                            help="openai (downloaded once), a local checkpoint path, or random:tiny (test only)")
-    prompts = st.text_input("Prompt checkpoint", key=KEY_PROMPTS, placeholder="optional .safetensors or .pth",
-                            help="anomalyclip prompts (.safetensors or the reference .pth), an rwda head or adaclip "
-                                 "weights; without one the ensemble method runs.")
+    offered = weight_files(weights_dir)
+    weights = st.selectbox("CLIP weights", [*BUILT_IN_WEIGHTS, *offered], key=KEY_CLIP_WEIGHTS,
+                           help="openai (downloaded once), random:tiny (test only), or a file of the weights "
+                                "folder the viewer was started with (--weights-dir)")
+    prompts = st.selectbox("Prompt checkpoint", [NO_CHECKPOINT, *offered], key=KEY_PROMPTS,
+                           help="anomalyclip prompts (.safetensors or the reference .pth), an rwda head or adaclip "
+                                "weights from the weights folder; without one the ensemble method runs.")
     method = st.selectbox("Method", METHOD_CHOICES, key=KEY_METHOD,
                           format_func=lambda name: AUTO_METHOD_LABEL if name == METHOD_AUTO else name)
     device = st.selectbox("Device", DEVICES, key=KEY_DEVICE)
     image_size = st.number_input("Image size (px)", min_value=PATCH_PX * 8, value=IMAGE_SIZE, step=PATCH_PX,
                                  key=KEY_IMAGE_SIZE, help=f"{IMAGE_SIZE} is the published setting")
-    config = detector_config(weights, prompts, method, device, int(image_size))
+    config = detector_config(_offered_path(weights_dir, weights, offered),
+                             _offered_path(weights_dir, prompts, offered) if prompts != NO_CHECKPOINT else "",
+                             method, device, int(image_size))
     if uses_random_weights(config):
         st.error(RANDOM_WEIGHTS_WARNING)
     with st.expander("Volume scoring"):
@@ -73,7 +88,25 @@ def model_panel() -> tuple[DetectorConfig, CaseOptions]:
     return config, scoring_options(plane, aggregation, int(top_k))
 
 
-def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions) -> None:
+def weight_files(weights_dir: Path | None) -> list[str]:
+    """Weights and checkpoint files below the launch weights folder, as folder-relative names; links that
+    lead out of it are not offered."""
+    if weights_dir is None or not weights_dir.is_dir():
+        return []
+    scope = Scope.of(weights_dir)
+    found = [path for path in sorted(weights_dir.rglob("*")) if path.is_file() and scope.contains(path)
+             and path.name.lower().endswith(WEIGHT_SUFFIXES) and not path.name.startswith(".")]
+    return [path.relative_to(weights_dir).as_posix() for path in found[:MAX_WEIGHT_FILES]]
+
+
+def _offered_path(weights_dir: Path | None, choice: str, offered: list[str]) -> str:
+    """A built-in source as is; an offered file as its real path inside the weights folder."""
+    if choice not in offered or weights_dir is None:
+        return choice
+    return str(Scope.of(weights_dir).confine(weights_dir / choice, "weights file"))
+
+
+def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions, weights_dir: Path | None) -> None:
     """Score the open case with `config` and `options`, or show the cached result of an earlier identical run."""
     if session.scan is None or session.case_key is None:
         return
@@ -92,6 +125,6 @@ def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOpti
                                lambda fraction, text: bar.progress(min(fraction, 1.0), text=text))
     except UserInputError as error:
         bar.empty()
-        st.error(f"Inference failed: {error}")
+        st.error(plain(f"Inference failed: {Scope.of(weights_dir, session.workdir).redact(str(error))}"), icon=None)
         return
     session.add_result(session.case_key, key, result)

@@ -2,11 +2,14 @@
 chosen plane and slice, the per-slice score curve with jumps to the top slices, and the exports.
 
 Patient identifiers (kept by the readers under `metadata["patient"]` only) appear only while the
-sidebar toggle is on; nothing else from the headers is shown.
+sidebar toggle is on; while it is off, the case is called by a neutral label (`case 1`) in the title
+and the export file names, since file names from PACS exports often hold names or record numbers.
+Every value read from a file is shown as text (display_text.py), never as markdown.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 
 from medclip_viewer.cases import CaseResult
+from medclip_viewer.display_text import plain
 from medclip_viewer.rendering import (
     SCREEN_AXES,
     PlaneLayout,
@@ -46,34 +50,35 @@ PROVENANCE_FIELDS: tuple[str, ...] = ("method", "backbone", "clip_weights", "pro
 MAP_MIME = {".nii.gz": "application/gzip", ".npy": "application/octet-stream"}
 
 
-def case_header(scan: Scan, show_patient: bool) -> None:
-    """Name, geometry and modality; patient identifiers only when switched on."""
-    st.subheader(scan.name)
+def case_header(scan: Scan, title: str, show_patient: bool) -> None:
+    """Title, geometry and modality; patient identifiers only when switched on."""
+    st.subheader(plain(title))
     shape = " x ".join(str(n) for n in scan.array.shape)
     spacing = " x ".join(f"{mm:.2f}" for mm in scan.spacing) if scan.spacing else "unknown"
     hidden = "" if show_patient else " · patient identifiers hidden"
-    st.caption(f"{scan.kind} · {scan.modality or 'modality not recorded'} · {shape} voxels · spacing {spacing} mm"
-               f"{hidden}")
+    st.text(f"{scan.kind} · {scan.modality or 'modality not recorded'} · {shape} voxels · spacing {spacing} mm"
+            f"{hidden}")
     if not show_patient:
         return
     patient = scan.metadata.get("patient") or {}
     if patient:
-        st.markdown("  \n".join(f"**{name}**: `{value or '-'}`" for name, value in patient.items()))
+        st.dataframe({"field": list(patient), "value": [str(value or "-") for value in patient.values()]},
+                     hide_index=True)
     else:
-        st.caption("This file holds no patient identifiers.")
+        st.text("This file holds no patient identifiers.")
 
 
 def random_weights_banner(result: CaseResult) -> None:
-    """The red banner every result made with random CLIP weights carries."""
+    """The red banner every result made with random CLIP weights carries (the package's own words)."""
     if result.random_weights:
-        st.error(result.document.get("warning", RANDOM_WEIGHTS_WARNING))
+        st.error(RANDOM_WEIGHTS_WARNING)
 
 
 def score_metrics(result: CaseResult, layout: PlaneLayout, index: int) -> None:
     """The case score, and the score of the slice on screen when it lies in the scored plane."""
     document = result.document
     st.metric("Case score", f"{document['score']:.4f}",
-              help=f"aggregation: {document.get('score_aggregation', 'image score')}")
+              help=plain(f"aggregation: {document.get('score_aggregation', 'image score')}"))
     if document["kind"] == "volume" and layout.plane == document["slice_axis"]:
         st.metric(f"Slice {index} score", f"{document['slice_scores'][index]:.4f}")
 
@@ -81,14 +86,12 @@ def score_metrics(result: CaseResult, layout: PlaneLayout, index: int) -> None:
 def provenance(result: CaseResult) -> None:
     """Which model, weights, prompts and settings made the result: enough to question or reproduce it."""
     document = result.document
+    model = document["model"]
+    rows = {name: model.get(name) for name in PROVENANCE_FIELDS}
+    rows.update({"intensity given to the model": document.get("intensity"), "map range": document["map_range"],
+                 "scored plane": document.get("slice_axis"), "volume score": document.get("score_aggregation")})
     with st.expander("Model provenance"):
-        model = document["model"]
-        rows = [f"| {name} | `{model.get(name)}` |" for name in PROVENANCE_FIELDS]
-        rows.append(f"| intensity given to the model | `{document.get('intensity')}` |")
-        rows.append(f"| map range | `{document['map_range']}` |")
-        rows.append(f"| scored plane | `{document.get('slice_axis')}` |")
-        rows.append(f"| volume score | `{document.get('score_aggregation')}` |")
-        st.markdown("| | |\n|---|---|\n" + "\n".join(rows))
+        st.dataframe({"setting": list(rows), "value": [str(value) for value in rows.values()]}, hide_index=True)
 
 
 def plane_control(scan: Scan, result: CaseResult | None) -> str | None:
@@ -143,7 +146,7 @@ def _shown_map(session: ViewerSession) -> np.ndarray | None:
     try:
         return session.shown_map()
     except UserInputError as error:
-        st.error(str(error))
+        st.error(plain(str(error)), icon=None)
         return None
 
 
@@ -188,16 +191,19 @@ def _jump(plane: str, index: int) -> None:
     st.session_state[slice_key(plane)] = index
 
 
-def exports(scan: Scan, result: CaseResult | None, layout: PlaneLayout, index: int, overlay_png: bytes | None) -> None:
-    """Download the overlay on screen (PNG) and the whole map (NIfTI for volumes, .npy for 2-D images)."""
+def exports(title: str, scan: Scan, result: CaseResult | None, layout: PlaneLayout, index: int,
+            overlay_png: bytes | None) -> None:
+    """Download the overlay on screen (PNG) and the whole map (NIfTI for volumes, .npy for 2-D images),
+    named after the case's title (its neutral label while identifiers are hidden)."""
     if result is None or overlay_png is None:
         return
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._") or "case"
     left, right = st.columns(2)
     where = f"_{layout.plane}_{index:04d}" if scan.kind == "volume" else ""
-    left.download_button("Download overlay (PNG)", overlay_png, file_name=f"{scan.name}{where}_overlay.png",
+    left.download_button("Download overlay (PNG)", overlay_png, file_name=f"{stem}{where}_overlay.png",
                          mime="image/png", key=KEY_DOWNLOAD_OVERLAY, on_click="ignore", width="stretch")
     map_path: Path = result.map_path
     suffix = ".nii.gz" if map_path.name.endswith(".nii.gz") else map_path.suffix
     right.download_button(f"Download map ({'NIfTI' if suffix == '.nii.gz' else 'NumPy'})", map_path.read_bytes,
-                          file_name=f"{scan.name}_anomaly_map{suffix}", mime=MAP_MIME[suffix], key=KEY_DOWNLOAD_MAP,
+                          file_name=f"{stem}_anomaly_map{suffix}", mime=MAP_MIME[suffix], key=KEY_DOWNLOAD_MAP,
                           on_click="ignore", width="stretch")

@@ -3,11 +3,14 @@
 Streamlit reruns the script on every interaction, so anything expensive (a read volume, a loaded map,
 percentile bounds, inference results) lives here between reruns. Results are kept per case and per
 model settings, so switching cases or settings back and forth never recomputes. Uploads and the
-viewer's own inference outputs go to a private temporary folder that disappears with the session.
+viewer's own inference outputs go to a private temporary folder that disappears with the session;
+folders left behind by a server that was killed are removed when the next one starts.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -49,6 +52,7 @@ KEY_THRESHOLD = "overlay.threshold"
 KEY_SHOW_PATIENT = "privacy.show_patient"
 KEY_DOWNLOAD_OVERLAY = "export.overlay"
 KEY_DOWNLOAD_MAP = "export.map"
+KEY_PASSWORD = "access.password"
 SLICE_KEY_PREFIX = "view.slice."
 JUMP_KEY_PREFIX = "view.jump."
 
@@ -58,6 +62,8 @@ CASE_DEPENDENT_KEYS: tuple[str, ...] = (KEY_PLANE, KEY_INTENSITY_MODE, KEY_WINDO
                                         KEY_WINDOW_LEVEL, KEY_PERCENTILES, KEY_THRESHOLD)
 
 _SESSION_KEY = "viewer.session"
+# Session folders are named after the server's process id, so a new server knows which are stale.
+WORKDIR_PREFIX = "medclip-ad-viewer-"
 
 
 def slice_key(plane: str) -> str:
@@ -73,15 +79,17 @@ class ViewerSession:
     catalogues: dict[str, Catalogue] = field(default_factory=dict)
     case_key: str | None = None
     scan: Scan | None = None
+    case_label: str = ""
     results: dict[str, CaseResult] = field(default_factory=dict)
     shown_result: dict[str, str] = field(default_factory=dict)
     mappings: dict[tuple, IntensityMapping] = field(default_factory=dict)
     _map_key: str | None = None
     _map: np.ndarray | None = None
 
-    def open_case(self, case_key: str, scan: Scan) -> None:
-        """Make `scan` the open case; drop what belonged to the previous one (its volume, map, bounds)."""
-        self.case_key, self.scan = case_key, scan
+    def open_case(self, case_key: str, scan: Scan, label: str) -> None:
+        """Make `scan` the open case (`label`: its neutral name); drop what belonged to the previous one
+        (its volume, map, bounds)."""
+        self.case_key, self.scan, self.case_label = case_key, scan, label
         self.mappings.clear()
         self._map_key, self._map = None, None
         for key in [*CASE_DEPENDENT_KEYS, *(k for k in st.session_state if str(k).startswith(SLICE_KEY_PREFIX))]:
@@ -115,8 +123,41 @@ class ViewerSession:
 def viewer_session() -> ViewerSession:
     """This browser session's state, created on first use with a private folder removed with it."""
     if _SESSION_KEY not in st.session_state:
-        workdir = Path(tempfile.mkdtemp(prefix="medclip-ad-viewer-"))
-        session = ViewerSession(workdir)
-        weakref.finalize(session, shutil.rmtree, workdir, True)
-        st.session_state[_SESSION_KEY] = session
+        _remove_folders_of_stopped_servers()
+        st.session_state[_SESSION_KEY] = new_session()
     return st.session_state[_SESSION_KEY]
+
+
+def new_session() -> ViewerSession:
+    """A session with its own folder, deleted with everything in it (uploads, results) once the session is
+    dropped, when Streamlit forgets a closed browser session, or when the server exits."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+    session = ViewerSession(workdir)
+    weakref.finalize(session, shutil.rmtree, workdir, True)
+    return session
+
+
+def session_folders(pid: int | None = None) -> list[Path]:
+    """The private folders of the sessions of one server process (this one by default)."""
+    pid = os.getpid() if pid is None else pid
+    return sorted(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{pid}-*"))
+
+
+@st.cache_resource(show_spinner=False)
+def _remove_folders_of_stopped_servers() -> None:
+    """Once per server: session folders whose server process is gone (killed, crashed) are deleted."""
+    pattern = re.compile(rf"^{re.escape(WORKDIR_PREFIX)}(\d+)-")
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        match = pattern.match(folder.name)
+        if match and folder.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -2,8 +2,9 @@
 
 Uploads are untrusted: names are reduced to a bare file name, and zip archives (how PACS exports and
 people send a DICOM series) are unpacked member by member with every path checked to stay inside the
-upload folder and a cap on the unpacked size, so a crafted archive can neither write elsewhere nor fill
-the disk. The per-file upload limit itself is Streamlit's `server.maxUploadSize`.
+upload folder. Every byte written, files and unpacked members alike, counts against a budget (what
+the session and the server may still keep, see `medclip_ad.limits`), so neither one crafted archive
+nor many uploads can fill the disk. Streamlit's `server.maxUploadSize` caps each file on top.
 """
 
 from __future__ import annotations
@@ -17,14 +18,35 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.limits import MAX_ZIP_MEMBERS
 
-# Unpacked zip contents may total at most this many bytes (a 2000-slice 512 x 512 CT is about 1 GiB).
-MAX_UNZIPPED_BYTES: int = 4 * 2**30
-# ... and hold at most this many files.
-MAX_ZIP_MEMBERS: int = 20_000
 UPLOAD_HINT = "DICOM files or a .zip of a series, NIfTI (.nii, .nii.gz), PNG, JPEG or TIFF"
 
 _COPY_CHUNK = 2**20
+# A Windows drive ("C:"), which would make a member path absolute where the archive was made.
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class _Budget:
+    """Bytes an upload may still write; exhausting it is a one-line refusal naming the upload."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed, self.left = allowed, allowed
+
+    def check(self, count: int, name: str) -> None:
+        if count > self.left:
+            raise UserInputError(f"{name}: the upload would take more than the {self.allowed / 2**20:,.1f} MB this "
+                                 "viewer may still store for you")
+
+    def spend(self, count: int, name: str) -> None:
+        self.check(count, name)
+        self.left -= count
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files below `folder` (links not followed): what uploads there take on disk."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink()) \
+        if folder.is_dir() else 0
 
 
 def upload_digest(files: Sequence[tuple[str, bytes]]) -> str:
@@ -35,21 +57,28 @@ def upload_digest(files: Sequence[tuple[str, bytes]]) -> str:
     return digest.hexdigest()
 
 
-def save_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> Path:
-    """Write uploaded (name, bytes) pairs into an empty `folder`, unpacking zip archives; returns it."""
+def save_upload(files: Sequence[tuple[str, bytes]], folder: Path, budget_bytes: int) -> Path:
+    """Write uploaded (name, bytes) pairs into an empty `folder`, unpacking zip archives, writing at most
+    `budget_bytes`; returns the folder. On any refusal the folder is removed again."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    used: set[str] = set()
-    for index, (name, data) in enumerate(files):
-        safe = _safe_file_name(name)
-        if safe.lower() in used:
-            safe = f"{index}_{safe}"
-        used.add(safe.lower())
-        if safe.lower().endswith(".zip"):
-            _unpack_zip(data, folder / Path(safe).stem, name)
-        else:
-            (folder / safe).write_bytes(data)
+    budget = _Budget(budget_bytes)
+    try:
+        used: set[str] = set()
+        for index, (name, data) in enumerate(files):
+            safe = _safe_file_name(name)
+            if safe.lower() in used:
+                safe = f"{index}_{safe}"
+            used.add(safe.lower())
+            if safe.lower().endswith(".zip"):
+                _unpack_zip(data, folder / Path(safe).stem, safe, budget)
+            else:
+                budget.spend(len(data), safe)
+                (folder / safe).write_bytes(data)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
@@ -59,11 +88,11 @@ def _safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", bare).lstrip(".") or "upload"
 
 
-def _unpack_zip(data: bytes, destination: Path, name: str) -> None:
-    """Unpack a zip archive below `destination`, refusing members that escape it and oversized contents.
+def _unpack_zip(data: bytes, destination: Path, name: str, budget: _Budget) -> None:
+    """Unpack a zip archive below `destination`, refusing members that escape it and contents over budget.
 
     A single top-level folder (how a zipped series folder looks) is dropped, so the case is named after
-    the archive either way.
+    the archive either way. A name that is both a file and a folder (`a` and `a/b.png`) is refused.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -73,36 +102,44 @@ def _unpack_zip(data: bytes, destination: Path, name: str) -> None:
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) > MAX_ZIP_MEMBERS:
             raise UserInputError(f"{name}: holds {len(members):,} files, the limit is {MAX_ZIP_MEMBERS:,}")
-        if sum(info.file_size for info in members) > MAX_UNZIPPED_BYTES:
-            raise UserInputError(f"{name}: unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GiB")
+        budget.check(sum(info.file_size for info in members), name)  # what the archive declares...
         parts = [_member_parts(info.filename, name) for info in members]
+        _refuse_file_folder_clashes(parts, name)
         tops = {member[0] for member in parts}
         if len(tops) == 1 and all(len(member) > 1 for member in parts):
             parts = [member[1:] for member in parts]
-        budget = MAX_UNZIPPED_BYTES
         for info, member in zip(members, parts):
             target = destination.joinpath(*member)
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with archive.open(info) as source, open(target, "wb") as sink:
-                    budget = _copy_within(source, sink, budget, name)
+                    _copy_within(source, sink, budget, name)  # ...and what the streams really hold
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-                raise UserInputError(f"{name}: corrupt zip member {info.filename!r} ({exc})") from exc
+                raise UserInputError(f"{name}: corrupt zip member {info.filename!r} ({type(exc).__name__})") from exc
 
 
 def _member_parts(member: str, name: str) -> tuple[str, ...]:
     """A zip member's path components; absolute names and '..' are refused (they would escape the folder)."""
     parts = PurePosixPath(member.replace("\\", "/")).parts
-    if not parts or member.startswith("/") or ".." in parts or ":" in parts[0]:
+    if not parts or member.startswith("/") or ".." in parts or _DRIVE.match(parts[0]):
         raise UserInputError(f"{name}: refuses member {member!r}, whose path leads outside the archive")
     return parts
 
 
-def _copy_within(source, sink, budget: int, name: str) -> int:
+def _refuse_file_folder_clashes(parts: list[tuple[str, ...]], name: str) -> None:
+    """A member path that is also another member's folder (or the same path twice) cannot be unpacked."""
+    files = {tuple(part.lower() for part in member) for member in parts}
+    if len(files) < len(parts):
+        raise UserInputError(f"{name}: holds the same member path twice")
+    for member in parts:
+        for depth in range(1, len(member)):
+            if tuple(part.lower() for part in member[:depth]) in files:
+                raise UserInputError(f"{name}: {'/'.join(member[:depth])!r} is both a file and a folder in the "
+                                     "archive")
+
+
+def _copy_within(source, sink, budget: _Budget, name: str) -> None:
     """Copy a member while counting bytes: sizes in a zip's directory can lie, the stream cannot."""
     while chunk := source.read(_COPY_CHUNK):
-        budget -= len(chunk)
-        if budget < 0:
-            raise UserInputError(f"{name}: unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GiB")
+        budget.spend(len(chunk), name)
         sink.write(chunk)
-    return budget

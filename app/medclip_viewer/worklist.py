@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.json_documents import read_json_file
 
 from medclip_viewer.review_capture import load_review
 
@@ -50,9 +51,11 @@ class WorklistRow:
 def read_row(folder: Path) -> WorklistRow:
     """One case folder's row; an unreadable scores.json or review.json shows as a problem on its row."""
     try:
-        document = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+        document = read_json_file(folder / SCORES_FILE, "scores.json")
         score = float(document["score"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except UserInputError:
+        return WorklistRow(folder, folder.name, None, None, None, None, "", "unreadable scores.json")
+    except (ValueError, KeyError, TypeError) as exc:
         return WorklistRow(folder, folder.name, None, None, None, None, "", f"unreadable scores.json ({exc})")
     components = document.get("components")
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from medclip_viewer.cases import Catalogue, ResultFolder
+from medclip_viewer.display_text import plain
 from medclip_viewer.review_capture import REVIEW_FILE, reviews_csv
 from medclip_viewer.worklist import NOT_REVIEWED, ORDERS, SCORES_FILE, WorklistRow, listed_folders, neighbour, \
     ordered, read_row
@@ -98,7 +99,7 @@ def worklist_table() -> None:
                      column_config=_COLUMNS)
         for row in rows:
             if row.problem:
-                st.warning(f"{row.case}: {row.problem}", icon=None)
+                st.warning(plain(f"{row.case}: {row.problem}"), icon=None)
 
 
 _COLUMNS = {

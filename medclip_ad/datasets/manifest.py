@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.json_documents import parse_json
 
 SPLITS: tuple[str, ...] = ("train", "test")
 ENTRY_KINDS: tuple[str, ...] = ("image", "volume")
@@ -95,7 +96,7 @@ class Manifest:
         """Read a manifest or an AnomalyCLIP meta.json, reporting any malformed part as one clear line."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"), path)
         except FileNotFoundError:
             raise UserInputError(f"{path}: manifest not found") from None
         except (OSError, UnicodeDecodeError) as error:

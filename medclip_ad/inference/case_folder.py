@@ -20,6 +20,9 @@ from medclip_ad.errors import UserInputError
 def check_case_folder_free(out_dir: Path, case: str, overwrite: bool) -> None:
     """Refuse up front, before any work, to replace an existing case silently."""
     final = out_dir / case
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise UserInputError(f"{final}: is a {'symbolic link' if final.is_symlink() else 'file'}, not a case folder; "
+                             "refusing to replace it (remove it or choose another --out)")
     if final.exists() and not overwrite:
         raise UserInputError(f"{final}: output case folder already exists (pass --overwrite to replace it)")
 

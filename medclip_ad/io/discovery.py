@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage, ParametricMapStorage, SegmentationStorage
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.read_checks import check_deflated_dicom
 
 CaseKind = Literal["dicom", "nifti", "image"]
 
@@ -96,8 +97,9 @@ class _DicomProbe:
 def discover_cases(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[CaseSource], list[InputProblem]]:
     """Find every case under `inputs` (files or folders, searched recursively) and every problem.
 
-    Folders in `exclude` are not searched: an output folder inside an input folder must not turn the
-    overlays and maps of an earlier run into new cases.
+    Folders in `exclude` are not searched and files in it are not read: an output folder inside an input
+    folder must not turn the overlays and maps of an earlier run into new cases, and a caller confining
+    reads to some folders excludes links that lead out of them.
 
     A missing path is a problem like a broken file: reported, while the other inputs are processed.
     Raises `UserInputError` only when no case at all is found (so a single missing input is an error),
@@ -169,12 +171,13 @@ def _discover_folder(root: Path, exclude: set[Path]) -> tuple[list[CaseSource], 
 
 def _walk(root: Path, exclude: set[Path]) -> list[Path]:
     """Files below `root` in a stable order, without hidden files or folders (.DS_Store, .git) and without the
-    (resolved) folders in `exclude`."""
+    (resolved) folders and files in `exclude`."""
     found: list[Path] = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders
                                if not d.startswith(".") and Path(folder, d).resolve() not in exclude)
-        found.extend(Path(folder, f) for f in sorted(files) if not f.startswith("."))
+        found.extend(Path(folder, f) for f in sorted(files)
+                     if not f.startswith(".") and Path(folder, f).resolve() not in exclude)
     return found
 
 
@@ -189,7 +192,9 @@ def _kind_by_suffix(path: Path) -> CaseKind | None:
 
 
 def read_dicom_header(path: Path) -> pydicom.Dataset:
-    """A DICOM file's header, with large values (the pixel data) located but left unread on disk."""
+    """A DICOM file's header, with large values (the pixel data) located but left unread on disk; a
+    deflated file is first checked not to inflate past the limits (pydicom inflates it whole)."""
+    check_deflated_dicom(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about every header quirk and about cut-off files
         return pydicom.dcmread(path, defer_size=_PROBE_DEFER_BYTES)

@@ -10,13 +10,21 @@ from monai.data import NibabelReader
 from nibabel.filebasedimages import ImageFileError
 
 from medclip_ad.io.discovery import CaseSource
-from medclip_ad.io.read_checks import READ_ERRORS, check_not_all_nan, check_size, fail, spacing
+from medclip_ad.io.read_checks import (
+    READ_ERRORS,
+    check_nifti_declared_sizes,
+    check_not_all_nan,
+    check_size,
+    fail,
+    spacing,
+)
 from medclip_ad.io.scan import Scan
 
 
 def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
     """A NIfTI volume in the file's own voxel order with the file's affine; one volume of a 4-D file."""
     path = source.location
+    check_nifti_declared_sizes(path)
     reader = NibabelReader()
     try:
         image = reader.read(path)

@@ -20,9 +20,9 @@ from medclip_ad.io.dicom_reader import read_dicom
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.image_reader import read_image
 from medclip_ad.io.nifti_reader import read_nifti
-from medclip_ad.io.read_checks import READ_ERRORS
-from medclip_ad.limits import MAX_VOXELS
+from medclip_ad.io.read_checks import READ_ERRORS, check_nifti_declared_sizes
 from medclip_ad.io.scan import Scan
+from medclip_ad.limits import MAX_VOXELS
 
 __all__ = ["MAX_VOXELS", "nifti_volume_count", "read_case", "read_study"]
 
@@ -61,7 +61,8 @@ def nifti_volume_count(source: CaseSource) -> int:
     if source.kind != "nifti":
         return 1
     try:
+        check_nifti_declared_sizes(source.location)
         shape = nib.load(str(source.location)).shape
-    except (ImageFileError, *READ_ERRORS):
+    except (UserInputError, ImageFileError, *READ_ERRORS):
         return 1
     return int(shape[3]) if len(shape) == 4 and shape[3] > 1 else 1

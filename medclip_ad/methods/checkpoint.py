@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from medclip_ad import __version__
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.json_documents import parse_json
 from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
 
 FORMAT_NAME = "medclip-ad-prompts"
@@ -143,7 +144,10 @@ def _header_value(path: Path, key: str) -> object:
             value = (handle.metadata() or {}).get(key)
     except (SafetensorError, OSError, ValueError):
         return None
-    return _decode(value) if value else None
+    try:
+        return _decode(value, path) if value else None
+    except UserInputError:
+        return None
 
 
 def load_method_checkpoint(path: Path | str, method: str) -> PromptCheckpoint:
@@ -262,7 +266,7 @@ def _read_safetensors(path: Path) -> PromptCheckpoint:
             raw_metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise UserInputError(f"{path}: corrupt safetensors prompt checkpoint ({error})") from error
-    metadata = {key: _decode(value) for key, value in raw_metadata.items()}
+    metadata = {key: _decode(value, path) for key, value in raw_metadata.items()}
     if metadata.get("format") != FORMAT_NAME:
         raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
     optimizer_state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
@@ -270,8 +274,9 @@ def _read_safetensors(path: Path) -> PromptCheckpoint:
     return PromptCheckpoint(prompts, metadata, path, optimizer_state)
 
 
-def _decode(value: str) -> object:
+def _decode(value: str, path: Path) -> object:
+    """A metadata value as the JSON it was written as; other strings stay strings."""
     try:
-        return json.loads(value)
+        return parse_json(value, f"{path} metadata")
     except json.JSONDecodeError:
         return value
