@@ -96,4 +96,4 @@ def _print_summary(out: Path, study, documents: list[dict], predictor: AnomalyPr
         case_dir = out / "results" / document["case"]
         print(f"  {document['case']}: score {document['score']:.4f}, top slices {document['top_slices'][:5]}")
         print(f"    map: {case_dir / 'anomaly_map.nii.gz'}\n    overlays: {case_dir / 'overlays'}")
-    print(f"\nOpen in the viewer:  medclip-ad view {out / 'results' / documents[0]['case']}")
+    print(f"\nOpen in the viewer:  medclip-ad view {out / 'results' / documents[0]['case']} --data-root {out}")

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an infer output folder (one case, or a folder of cases) opened at start")
     parser.add_argument("--data-root", type=Path, metavar="DIR",
                         help="the only server folder the viewer may browse and open studies from")
+    parser.add_argument("--weights-dir", type=Path, metavar="DIR",
+                        help="the folder whose CLIP weights and checkpoints the viewer offers (visitors cannot "
+                             "name other files)")
     parser.add_argument("--address", default=DEFAULT_ADDRESS,
                         help="address to listen on (default: this machine only; 0.0.0.0 exposes the viewer "
                              "to the network, without authentication)")
@@ -40,6 +43,8 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         raise UserInputError(f"{args.results}: not a folder (give an infer output folder)")
     if args.data_root is not None and not args.data_root.is_dir():
         raise UserInputError(f"--data-root {args.data_root}: not a folder")
+    if args.weights_dir is not None and not args.weights_dir.is_dir():
+        raise UserInputError(f"--weights-dir {args.weights_dir}: not a folder")
     if not 0 < args.port < 65536:
         raise UserInputError(f"--port {args.port}: must be 1..65535")
     viewer_options = []
@@ -47,6 +52,8 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         viewer_options += ["--case", str(args.results.resolve())]
     if args.data_root is not None:
         viewer_options += ["--data-root", str(args.data_root.resolve())]
+    if args.weights_dir is not None:
+        viewer_options += ["--weights-dir", str(args.weights_dir.resolve())]
     return [sys.executable, "-m", "streamlit", "run", str(viewer_script()),
             "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--", *viewer_options]
