@@ -79,8 +79,8 @@ def fresh(results, tmp_path) -> Path:
 
 
 @pytest.fixture()
-def viewer(monkeypatch, fresh):
-    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+def viewer(monkeypatch, results, fresh):
+    monkeypatch.setenv(DATA_ROOT_ENV, str(results.parent))  # where the cases' scan lies: the viewer reads only there
     monkeypatch.setenv(CASE_ENV, str(fresh))
     at = AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S)
     return ok(at.run())

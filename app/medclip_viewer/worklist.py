@@ -9,7 +9,6 @@ Reading is cheap (JSON only, no volumes), so a folder of hundreds of cases lists
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
