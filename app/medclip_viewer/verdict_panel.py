@@ -64,7 +64,7 @@ def verdict_panel(result: CaseResult, plane: str | None, index: int) -> None:
         st.session_state[keys["bookmarks"]] = [b.label() for b in saved.bookmarks] if saved else []
     st.subheader("Your read")
     if saved is not None:
-        st.caption(f"Saved: {saved.verdict} by {saved.reader}, {saved.reviewed_at}")
+        st.text(f"Saved: {saved.verdict} by {saved.reader}, {saved.reviewed_at}")
     if login_name() is None:
         st.text_input("Reader", key=KEY_READER, placeholder="your name")
     st.radio("Model finding", VERDICTS, key=keys["verdict"], horizontal=True,
