@@ -131,4 +131,4 @@ class CaseOptions:
     calibration: Calibration | None = field(default=None, compare=False)  # flags cases, thresholds maps
     operating_point: str | None = None  # e.g. "5%"; None: the calibration's middle one
     # When the run started: its DICOM series get their numbers, descriptions, dates and times from it.
-    run_started: datetime = field(default_factory=datetime.now, compare=False)
+    run_started: datetime = field(default_factory=datetime.now, compare=False, repr=False)
