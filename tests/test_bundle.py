@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from medclip_ad import __version__
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import IMAGE_SIZE
@@ -117,7 +118,8 @@ def test_metadata_verifies_offline_against_the_vendored_schema(workspace):
                             cwd=workspace, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0 and "verified with no error" in result.stderr + result.stdout, result.stderr
     metadata = json.loads((CONFIGS / "metadata.json").read_text())
-    assert metadata["schema"].endswith(SCHEMA_NAME) and metadata["required_packages_version"]["medclip-ad"] == "0.1.0"
+    assert metadata["schema"].endswith(SCHEMA_NAME)
+    assert metadata["required_packages_version"]["medclip-ad"] == __version__
     published = metadata["eval_metrics"]["published_anomalyclip"]["datasets"]
     assert {dataset: {k: round(v / 100, 6) for k, v in metrics.items()} for dataset, metrics in published.items()} \
         == published_anomalyclip().datasets

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from monai.inferers import Inferer
 from monai.transforms import Transform
 from tqdm import tqdm
 
+from medclip_ad.bundle.network import AnomalyMapNetwork
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
@@ -84,21 +86,26 @@ class LoadScan(Transform):
         return read_case(case, volume_index=self.volume_index)
 
 
-class PredictScan(Transform):
+class PredictScan(Inferer):
     """`Scan` -> `{"scan": Scan, "prediction": ScanPrediction}`: the model step, scored as `infer` scores it.
 
-    Kept apart from `WriteCase`, so a host that brings its own outputs (MONAI Deploy) keeps the scoring.
-    A dict, not a tuple: MONAI's Compose would hand a tuple's items to the next transform one by one.
+    A MONAI inferer: `inferer(inputs=scan, network=network_def)` slices the scan and runs the network's
+    predictor on the normalised slices (`network`: the bundle's `AnomalyMapNetwork`); without a network,
+    the predictor given here. Kept apart from `WriteCase`, so a host that brings its own outputs (MONAI
+    Deploy) keeps the scoring. A dict, not a tuple: MONAI's Compose would hand a tuple's items to the next
+    transform one by one.
     """
 
     def __init__(self, predictor: AnomalyPredictor, options: CaseOptions = CaseOptions()) -> None:
         self.predictor = predictor
         self.options = options
 
-    def __call__(self, scan: Scan) -> dict[str, Scan | ScanPrediction]:
+    def __call__(self, inputs: Scan, network: AnomalyMapNetwork | None = None, *args: Any,
+                 **kwargs: Any) -> dict[str, Scan | ScanPrediction]:
         if self.options.dicom_out:
-            dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
-        return {"scan": scan, "prediction": predict_scan(self.predictor, scan, self.options)}
+            dicom_source_files(inputs)  # refuse a non-DICOM input before spending model time on it
+        predictor = self.predictor if network is None else network.predictor
+        return {"scan": inputs, "prediction": predict_scan(predictor, inputs, self.options)}
 
 
 class WriteCase(Transform):
