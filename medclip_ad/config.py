@@ -92,6 +92,7 @@ class AdaCLIPTrainingConfig:
     object_word: str = ADACLIP_OBJECT_WORD
     image_labels_only: bool = False
     feature_layers: tuple[int, ...] = ADACLIP_LAYERS
+    mosaic_probability: float = 0.2  # the reference tiles 4 MVTec images of a class into one this often
 
 
 @dataclass(frozen=True)

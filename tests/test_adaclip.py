@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from medclip_ad.cli.main import main
-from medclip_ad.config import DetectorConfig
+from medclip_ad.config import AdaCLIPTrainingConfig, DetectorConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import AnomalyPredictor
@@ -25,6 +25,7 @@ from medclip_ad.methods.adaclip.semantic_fusion import (
     mean_of_cluster_means,
 )
 from medclip_ad.methods.adaclip.text import adaclip_sentences
+from medclip_ad.methods.adaclip.training import train_adaclip
 from medclip_ad.methods.checkpoint import load_method_checkpoint
 from medclip_ad.modeling.text_encoder import TextEncoder
 from PIL import Image
@@ -154,6 +155,16 @@ def test_training_lowers_the_loss_and_records_provenance(trained):
     assert metadata["training_data"] == {"endo": 3} and metadata["clip_weights"] == "random:tiny"
     with open(trained / "train_log.csv") as handle:
         assert len(handle.readlines()) == 1 + 2
+
+
+def test_mosaic_tiles_the_datasets_the_reference_tiles(tmp_path):
+    manifest = prepare_dataset("endo", [make_endo(tmp_path / "endo", normal=2, anomalous=2)])
+    manifest.dataset = "mvtec"  # the reference tiles MVTec AD images (all four share one class here)
+    config = AdaCLIPTrainingConfig(epochs=1, batch_size=4, mosaic_probability=1.0)
+    run = train_adaclip(DetectorConfig(clip_weights="random:tiny", image_size=SIZE, device="cpu"), [manifest],
+                        tmp_path / "run", config, show_progress=False)
+    metadata = load_method_checkpoint(run.final_checkpoint, "adaclip").metadata
+    assert np.isfinite(run.epoch_losses[0]) and metadata["recipe"]["mosaic_probability"] == 1.0
 
 
 def test_a_resumed_run_ends_where_a_straight_run_ends(trained, tmp_path):

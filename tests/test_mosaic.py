@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from medclip_ad.datasets.mosaic import MOSAIC_PROBABILITY, MosaicDataset, mosaic
+from medclip_ad.datasets.manifest import ManifestEntry
+from medclip_ad.datasets.mosaic import MOSAIC_PROBABILITY, MosaicDataset, mosaic, mosaic_groups
+from medclip_ad.datasets.samples import Sample
 from torch.utils.data import Dataset
 
 SIZE = 8
@@ -63,6 +65,17 @@ def test_draws_are_seeded_per_epoch_and_item_and_stay_within_a_class():
     assert abs(len(first) / count - MOSAIC_PROBABILITY) < 0.06
     for index, values in first.items():
         assert index in values and len(values) == 4 and len({groups[value] for value in values}) == 1
+
+
+def test_only_the_datasets_the_reference_tiles_are_grouped():
+    def sample(dataset: str, cls_name: str) -> Sample:
+        return Sample(ManifestEntry("a.png", "", cls_name, "", 0), dataset)
+
+    groups = mosaic_groups([sample("mvtec", "bottle"), sample("colondb", "colon"), sample("mvtec", "cable")])
+    assert groups == ["mvtec/bottle", None, "mvtec/cable"]
+    dataset = MosaicDataset(Items(8), [None] * 4 + ["x"] * 4, probability=1.0)
+    assert all(torch.equal(dataset[index]["image"], Items(8)[index]["image"]) for index in range(4))
+    assert all(len(dataset[index]["image"][0].unique()) == 4 for index in range(4, 8))
 
 
 def test_small_classes_and_probability_zero_pass_items_through():

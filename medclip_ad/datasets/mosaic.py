@@ -1,9 +1,10 @@
 """Mosaic augmentation for AdaCLIP training: now and then four images of one class become one 2 x 2 image.
 
-The reference trains AdaCLIP with it (probability 0.2): a tile is a quarter-size image, so the model
-sees small anomalies and several objects per image. It wraps any dataset of model-ready items (an
-`image` (3, S, S), its `mask` (S, S) and `label`), composed after the usual preprocessing. Each item's
-draw depends only on (seed, epoch, index), so a run repeats exactly, and a resumed one too.
+The reference trains AdaCLIP with it on MVTec AD (probability 0.2): a tile is a quarter-size image, so
+the model sees small anomalies and several objects per image. It wraps any dataset of model-ready items
+(an `image` (3, S, S), its `mask` (S, S) and `label`), composed after the usual preprocessing; items of
+group None are never tiled. Each item's draw depends only on (seed, epoch, index), so a run repeats
+exactly, and a resumed one too.
 """
 
 from __future__ import annotations
@@ -15,14 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medclip_ad.datasets.samples import Sample
+
 MOSAIC_PROBABILITY = 0.2
 MOSAIC_TILES = 4  # a 2 x 2 grid
+MOSAIC_DATASETS = ("mvtec",)  # the training sets the reference tiles
+
+
+def mosaic_groups(samples: Sequence[Sample]) -> list[str | None]:
+    """Each sample's mosaic group: its class within a dataset the reference tiles, else None (never tiled)."""
+    return [f"{sample.dataset}/{sample.entry.cls_name}" if sample.dataset in MOSAIC_DATASETS else None
+            for sample in samples]
 
 
 class MosaicDataset(Dataset):
     """`base`'s items; with `probability` an item is tiled with three other items of its `groups` entry."""
 
-    def __init__(self, base: Dataset, groups: Sequence[str], probability: float = MOSAIC_PROBABILITY,
+    def __init__(self, base: Dataset, groups: Sequence[str | None], probability: float = MOSAIC_PROBABILITY,
                  seed: int = 0) -> None:
         if len(groups) != len(base):
             raise ValueError(f"{len(groups)} group names for {len(base)} items")
@@ -31,9 +41,10 @@ class MosaicDataset(Dataset):
         self.probability = probability
         self.seed = seed
         self.epoch = 0
-        self._members: dict[str, list[int]] = {}
+        self._members: dict[str | None, list[int]] = {None: []}
         for index, group in enumerate(self.groups):
-            self._members.setdefault(group, []).append(index)
+            if group is not None:
+                self._members.setdefault(group, []).append(index)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the mosaics of `epoch` (0-based): another epoch tiles other items."""

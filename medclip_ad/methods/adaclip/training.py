@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from medclip_ad.config import AdaCLIPTrainingConfig, DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.datasets.mosaic import MosaicDataset, mosaic_groups
 from medclip_ad.datasets.samples import SampleDataset, manifest_samples, samples_per_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import resolve_device
@@ -86,7 +87,8 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
     if start_epoch >= config.epochs:
         raise UserInputError(f"{resume}: already trained {start_epoch} epochs of {config.epochs}; "
                              f"raise --epochs to continue")
-    dataset = SampleDataset(samples, detector.image_size)
+    dataset = MosaicDataset(SampleDataset(samples, detector.image_size), mosaic_groups(samples),
+                            config.mosaic_probability, config.seed)
     use_masks = not config.image_labels_only and any(sample.entry.has_mask for sample in samples)
     provenance = {"backbone": backbone.architecture, "clip_weights": backbone.source,
                   "image_size": detector.image_size, "training_data": samples_per_dataset(samples),
@@ -102,6 +104,7 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
         if log_handle.tell() == 0:
             log.writerow(["epoch", "step", "loss", "image_loss", "local_loss"])
         for epoch in range(start_epoch, config.epochs):
+            dataset.set_epoch(epoch)
             loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
                                 generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
             totals = []
