@@ -180,6 +180,28 @@ def test_bad_calibration_requests_get_one_line(calibrated, tmp_path, capsys) -> 
         assert code == 2 and message in error[-1], error
 
 
+def test_a_manifest_s_normals_and_a_bad_normal(calibrated, tmp_path, capsys) -> None:
+    root, _, held_out = calibrated
+    data = tmp_path / "ct_study"
+    (data / "normal").mkdir(parents=True)
+    (data / "abnormal").mkdir()
+    for path in sorted(held_out.iterdir())[:4]:
+        shutil.copy(path, data / "normal" / path.name)
+    shutil.copy(sorted(held_out.iterdir())[4], data / "abnormal" / "lesion.nii.gz")  # not a normal: left out
+    prepare_dataset("volumes", [data]).save(tmp_path / "volumes.json")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not a volume")
+    out = tmp_path / "calibration.json"
+    code = main(["calibrate", str(broken), "--manifest", str(tmp_path / "volumes.json"), "--out", str(out),
+                 "--fpr", "25%", *FAST])
+    error = capsys.readouterr().err
+    assert code == 1 and str(broken) in error and "Traceback" not in error
+    document = json.loads(out.read_text())
+    assert document["normals"]["count"] == 4
+    assert sorted(Path(s["input"]).name for s in document["normals"]["studies"]) == sorted(
+        p.name for p in (data / "normal").iterdir())
+
+
 def test_a_volume_calibration_is_refused_for_an_image(calibrated, tmp_path, capsys) -> None:
     _, calibration, _ = calibrated
     image = tmp_path / "photo.png"

@@ -95,6 +95,19 @@ def test_every_output_passes_dciodvfy_with_no_errors_beyond_the_source(written) 
         assert _errors(path) <= source_errors, path.name
 
 
+@pytest.mark.skipif(shutil.which("dcm2pnm") is None, reason="dcmtk (dcm2pnm) is installed by .ci/run")
+def test_dcmtk_renders_the_integer_parametric_map_and_not_the_float_one(written, tmp_path) -> None:
+    scan, out, _ = written
+    rendered = subprocess.run(["dcm2pnm", "+on", str(out / "map.dcm"), str(tmp_path / "map.png")],
+                              capture_output=True, text=True, check=False)
+    assert rendered.returncode == 0 and (tmp_path / "map.png").stat().st_size > 0, rendered.stderr
+    write_parametric_map(_two_lesion_map(scan.array.shape), scan, tmp_path / "float.dcm", map_range=MAP_RANGE,
+                         encoding="float32")
+    refused = subprocess.run(["dcm2pnm", "+on", str(tmp_path / "float.dcm"), str(tmp_path / "float.png")],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode != 0  # why uint16 is the default: DCMTK has no float rendering
+
+
 def test_integer_parametric_map_and_context(written) -> None:
     scan, out, _ = written
     ds = pydicom.dcmread(out / "map.dcm")
