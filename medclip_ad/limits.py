@@ -21,6 +21,9 @@ MAX_VOXELS: int = 2**29
 # compressed size. Scans compress 2-5x and masks or mostly-empty volumes 100-300x; a bomb of zeros
 # reaches 1000x.
 MAX_INFLATE_RATIO: int = 500
+# ... unless it unpacks to no more than this: small volumes of zeros (masks, test data) compress better
+# than any scan, and a few hundred megabytes cannot exhaust a host that is allowed MAX_VOXELS.
+MIN_INFLATE_CHECKED_BYTES: int = 256 * MIB
 # A NIfTI header plus its extensions (`vox_offset`, where the voxels start) may take at most this many
 # bytes; real extensions (CIFTI XML, AFNI attributes, DICOM headers) stay far below.
 MAX_NIFTI_HEADER_BYTES: int = 64 * MIB

@@ -70,7 +70,7 @@ def check_nifti_declared_sizes(path: Path) -> None:
     nibabel reads every header extension (everything up to `vox_offset`) into memory, and inflates a
     .nii.gz as far as the header asks: a small file declaring gigabytes is refused here from its
     first bytes. An uncompressed file must hold what it declares; a compressed one may declare at
-    most MAX_INFLATE_RATIO times its size.
+    most MAX_INFLATE_RATIO times its size (or MIN_INFLATE_CHECKED_BYTES, whichever is more).
     """
     try:
         with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as handle:
@@ -87,7 +87,7 @@ def check_nifti_declared_sizes(path: Path) -> None:
     file_bytes = path.stat().st_size
     total = header_bytes + data_bytes
     if path.name.lower().endswith(".gz"):
-        if total > file_bytes * limits.MAX_INFLATE_RATIO:
+        if total > max(file_bytes * limits.MAX_INFLATE_RATIO, limits.MIN_INFLATE_CHECKED_BYTES):
             raise fail(path, f"declares {total:,} bytes, more than {limits.MAX_INFLATE_RATIO} times its compressed "
                              f"size of {file_bytes:,} (a compression bomb or a corrupt header)")
     elif total > file_bytes:
@@ -129,7 +129,8 @@ def check_deflated_dicom(path: Path) -> None:
         if _DEFLATED_TRANSFER_SYNTAX not in meta:
             return
         file_bytes = path.stat().st_size
-        allowed = min(limits.MAX_INFLATED_DICOM_BYTES, file_bytes * limits.MAX_INFLATE_RATIO)
+        allowed = min(limits.MAX_INFLATED_DICOM_BYTES,
+                      max(file_bytes * limits.MAX_INFLATE_RATIO, limits.MIN_INFLATE_CHECKED_BYTES))
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         inflated = 0
         while pending := handle.read(_INFLATE_CHUNK):
