@@ -8,6 +8,7 @@ test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where i
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,16 +69,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture()
-def server(case_folder, tmp_path):
-    """The real Streamlit server on a free local port, stopped whatever happens."""
+@contextmanager
+def _streamlit(tmp_path: Path, viewer_options: list[str]) -> Iterator[str]:
+    """The real Streamlit server on a free local port, stopped whatever happens; yields its URL."""
     port = _free_port()
     log_path = tmp_path / "streamlit.log"
     command = [sys.executable, "-m", "streamlit", "run", "app/viewer.py", "--server.headless", "true",
                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--", "--case", str(case_folder[0])]
+               "--", *viewer_options]
+    environment = {**os.environ, "TMPDIR": str(tmp_path / "server-tmp")}  # where sessions keep their uploads
+    (tmp_path / "server-tmp").mkdir(exist_ok=True)
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
     try:
         _wait_for_health(port, process, log_path)
         yield f"http://127.0.0.1:{port}/"
@@ -85,6 +91,13 @@ def server(case_folder, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture()
+def server(case_folder, tmp_path):
+    """The viewer on the generated case, with the data root its scan lies under."""
+    with _streamlit(tmp_path, ["--case", str(case_folder[0]), "--data-root", str(case_folder[0].parents[1])]) as url:
+        yield url
 
 
 def _wait_for_health(port: int, process: subprocess.Popen, log_path: Path) -> None:
@@ -160,3 +173,23 @@ def test_viewer_in_a_real_browser(server, browser, case_folder):
     assert "RANDOM WEIGHTS" in body
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACT))
+
+
+def test_an_uploaded_result_cannot_show_a_server_file(case_folder, browser, tmp_path):
+    """The upload attack: a zipped result whose scores.json names a scan elsewhere on the server."""
+    folder, document = case_folder
+    payload = tmp_path / "result.zip"
+    with zipfile.ZipFile(payload, "w") as archive:
+        archive.writestr("case/scores.json", json.dumps(dict(document, input=str(folder.parents[1] / "study"))))
+        archive.write(folder / "anomaly_map.nii.gz", "case/anomaly_map.nii.gz")
+    with _streamlit(tmp_path, []) as url:
+        wait = WebDriverWait(browser, PAGE_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
+        browser.get(url)
+        upload = wait.until(lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, "input[type='file']")), None))
+        upload.send_keys(str(payload))
+        wait.until(lambda d: "not available here" in d.find_element(By.TAG_NAME, "body").text)
+        body = browser.find_element(By.TAG_NAME, "body").text
+    [line] = [text for text in body.splitlines() if "not available here" in text]
+    assert line.startswith("Cannot open case 1: the scanned input study: not available here"), line
+    assert str(tmp_path) not in body and str(folder.parents[1]) not in body  # no server path on the page
+    assert not browser.find_elements(By.CSS_SELECTOR, "img[alt^='scan']")  # nothing of the study is shown
