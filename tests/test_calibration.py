@@ -57,7 +57,7 @@ def test_fpr_parsing_and_the_normals_each_rate_needs() -> None:
         with pytest.raises(UserInputError):
             parse_fpr(text)
     scores = np.random.default_rng(0).normal(size=98)
-    with pytest.raises(UserInputError, match="FPR of 1% needs at least 99 normals, got 98"):
+    with pytest.raises(UserInputError, match="FPR of 1% needs at least 99 normals, got 98; add normals"):
         fit_operating_point(scores, 0.01)
     assert fit_operating_point(np.append(scores, 5.0), 0.01).threshold == 5.0  # 99: the highest normal
 

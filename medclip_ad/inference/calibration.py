@@ -69,6 +69,12 @@ def normals_needed(fpr: float) -> int:
     return max(1, math.ceil(1.0 / fpr - _COUNT_SLACK) - 1)
 
 
+def too_few_normals(fpr: float, count: int) -> UserInputError:
+    """The one line that says how many normals an FPR needs."""
+    return UserInputError(f"an FPR of {fpr_label(fpr)} needs at least {normals_needed(fpr)} normals, got {count}; "
+                          "add normals or ask for a larger --fpr")
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """A case-score threshold and what the normals say about its false-positive rate."""
@@ -89,7 +95,7 @@ def fit_operating_point(scores: np.ndarray, fpr: float, confidence: float = CALI
     n = ordered.size
     needed = normals_needed(fpr)
     if n < needed:
-        raise UserInputError(f"an FPR of {fpr_label(fpr)} needs at least {needed} normals, got {n}")
+        raise too_few_normals(fpr, n)
     k = int(math.floor(fpr * (n + 1) + _COUNT_SLACK))
     threshold = float(ordered[n - k])
     beta = stats.beta(k, n + 1 - k)

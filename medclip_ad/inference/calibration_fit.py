@@ -17,11 +17,11 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation.voxel_metrics import VoxelStatistics
 from medclip_ad.inference.calibration import (
     Calibration,
-    fit_operating_point,
-    fpr_label,
-    normals_needed,
     case_scoring,
+    fit_operating_point,
+    normals_needed,
     study_sha256,
+    too_few_normals,
     with_article,
 )
 from medclip_ad.inference.case import CaseOptions, predict_scan
@@ -33,8 +33,7 @@ def check_enough_normals(count: int, fprs: Iterable[float]) -> None:
     """Refuse, before any model work, a set of normals too small for the rarest requested FPR."""
     for fpr in sorted(fprs):
         if count < normals_needed(fpr):
-            raise UserInputError(f"an FPR of {fpr_label(fpr)} needs at least {normals_needed(fpr)} normals, got "
-                                 f"{count}; add normals or ask for a larger --fpr")
+            raise too_few_normals(fpr, count)
 
 
 def fit_calibration(predictor: AnomalyPredictor, scans: Iterable[Callable[[], Scan]], options: CaseOptions,
