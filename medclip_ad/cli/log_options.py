@@ -1,6 +1,7 @@
-"""`--log-level` and `--log-format`: how the package's log records (and Python warnings) reach stderr.
+"""`--log-level` and `--log-format`: how the package's log records reach stderr.
 
-`json` writes one JSON object per line (time in UTC, level, logger, message), for log collectors.
+`json` writes one JSON object per line (time in UTC, level, logger, message), for log collectors, and
+routes Python warnings through it too.
 Results and summaries still go to stdout as text; this governs the diagnostic stream.
 """
 
@@ -18,7 +19,7 @@ _HANDLER_NAME = "medclip-ad"
 
 
 def add_log_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="least severe log records shown")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="least severe log records shown")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text, or one JSON object per line")
 
 
@@ -48,4 +49,4 @@ def configure_logging(level: str, log_format: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.captureWarnings(True)
+    logging.captureWarnings(log_format == "json")  # as JSON lines too; in text, Python's own warning format
