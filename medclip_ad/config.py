@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
+from medclip_ad.errors import UserInputError
 
 if TYPE_CHECKING:
     from medclip_ad.inference.calibration import Calibration
@@ -62,6 +65,18 @@ class DetectorConfig:
     batch_size: int = 8
     precision: str = "auto"
     activation: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Refuse values that cannot work before anything loads (options are named as on the command line)."""
+        if self.method not in METHODS:
+            raise UserInputError(f"--method {self.method}: unknown method (choose from {', '.join(METHODS)})")
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
+        _at_least(1, image_size=self.image_size, batch_size=self.batch_size)
+        if not self.layers:
+            raise UserInputError("--layers: name at least one layer")
+        for layer in self.layers:
+            _at_least(1, layers=layer)
 
 
 @dataclass(frozen=True)
@@ -133,3 +148,28 @@ class CaseOptions:
     operating_point: str | None = None  # e.g. "5%"; None: the calibration's middle one
     # When the run started: its DICOM series get their numbers, descriptions, dates and times from it.
     run_started: datetime = field(default_factory=datetime.now, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse values that cannot work before any case is read (options named as on the command line)."""
+        if self.axis is not None and self.axis not in PLANE_NORMALS:
+            raise UserInputError(f"--axis {self.axis}: choose from {', '.join(PLANE_NORMALS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise UserInputError(f"--aggregation {self.aggregation}: choose from {', '.join(AGGREGATIONS)}")
+        if self.dicom_out is not None and self.dicom_out not in DICOM_OUTPUTS:
+            raise UserInputError(f"--dicom-out {self.dicom_out}: choose from {', '.join(DICOM_OUTPUTS)}")
+        _at_least(1, top_k=self.top_k)
+        _at_least(0, overlays=self.overlay_count)
+        if self.volume_index is not None:
+            _at_least(0, volume_index=self.volume_index)
+        if isinstance(self.window, tuple):
+            width, level = self.window
+            if not (math.isfinite(width) and math.isfinite(level) and width > 0):
+                raise UserInputError(f"--window {width:g} {level:g}: the width must be a positive number and the "
+                                     f"level a finite one")
+
+
+def _at_least(smallest: int, **values: int) -> None:
+    """Integer options below their smallest sensible value (given by keyword, named as options)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < smallest:
+            raise UserInputError(f"--{name.replace('_', '-')} {value}: must be a whole number of at least {smallest}")

@@ -10,6 +10,7 @@ the cases through all three like an evaluator.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -22,18 +23,21 @@ from tqdm import tqdm
 from medclip_ad.bundle.network import AnomalyMapNetwork
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
-from medclip_ad.errors import UserInputError
+from medclip_ad.errors import UserInputError, sigterm_as_interrupt
 from medclip_ad.evaluation import REPORT_FILE, RESULTS_FILE, EvaluationReport, check_evaluation_inputs, evaluate
-from medclip_ad.inference.case import CaseOptions, ScanPrediction, predict_scan, write_case
-from medclip_ad.inference.case_folder import check_case_folder_free
+from medclip_ad.inference.case import CaseOptions, ScanPrediction, missing_outputs, predict_scan, write_case
+from medclip_ad.inference.case_failures import CaseFailures
+from medclip_ad.inference.case_folder import case_folder_complete, check_case_folder_free
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.dicom_export import dicom_source_files
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
+from medclip_ad.io.writers import check_output_folder
 from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig, AdaCLIPTrainingRun, train_adaclip
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, TrainingRun, train_prompts
 from medclip_ad.methods.rwda.training import HeadTrainingRun, RandomWordTrainingConfig, train_random_word_head
+from medclip_ad.output_files import SCORES_FILE
 from medclip_ad.training.distributed import train_prompts_data_parallel
 
 logger = logging.getLogger(__name__)
@@ -151,32 +155,45 @@ class CaseInference:
         """Write this process's cases; returns their folders."""
         if not self.inputs:
             raise UserInputError("input_path: name a study folder, a file, or a list of them (--input_path PATH)")
+        check_output_folder(self.output_dir)
         sources, problems = discover_cases(self.inputs, exclude=[self.output_dir])
         sources, problems = self.select(sources), self.select(problems)
-        failures = [str(problem) for problem in problems]
-        pending = [source for source in sources if not (self.resume and (self.output_dir / source.name).exists())]
+        failures = CaseFailures(self.output_dir)
+        for problem in problems:
+            logger.error("%s", failures.add(problem))
+        pending = [source for source in sources
+                   if not (self.resume and case_folder_complete(self.output_dir, source.name))]
         if len(pending) < len(sources):
             logger.info("resuming: %d of %d case(s) already in %s", len(sources) - len(pending), len(sources),
                         self.output_dir)
-        if not self.resume:
-            for source in pending:
-                check_case_folder_free(self.output_dir, source.name, self.overwrite)
+        for source in pending:
+            check_case_folder_free(self.output_dir, source.name, self.overwrite)
+        with sigterm_as_interrupt():  # a scheduler's SIGTERM discards the unfinished case, like Ctrl-C
+            written = self._run_cases(pending, failures)
+        if len(failures.lines) > 1:
+            logger.error("%d input(s) failed:", len(failures.lines))
+            for line in failures.lines:
+                logger.error("%s", line)
+        logger.info("%d case(s) written to %s", len(written), self.output_dir)
+        if failures.lines:
+            raise UserInputError(f"{len(failures.lines)} input(s) failed (the others were written); the first: "
+                                 f"{failures.lines[0]}")
+        return written
+
+
+    def _run_cases(self, pending: list[CaseSource], failures: CaseFailures) -> list[Path]:
         written = []
         show_progress = len(pending) > 1 and logger.isEnabledFor(logging.INFO)  # not on quiet (non-zero) ranks
         for source in tqdm(pending, desc="cases", unit="case", disable=not show_progress):
             try:
-                written.append(self.postprocessing(self.inferer(self.preprocessing(source))))
-            except RuntimeError as error:  # MONAI's Compose wraps what a transform raised
-                user_error = _user_error(error)
-                if user_error is None:
-                    raise
-                failures.append(str(user_error))
-        for failure in failures:
-            logger.error("%s", failure)
-        logger.info("%d case(s) written to %s", len(written), self.output_dir)
-        if failures:
-            raise UserInputError(f"{len(failures)} input(s) failed (the others were written); the first: "
-                                 f"{failures[0]}")
+                folder = self.postprocessing(self.inferer(self.preprocessing(source)))
+            except Exception as error:  # one bad case never stops the run; MONAI's Compose wraps what it raised
+                logger.error("%s", failures.record(source.location, error))
+                continue
+            written.append(folder)
+            document = json.loads((Path(folder) / SCORES_FILE).read_text(encoding="utf-8"))
+            for line in missing_outputs(document, folder):
+                logger.error("%s", failures.add(line))
         return written
 
 
@@ -235,9 +252,3 @@ def _paths(value: PathList | None, option: str) -> list[Path]:
     if not all(isinstance(item, (str, os.PathLike)) for item in value):
         raise UserInputError(f"{option}: expected a path or a list of paths, got {value!r}")
     return [Path(item) for item in value]
-
-
-def _user_error(error: BaseException | None) -> UserInputError | None:
-    while error is not None and not isinstance(error, UserInputError):
-        error = error.__cause__
-    return error

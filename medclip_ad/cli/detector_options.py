@@ -48,7 +48,11 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
     from medclip_ad.methods.checkpoint import recorded_method
 
     prompts = getattr(args, "prompts", None)
-    method = getattr(args, "method", None) or (recorded_method(prompts) if prompts else None) or DEFAULT_METHOD
+    recorded = recorded_method(prompts) if prompts else None
+    if recorded is not None and recorded not in METHODS:
+        raise UserInputError(f"{prompts}: the checkpoint records method {recorded!r}, which this medclip-ad does not "
+                             f"know (it knows {', '.join(METHODS)})")
+    method = getattr(args, "method", None) or recorded or DEFAULT_METHOD
     if method == "adaclip" and args.layers and prompts:
         raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
                              "recorded in its checkpoint (choose them when training)")

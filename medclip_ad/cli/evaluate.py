@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from medclip_ad.inference.calibration import Calibration
     from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
+    options = case_options(args)  # options are range-checked before anything is read
+    config = None if args.compare else detector_config(args)
     manifests = [Manifest.load(path) for path in args.manifest]
     check_evaluation_inputs(manifests, args.out, args.overwrite)
     calibration = Calibration.load(args.calibration) if args.calibration else None
@@ -58,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--calibration: fits one detector, so it is not used with --compare")
     if args.compare:
         return _run_comparison(args, manifests)
-    predictor = AnomalyPredictor(detector_config(args))
+    predictor = AnomalyPredictor(config)
     if predictor.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     report = evaluate(predictor, manifests, args.out, name=args.name, overwrite=args.overwrite,
-                      volume_options=case_options(args), calibration=calibration)
+                      volume_options=options, calibration=calibration)
     print(summary_table(report))
     print(f"report: {args.out / REPORT_FILE} ({report.timing['images_per_second']:.2f} images/s)")
     return 0

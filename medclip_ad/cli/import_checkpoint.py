@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medclip_ad.io.writers import check_output_file
     from medclip_ad.methods.adaclip.checkpoint import read_reference_adaclip
     from medclip_ad.methods.checkpoint import (
         file_sha256,
@@ -40,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
         save_prompt_checkpoint,
     )
 
-    if args.out.exists() and not args.overwrite:
-        raise UserInputError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    check_output_file(args.out, args.overwrite)
     if not args.source.is_file():
         raise UserInputError(f"{args.source}: reference checkpoint not found")
     provenance = {"backbone": args.backbone, "image_size": args.image_size, "training_data": args.training_data,

@@ -1,7 +1,9 @@
 """`medclip-ad infer`: score images, DICOM series and NIfTI volumes; write one folder per case.
 
-A run with some bad inputs processes the good ones, names every bad one on its own line, and exits 1;
-a run where no case could be written exits 2. Existing case folders are checked before the model loads.
+A run with some bad inputs processes the good ones, names every bad one on its own line (as it happens,
+and all together at the end), and exits 1; a run where no case could be written exits 2. Whatever a case
+raises, the run goes on; tracebacks of unexpected errors go to errors.log in --out. Options, --out and
+existing case folders are checked before the model loads; --resume skips the cases already finished.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from medclip_ad.io.intensity import CT_WINDOW_PRESETS
 
 if TYPE_CHECKING:
     from medclip_ad.inference.calibration import Calibration
+    from medclip_ad.inference.case_failures import CaseFailures
     from medclip_ad.inference.predictor import AnomalyPredictor
     from medclip_ad.io.discovery import CaseSource
 
@@ -31,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (one sub-folder per case)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip cases whose folder an earlier run finished (continue an interrupted batch)")
     parser.add_argument("--dicom-out", choices=DICOM_OUTPUTS,
                         help="also write DICOM for PACS (DICOM inputs only): a Parametric Map of the anomaly map, "
                              "RGB Secondary Capture overlays of the top slices, or both; always a Structured Report "
@@ -65,6 +70,9 @@ def add_case_arguments(parser: argparse.ArgumentParser, overlays: bool = True) -
 
 
 def case_options(args: argparse.Namespace, calibration: Calibration | None = None) -> CaseOptions:
+    """The case options the arguments describe, range-checked (CaseOptions refuses what cannot work)."""
+    if args.window and args.window_preset:
+        raise UserInputError("--window and --window-preset: choose one of them")
     return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
                        aggregation=args.aggregation, top_k=args.top_k,
                        overlay_count=getattr(args, "overlays", CaseOptions.overlay_count),
@@ -77,15 +85,23 @@ def case_options(args: argparse.Namespace, calibration: Calibration | None = Non
 
 def run(args: argparse.Namespace) -> int:
     from medclip_ad.inference.calibration import Calibration, case_scoring
-    from medclip_ad.inference.case_folder import check_case_folder_free
+    from medclip_ad.inference.case_failures import CaseFailures, print_failure
+    from medclip_ad.inference.case_folder import case_folder_complete, check_case_folder_free
     from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
     from medclip_ad.inference.worklist import write_results_table
     from medclip_ad.io.discovery import discover_cases
+    from medclip_ad.io.writers import check_output_folder
 
+    if args.resume and args.overwrite:
+        raise UserInputError("--resume and --overwrite: choose one (resume keeps finished cases, overwrite replaces "
+                             "them)")
     if args.dicomweb_url and not args.dicom_out:
         raise UserInputError("--dicomweb-url: sends the DICOM outputs, so it needs --dicom-out")
     if args.operating_point and not args.calibration:
         raise UserInputError("--operating-point: needs --calibration")
+    check_output_folder(args.out)
+    case_options(args)  # range-checked before anything is read
+    config = detector_config(args)
     sender = None
     if args.dicomweb_url:
         from medclip_ad.io.dicomweb import DicomWebClient
@@ -95,58 +111,89 @@ def run(args: argparse.Namespace) -> int:
     if calibration:
         calibration.operating_point(args.operating_point)  # an unknown one is refused now
     sources, problems = discover_cases(args.inputs, exclude=[args.out])
-    failures = [f"{problem.path}: {problem.message}" for problem in problems]
-    if not sources:
-        raise UserInputError("; ".join(failures) if failures else "no readable input")
+    failures = CaseFailures(args.out)
+    for problem in problems:
+        print_failure(failures.add(problem))
+    finished: list[tuple[Path, dict]] = []
+    if args.resume:
+        finished = [_finished_case(args.out / source.name) for source in sources
+                    if case_folder_complete(args.out, source.name)]
+        sources = [source for source in sources if not case_folder_complete(args.out, source.name)]
+        print(f"resuming: {len(finished)} case(s) already finished in {args.out}, {len(sources)} to go")
     for source in sources:
         check_case_folder_free(args.out, source.name, args.overwrite)
-    predictor = AnomalyPredictor(detector_config(args))
-    if predictor.random_weights:
-        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    options = case_options(args, calibration)
-    if calibration:
-        calibration.check_applies(predictor.provenance(), case_scoring(calibration.scoring["kind"], options),
-                                  args.calibration)
-    written = infer_sources(predictor, sources, args.out, options, failures)
-    if written:
-        print(f"worklist: {write_results_table(args.out, written)}")
-    if sender:
-        for folder, _ in written:
-            try:
-                sender.store_folder(folder)
-            except UserInputError as error:
-                failures.append(str(error))
-    for failure in failures:
-        print(f"medclip-ad: error: {failure}", file=sys.stderr)
-    verdicts = ""
-    if calibration:
-        flagged = sum(1 for _, document in written if document.get("flagged"))
-        verdicts = f", {flagged} flagged at FPR {calibration.operating_point(args.operating_point).name}"
-    failed = f"; {len(failures)} input(s) failed" if failures else ""
-    print(f"{len(written)} case(s) written to {args.out}{verdicts}{failed}")
-    if not failures:
+    written: list[tuple[Path, dict]] = []
+    try:
+        if sources:
+            predictor = AnomalyPredictor(config)
+            if predictor.random_weights:
+                print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+            options = case_options(args, calibration)
+            if calibration:
+                calibration.check_applies(predictor.provenance(), case_scoring(calibration.scoring["kind"], options),
+                                          args.calibration)
+            infer_sources(predictor, sources, args.out, options, failures, written)
+        if written or finished:
+            print(f"worklist: {write_results_table(args.out, finished + written)}")
+        if sender:
+            for folder, _ in written:
+                try:
+                    sender.store_folder(folder)
+                except UserInputError as error:
+                    print_failure(failures.add(error))
+    finally:
+        verdicts = ""
+        if calibration:
+            flagged = sum(1 for _, document in written if document.get("flagged"))
+            verdicts = f", {flagged} flagged at FPR {calibration.operating_point(args.operating_point).name}"
+        _summarise(written, failures, args.out, verdicts, several=len(sources) + len(problems) > 1)
+    if not failures.lines:
         return 0
     return PARTIAL_FAILURE_EXIT if written else USER_ERROR_EXIT
 
 
-def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
-                  failures: list[str]) -> list[tuple[Path, dict]]:
-    """Run each case; a case that fails adds its error line to `failures` and the rest go on.
+def _finished_case(folder: Path) -> tuple[Path, dict]:
+    """A case folder an earlier run finished, with its scores.json (for the worklist of a resumed run)."""
+    import json
 
-    Returns each written case folder with its scores.json document."""
+    from medclip_ad.output_files import SCORES_FILE
+
+    return folder, json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+
+
+def _summarise(written: list[tuple[Path, dict]], failures: CaseFailures, out_dir: Path, verdicts: str,
+               several: bool) -> None:
+    """The closing lines, also after Ctrl-C: what was written, and every failure again in one place."""
+    if failures.lines and several:
+        print(f"medclip-ad: {len(failures.lines)} input(s) failed:", file=sys.stderr)
+        for line in failures.lines:
+            print(f"medclip-ad: error: {line}", file=sys.stderr)
+    failed = f"; {len(failures.lines)} input(s) failed" if failures.lines else ""
+    print(f"{len(written)} case(s) written to {out_dir}{verdicts}{failed}")
+
+
+def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_dir: Path, options: CaseOptions,
+                  failures: CaseFailures, written: list[tuple[Path, dict]]) -> None:
+    """Run each case; a case that fails, whatever it raises, adds its one line to `failures` and the rest go on.
+
+    Each finished case folder is appended to `written` with its scores.json document as it finishes, so an
+    interrupted run still knows them.
+    """
     from tqdm import tqdm
 
-    from medclip_ad.inference.case import resolve_slice_axis, run_case
+    from medclip_ad.inference.case import missing_outputs, resolve_slice_axis, run_case
+    from medclip_ad.inference.case_failures import print_failure
     from medclip_ad.io.readers import read_case
 
-    written = []
     for source in tqdm(sources, desc="cases", unit="case", disable=len(sources) < 2):
         try:
             scan = read_case(source, volume_index=options.volume_index)
             total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 0
             with tqdm(total=total, desc=scan.name, unit="slice", leave=False, disable=not total) as bar:
                 document = run_case(predictor, scan, out_dir, options, progress=bar.update)
-            written.append((out_dir / scan.name, document))
-        except UserInputError as error:
-            failures.append(str(error))
-    return written
+        except Exception as error:  # one bad case never stops the run: named on one line, logged if unexpected
+            print_failure(failures.record(source.location, error))
+            continue
+        written.append((out_dir / scan.name, document))
+        for line in missing_outputs(document, out_dir / scan.name):
+            print_failure(failures.add(line))

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from medclip_ad.datasets import DATASETS, DatasetWarning, Manifest, prepare_dataset
-from medclip_ad.errors import UserInputError
 
 HELP = "write a dataset manifest (AnomalyCLIP meta.json format) from a dataset folder as published"
 
@@ -24,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.overwrite:
-        raise UserInputError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    from medclip_ad.io.writers import check_output_file
+
+    check_output_file(args.out, args.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetWarning)
         manifest = prepare_dataset(args.name, args.source)

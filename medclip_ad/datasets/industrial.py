@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medclip_ad.datasets.entries import NORMAL_SPECIE, image_entry, relative_to_root
-from medclip_ad.datasets.layouts import has_children, list_images, locate_layout, subfolders
+from medclip_ad.datasets.layouts import has_children, list_images, locate_layout, read_csv_text, subfolders
 from medclip_ad.datasets.manifest import Manifest, ManifestEntry
 from medclip_ad.datasets.pairing import mask_path_for, pair_masks, require_masks
 from medclip_ad.errors import UserInputError
@@ -56,7 +56,7 @@ def visa(name: str, sources: Sequence[Path]) -> Manifest:
     the csv pairs each anomalous image with its mask, and every listed file must exist."""
     root = locate_layout(name, sources[0], has_children(VISA_SPLIT_CSV), VISA_SPLIT_CSV)
     csv_path = root / VISA_SPLIT_CSV
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    with read_csv_text(csv_path) as handle:
         reader = csv.DictReader(handle)
         missing_columns = [column for column in VISA_COLUMNS if column not in (reader.fieldnames or [])]
         if missing_columns:

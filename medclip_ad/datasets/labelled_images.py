@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Sequence
 
 from medclip_ad.datasets.entries import image_entry
-from medclip_ad.datasets.layouts import has_any_child, has_children, list_images, locate_layout, require_images
+from medclip_ad.datasets.layouts import (
+    has_any_child,
+    has_children,
+    list_images,
+    locate_layout,
+    read_csv_text,
+    require_images,
+)
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.datasets.pairing import mask_path_for, pair_masks, require_masks
 from medclip_ad.errors import UserInputError
@@ -67,7 +74,7 @@ def _headct_image_folder(folder: Path) -> Path:
 
 
 def _read_headct_labels(path: Path) -> dict[int, int]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    with read_csv_text(path) as handle:
         rows = list(csv.reader(handle))
     if not rows or tuple(cell.strip() for cell in rows[0]) != HEADCT_COLUMNS:
         raise UserInputError(f"{path}: expected the header \"{', '.join(HEADCT_COLUMNS)}\"")

@@ -7,6 +7,7 @@ depends on that order for pairing (see `pairing`).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -68,3 +69,18 @@ def require_images(dataset: str, folder: Path, images: Sequence[Path]) -> None:
     if not images:
         raise UserInputError(f"{folder}: no images found for {dataset} "
                              f"(extensions {', '.join(sorted(IMAGE_SUFFIXES))})")
+
+
+def read_csv_text(path: Path) -> io.StringIO:
+    """A dataset's CSV file as text for the `csv` module; it must be UTF-8 (a byte-order mark is fine).
+
+    A file in another encoding (Latin-1 from a spreadsheet, UTF-16) is refused with the offending byte,
+    never guessed at: a wrong guess would silently change labels.
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserInputError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                             f"save it as UTF-8 (CSV UTF-8 in spreadsheet programs)") from None
+    return io.StringIO(text, newline="")

@@ -13,26 +13,43 @@ import re
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation.operating_points import operating_point_metrics
-from medclip_ad.evaluation.plots import image_curve_pixels, write_curves, write_examples
+from medclip_ad.evaluation.plots import (
+    CURVES_FOLDER,
+    EXAMPLES_FOLDER,
+    image_curve_pixels,
+    write_curves,
+    write_examples,
+)
 from medclip_ad.evaluation.predictions import predict, samples_by_class
 from medclip_ad.evaluation.published import published_anomalyclip
-from medclip_ad.evaluation.report import RESULTS_FILE, write_report
+from medclip_ad.evaluation.report import CASES_FILE, REPORT_FILE, RESULTS_FILE, write_report
 from medclip_ad.evaluation.results import DatasetResult, EvaluationReport
 from medclip_ad.evaluation.scoring import image_pixel_metrics, score_dataset, voxel_metrics
 from medclip_ad.evaluation.volume_predictions import predict_volumes
 from medclip_ad.inference.calibration import Calibration, case_scoring
 from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.io.writers import check_output_folder
 
 
 def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite: bool) -> None:
-    """Refuse, before any model work, what would fail later: an existing report, mixed kinds, missing files."""
+    """Refuse, before any model work, what would fail later: an existing report, an --out that cannot hold
+    one, mixed kinds, missing files, 2-D masks of another size than their image."""
+    check_output_folder(Path(out_dir))
     results = Path(out_dir) / RESULTS_FILE
     if results.exists() and not overwrite:
         raise UserInputError(f"{results}: already exists (pass --overwrite to replace it)")
+    for name in (RESULTS_FILE, REPORT_FILE, CASES_FILE):
+        if (Path(out_dir) / name).is_dir():
+            raise UserInputError(f"{Path(out_dir) / name}: a folder is where the report file goes; move it away")
+    for name in (CURVES_FOLDER, EXAMPLES_FOLDER):
+        if (Path(out_dir) / name).exists() and not (Path(out_dir) / name).is_dir():
+            raise UserInputError(f"{Path(out_dir) / name}: a file is where the report's folder goes; move it away")
     if not manifests:
         raise UserInputError("evaluation needs at least one manifest")
     for manifest in manifests:
@@ -50,6 +67,24 @@ def check_evaluation_inputs(manifests: list[Manifest], out_dir: Path, overwrite:
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise UserInputError(f"{missing[0]}: listed in the {name} manifest but not found{more}")
+        for entry in entries:
+            if entry.kind == "image" and entry.mask_path:
+                _check_mask_size(entry.img_path, entry.mask_path, name)
+
+
+def _check_mask_size(image: str, mask: str, dataset: str) -> None:
+    """A 2-D mask must have its image's size: resizing one would score against ground truth nobody drew.
+
+    Only the headers are read; a file that cannot be opened is reported when its pixels are read.
+    """
+    try:
+        with Image.open(image) as image_file, Image.open(mask) as mask_file:
+            image_size, mask_size = image_file.size, mask_file.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return
+    if image_size != mask_size:
+        raise UserInputError(f"{mask}: mask of {mask_size[0]} x {mask_size[1]} pixels for an image of {image_size[0]} "
+                             f"x {image_size[1]} ({image}, {dataset} manifest); a mask must have its image's size")
 
 
 def evaluate(predictor: AnomalyPredictor, manifests: list[Manifest], out_dir: Path, *, name: str | None = None,

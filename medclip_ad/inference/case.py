@@ -15,6 +15,7 @@ import numpy as np
 
 from medclip_ad import __version__
 from medclip_ad.config import CaseOptions
+from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case_folder import check_case_folder_free, staged_case_folder
 from medclip_ad.inference.lesions import image_components, lesion_mask, volume_components
 from medclip_ad.inference.overlay import OverlayStyle, overlay
@@ -32,6 +33,11 @@ from medclip_ad.io.dicom_sr import write_structured_report
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
+from medclip_ad.output_files import SCORES_FILE
+
+
+# scores.json key: the requested DICOM outputs that could not be written, and why.
+DICOM_NOT_WRITTEN = "dicom_not_written"
 
 
 def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
@@ -97,7 +103,7 @@ def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredicti
         document.update(_provenance(predictor, scan, prediction.mapping))
         if scan.kind == "volume" and options.dicom_out:
             _write_dicom(predictor, scan, prediction, folder, options, document, mask)
-        write_json(folder / "scores.json", document)
+        write_json(folder / SCORES_FILE, document)
     return document
 
 
@@ -143,6 +149,12 @@ def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: Scan
             **_volume_of_series(scan)}
 
 
+def missing_outputs(document: dict, folder: Path) -> list[str]:
+    """One line for each requested output a written case lacks, and why (see DICOM_NOT_WRITTEN)."""
+    return [f"{document['input']}: {output.replace('_', ' ')} not written ({reason}); the rest of the case was "
+            f"written to {folder}" for output, reason in document.get(DICOM_NOT_WRITTEN, {}).items()]
+
+
 def _volume_of_series(scan: Scan) -> dict:
     """Which volume of a 4-D input was scored: without it the input path alone does not name the scan."""
     index = scan.metadata.get("volume_index")
@@ -152,12 +164,21 @@ def _volume_of_series(scan: Scan) -> dict:
 def _write_dicom(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
                  options: CaseOptions, document: dict, mask: np.ndarray | None) -> None:
     """PACS outputs: the map as a Parametric Map and/or RGB overlays of whole source slices; with a calibration
-    also the lesion mask as a Segmentation; always the findings as a Structured Report."""
+    also the lesion mask as a Segmentation; always the findings as a Structured Report.
+
+    With `both`, a source that cannot have a Parametric Map (no FrameOfReferenceUID, multi-frame) still gets
+    the rest, and `document` says what it lacks and why (DICOM_NOT_WRITTEN).
+    """
     series, map_volume = DerivedSeries(options.run_started), prediction.map
     if options.dicom_out in ("parametric-map", "both"):
-        write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
-                             map_range=(0.0, float(len(predictor.layers))),
-                             encoding=options.parametric_map_encoding, series=series)
+        try:
+            write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
+                                 map_range=(0.0, float(len(predictor.layers))),
+                                 encoding=options.parametric_map_encoding, series=series)
+        except UserInputError as error:
+            if options.dicom_out != "both":
+                raise
+            document[DICOM_NOT_WRITTEN] = {"parametric_map": str(error).removeprefix(f"{scan.source}: ")}
     if options.dicom_out in ("secondary-capture", "both"):
         # Secondary captures show source slices; sliced along another axis, rank them by their map maximum.
         source_scores = prediction.slice_scores if prediction.axis == scan.slice_axis else map_volume.max(axis=(0, 1))

@@ -15,22 +15,31 @@ from pathlib import Path
 from typing import Iterator
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.writers import check_output_folder
+from medclip_ad.output_files import SCORES_FILE
 
 
 def check_case_folder_free(out_dir: Path, case: str, overwrite: bool) -> None:
-    """Refuse up front, before any work, to replace an existing case silently."""
+    """Refuse up front, before any work, to replace an existing case silently, or a file at all."""
     final = out_dir / case
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise UserInputError(f"{final}: is a {'symbolic link' if final.is_symlink() else 'file'}, not a case folder; "
                              "refusing to replace it (remove it or choose another --out)")
     if final.exists() and not overwrite:
-        raise UserInputError(f"{final}: output case folder already exists (pass --overwrite to replace it)")
+        raise UserInputError(f"{final}: output case folder already exists (pass --overwrite to replace it, "
+                             f"or --resume to skip finished cases)")
+
+
+def case_folder_complete(out_dir: Path, case: str) -> bool:
+    """Whether a case was finished by an earlier run (folders appear whole, with scores.json written last)."""
+    return (Path(out_dir) / case / SCORES_FILE).is_file()
 
 
 @contextmanager
 def staged_case_folder(out_dir: Path, case: str, overwrite: bool) -> Iterator[Path]:
     """Yield an empty staging folder; on success it becomes `out_dir/case`, on any error it disappears."""
     check_case_folder_free(out_dir, case, overwrite)
+    check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{case}.", suffix=".partial", dir=out_dir))
     try:

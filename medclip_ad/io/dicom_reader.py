@@ -14,8 +14,9 @@ import numpy as np
 import pydicom
 from monai.data import ITKReader, PydicomReader
 
+from medclip_ad.io.dicom_checks import dicom_geometry_problem, dicom_image_problem
 from medclip_ad.io.discovery import CaseSource, dicom_pixel_shortfall, read_dicom_header
-from medclip_ad.io.read_checks import READ_ERRORS, check_not_all_nan, check_size, fail, spacing
+from medclip_ad.io.read_checks import READ_ERRORS, check_affine, check_not_all_nan, check_size, fail, spacing
 from medclip_ad.io.scan import Scan
 
 # Slices of a series must be evenly spaced to within this fraction of their median spacing; otherwise
@@ -61,6 +62,7 @@ def read_dicom(source: CaseSource) -> Scan:
         array, affine = _itk_volume(paths, source.location)
         affine[:3, 2] = step * np.array([-1.0, -1.0, 1.0])  # the measured slice step, DICOM LPS to RAS
     check_not_all_nan(source.location, array)
+    check_affine(source.location, affine)
     return Scan(
         name=source.name,
         source=source.location,
@@ -80,7 +82,7 @@ def _dicom_header(path: Path) -> pydicom.Dataset:
         ds = read_dicom_header(path)
     except (pydicom.errors.InvalidDicomError, *READ_ERRORS) as exc:
         raise fail(path, "not a readable DICOM file", exc) from exc
-    shortfall = dicom_pixel_shortfall(ds, path)
+    shortfall = dicom_pixel_shortfall(ds, path) or dicom_image_problem(ds) or dicom_geometry_problem(ds)
     if shortfall:
         raise fail(path, shortfall)
     try:  # later steps take these as integers

@@ -13,9 +13,12 @@ reported as `InputProblem`s. Only when nothing at all can be read does `discover
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +31,7 @@ from pydicom.uid import UID, MediaStorageDirectoryStorage, ParametricMapStorage,
 
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.read_checks import check_deflated_dicom
+from medclip_ad.io.dicom_checks import dicom_image_problem
 
 CaseKind = Literal["dicom", "nifti", "image"]
 
@@ -109,8 +113,11 @@ def discover_cases(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tupl
     problems: list[InputProblem] = []
     for raw in inputs:
         path = Path(raw)
-        if not path.exists():
+        unusable = _unusable_file(path) if os.path.lexists(path) and not path.is_dir() else None
+        if not os.path.lexists(path):
             problems.append(InputProblem(path, "does not exist"))
+        elif unusable is not None:
+            problems.append(unusable)
         elif path.is_dir():
             found, trouble = _discover_folder(path, {Path(folder).resolve() for folder in exclude})
             cases.extend(found)
@@ -153,7 +160,13 @@ def _discover_folder(root: Path, exclude: set[Path]) -> tuple[list[CaseSource], 
     cases: list[CaseSource] = []
     problems: list[InputProblem] = []
     probes: list[_DicomProbe] = []
-    for path in _walk(root, exclude):
+    files, unreadable_folders = _walk(root, exclude)
+    problems.extend(unreadable_folders)
+    for path in files:
+        unusable = _unusable_file(path)
+        if unusable is not None:
+            problems.append(unusable)
+            continue
         kind = _kind_by_suffix(path)
         if kind is not None:
             cases.append(CaseSource(_name_below(root, path), kind, (path,), root, description=path.name))
@@ -169,16 +182,44 @@ def _discover_folder(root: Path, exclude: set[Path]) -> tuple[list[CaseSource], 
     return cases, problems
 
 
-def _walk(root: Path, exclude: set[Path]) -> list[Path]:
+def _walk(root: Path, exclude: set[Path]) -> tuple[list[Path], list[InputProblem]]:
     """Files below `root` in a stable order, without hidden files or folders (.DS_Store, .git) and without the
-    (resolved) folders and files in `exclude`."""
+    (resolved) folders and files in `exclude`; and the folders that could not be listed, as problems."""
     found: list[Path] = []
-    for folder, subfolders, files in os.walk(root):
+    unreadable: list[InputProblem] = []
+
+    def report(error: OSError) -> None:
+        unreadable.append(InputProblem(Path(error.filename or root), f"folder cannot be read ({error.strerror})"))
+
+    for folder, subfolders, files in os.walk(root, onerror=report):
         subfolders[:] = sorted(d for d in subfolders
                                if not d.startswith(".") and Path(folder, d).resolve() not in exclude)
         found.extend(Path(folder, f) for f in sorted(files)
                      if not f.startswith(".") and Path(folder, f).resolve() not in exclude)
-    return found
+    return found, unreadable
+
+
+# What `stat` calls the file types that are not regular files, for messages.
+_FILE_TYPES = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+
+
+def _unusable_file(path: Path) -> InputProblem | None:
+    """Why `path` cannot be opened as an input file, found without opening it (a FIFO would block forever):
+    a dangling link, a link loop, something that is not a regular file, or a file without read permission."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return InputProblem(path, "symbolic link loop (the link points back to itself)")
+        if path.is_symlink():
+            return InputProblem(path, f"dangling symbolic link (points to {os.readlink(path)}, which does not exist)")
+        return InputProblem(path, f"cannot be read ({error.strerror})")
+    if not stat.S_ISREG(mode):
+        return InputProblem(path, f"not a regular file: {_FILE_TYPES.get(stat.S_IFMT(mode), 'a special file')}")
+    if not os.access(path, os.R_OK):
+        return InputProblem(path, "cannot be read (permission denied)")
+    return None
 
 
 def _kind_by_suffix(path: Path) -> CaseKind | None:
@@ -222,13 +263,17 @@ def _probe_dicom(path: Path) -> _DicomProbe | InputProblem | None:
     Non-DICOM files are skipped unless their name promises DICOM. Pixel data is not decoded here, only
     checked to be all there, so a truncated slice is reported before it can spoil a series.
     """
-    if not pydicom.misc.is_dicom(path):
+    try:
+        is_dicom = pydicom.misc.is_dicom(path)
+    except OSError as exc:
+        return InputProblem(path, f"cannot be read ({exc.strerror or exc})")
+    if not is_dicom:
         if path.name.lower().endswith(DICOM_SUFFIXES):
             return InputProblem(path, "not a DICOM file with file meta information (no 'DICM' marker at byte 128)")
         return None
     try:
         return _probe_header(read_dicom_header(path), path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
         return InputProblem(path, f"corrupt DICOM file ({reason[:160]})")
 
@@ -240,7 +285,7 @@ def _probe_header(ds: pydicom.Dataset, path: Path) -> _DicomProbe | InputProblem
         return None
     if "Rows" not in ds and not sop_class.name.endswith(_IMAGE_SOP_CLASS_SUFFIXES):
         return None  # a report, presentation state, key object selection...: nothing to screen
-    shortfall = dicom_pixel_shortfall(ds, path)
+    shortfall = dicom_pixel_shortfall(ds, path) or dicom_image_problem(ds)
     if shortfall:
         return InputProblem(path, shortfall)
     return _DicomProbe(

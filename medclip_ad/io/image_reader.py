@@ -78,6 +78,11 @@ def _tiff_needs_tifffile(path: Path) -> bool:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         check_size(path, page.shape[:2] if page.axes.startswith("YX") else page.shape[-2:])
+        series = tif.series[0]
+        stacked = [f"{axis}={size}" for axis, size in zip(series.axes, series.shape) if axis not in "YXS" and size > 1]
+        if stacked:
+            raise fail(path, f"TIFF holds a stack of images ({', '.join(stacked)}, axes {series.axes}); "
+                             "medclip-ad reads one 2-D image per file")
         return page.samplesperpixel > 1 and page.bitspersample > 8
 
 

@@ -8,10 +8,13 @@ import nibabel as nib
 import numpy as np
 from monai.data import NibabelReader
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
+from nibabel.spatialimages import HeaderDataError
 
 from medclip_ad.io.discovery import CaseSource
 from medclip_ad.io.read_checks import (
     READ_ERRORS,
+    check_affine,
     check_nifti_declared_sizes,
     check_not_all_nan,
     check_size,
@@ -19,6 +22,9 @@ from medclip_ad.io.read_checks import (
     spacing,
 )
 from medclip_ad.io.scan import Scan
+
+# What nibabel raises on headers it cannot interpret (unsupported data types, impossible dimensions).
+NIFTI_ERRORS = (ImageFileError, HeaderDataError, OverflowError, *READ_ERRORS)
 
 
 def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
@@ -28,9 +34,10 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
     reader = NibabelReader()
     try:
         image = reader.read(path)
-    except (ImageFileError, *READ_ERRORS) as exc:
+        _check_header(path, _stored_header(path, type(image.header)))
+        file_shape = tuple(int(s) for s in image.shape)
+    except NIFTI_ERRORS as exc:
         raise fail(path, "not a readable NIfTI file", exc) from exc
-    file_shape = tuple(int(s) for s in image.shape)
     shape = file_shape
     while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is a 3-D volume stored as 4-D
         shape = shape[:-1]
@@ -44,10 +51,11 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
     try:
         array, meta = reader.get_data(image)
         array = np.asarray(array, dtype=np.float32).reshape(volume_shape)
-    except (ImageFileError, *READ_ERRORS) as exc:
+    except NIFTI_ERRORS as exc:
         raise fail(path, "truncated or corrupt NIfTI file", exc) from exc
     check_not_all_nan(path, array)
     affine = np.array(meta["affine"], dtype=np.float64)
+    check_affine(path, affine)
     return Scan(
         name=source.name,
         source=path,
@@ -64,6 +72,29 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
             **codes,
         },
     )
+
+
+def _stored_header(path: Path, header_class: type[nib.Nifti1Header]) -> nib.Nifti1Header:
+    """The header as stored: a loaded image's header is already rebuilt from the transform nibabel chose."""
+    with ImageOpener(str(path)) as handle:
+        return header_class.from_fileobj(handle, check=False)
+
+
+def _check_header(path: Path, header: nib.Nifti1Header) -> None:
+    """Header fields nibabel reads without complaint but no volume can have (nibabel itself repairs a wrong
+    header size and zero voxel sizes on loading)."""
+    dims = [int(d) for d in header["dim"]]
+    if not 1 <= dims[0] <= 7:
+        raise fail(path, f"dim[0] is {dims[0]}; a NIfTI file has 1 to 7 dimensions (corrupt header)")
+    if any(d < 0 for d in dims[1:dims[0] + 1]):
+        raise fail(path, f"negative dimension in {tuple(dims[1:dims[0] + 1])} (corrupt header)")
+    # nibabel falls back to another transform when the coded one is broken; the map would then be written
+    # with a geometry the input does not declare, so a declared transform must be usable.
+    if int(header["sform_code"]) > 0:
+        check_affine(path, header.get_sform())
+    if int(header["qform_code"]) > 0:
+        with np.errstate(invalid="ignore"):
+            check_affine(path, header.get_qform())
 
 
 def _pick_volume(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...], index: int | None) -> nib.Nifti1Image:

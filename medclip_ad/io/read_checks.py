@@ -143,3 +143,20 @@ def check_deflated_dicom(path: Path) -> None:
                     raise fail(path, f"deflated DICOM inflates to more than {allowed:,} bytes (the file holds "
                                      f"{file_bytes:,}; a compression bomb)")
                 pending = inflater.unconsumed_tail
+# The voxel axes of an affine must span space: |det| over the product of the axis lengths is the volume
+# of the parallelepiped of unit axes (1 when orthogonal); below this they are as good as parallel.
+_MIN_AXIS_INDEPENDENCE = 1e-6
+
+
+def check_affine(path: Path, affine: np.ndarray) -> None:
+    """Refuse geometry no map can be placed with: NaN or infinite entries, zero voxel sizes, parallel axes.
+
+    Checked right after reading, so such a scan costs no inference and fails with its own name.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(matrix).all():
+        raise fail(path, "the voxel-to-world affine holds NaN or infinite values (broken geometry header)")
+    lengths = np.linalg.norm(matrix[:3, :3], axis=0)
+    if (lengths == 0).any() or abs(np.linalg.det(matrix[:3, :3])) <= _MIN_AXIS_INDEPENDENCE * np.prod(lengths):
+        raise fail(path, "the voxel-to-world affine is singular (a zero voxel size or parallel axes in the "
+                         "geometry header)")

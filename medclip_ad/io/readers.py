@@ -13,14 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nibabel as nib
-from nibabel.filebasedimages import ImageFileError
 
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.dicom_reader import read_dicom
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.image_reader import read_image
-from medclip_ad.io.nifti_reader import read_nifti
-from medclip_ad.io.read_checks import READ_ERRORS, check_nifti_declared_sizes
+from medclip_ad.io.nifti_reader import NIFTI_ERRORS, read_nifti
+from medclip_ad.io.read_checks import check_nifti_declared_sizes
 from medclip_ad.io.scan import Scan
 from medclip_ad.limits import MAX_VOXELS
 
@@ -63,6 +62,6 @@ def nifti_volume_count(source: CaseSource) -> int:
     try:
         check_nifti_declared_sizes(source.location)
         shape = nib.load(str(source.location)).shape
-    except (UserInputError, ImageFileError, *READ_ERRORS):
+    except (UserInputError, *NIFTI_ERRORS):
         return 1
     return int(shape[3]) if len(shape) == 4 and shape[3] > 1 else 1

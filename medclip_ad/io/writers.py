@@ -24,10 +24,36 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from medclip_ad.errors import UserInputError
 from medclip_ad.io.scan import Scan
 
 # NIfTI xform code for scanner-anatomical coordinates: what a map from DICOM (or without codes) gets.
 SCANNER_XFORM_CODE: int = 1
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be one: an existing file, a path below a file, or
+    a place without write permission."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"{out_dir}: --out must be a folder, and this is a file")
+    ancestor = out_dir
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(f"{out_dir}: --out cannot be created: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserInputError(f"{out_dir}: --out cannot be written (no permission in {ancestor})")
+
+
+def check_output_file(path: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output file that exists (unless `overwrite`) or cannot be a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{path}: --out names an existing folder; it must be a file path")
+    if path.exists() and not overwrite:
+        raise UserInputError(f"{path}: already exists (pass --overwrite to replace it)")
+    check_output_folder(path.parent)
 
 
 @contextmanager

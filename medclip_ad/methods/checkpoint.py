@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from medclip_ad import __version__
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.json_documents import parse_json
-from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
+from medclip_ad.methods.anomalyclip.prompt_learner import ABNORMAL_SUFFIX, ObjectAgnosticPromptLearner
+from medclip_ad.modeling.tokenizer import tokenize
 
 FORMAT_NAME = "medclip-ad-prompts"
 FORMAT_VERSION = 1
@@ -27,6 +28,9 @@ FORMAT_VERSION = 1
 OPTIMIZER_PREFIX = "optimizer."
 # Every tensor of a reference AdaCLIP checkpoint is named under the prompters' and projections' parent module.
 ADACLIP_REFERENCE_PREFIX = "clip_model."
+# CLIP's text context in tokens: the learned words and a prompt's fixed words must fit in it.
+TEXT_CONTEXT_LENGTH = 77
+DEEP_PROMPT_PREFIX = "deep_prompts."
 
 
 @dataclass
@@ -102,6 +106,7 @@ def load_prompt_checkpoint(path: Path | str) -> PromptCheckpoint:
         raise UserInputError(f"{path}: not a prompt checkpoint (expected a safetensors file or a reference "
                              f"file holding {{'prompt_learner': state_dict}}){hint}")
     tensors = tensors_from_reference(raw["prompt_learner"], path)
+    check_prompt_tensors(tensors, path)
     return PromptCheckpoint(tensors, {"method": "anomalyclip", "imported_from": "reference"}, path)
 
 
@@ -214,6 +219,13 @@ def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[s
         ctx_normal, ctx_abnormal = state["ctx_pos"], state["ctx_neg"]
     except KeyError as error:
         raise UserInputError(f"{path}: reference prompt checkpoint lacks {error.args[0]}") from error
+    for name, value in state.items():
+        if (name in ("ctx_pos", "ctx_neg") or name.startswith("compound_prompts_text.")) and \
+                not isinstance(value, torch.Tensor):
+            raise UserInputError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+    if ctx_normal.ndim < 2 or ctx_abnormal.ndim < 2:
+        raise UserInputError(f"{path}: ctx_pos/ctx_neg have shapes {tuple(ctx_normal.shape)} and "
+                             f"{tuple(ctx_abnormal.shape)}; the reference stores (1, 1, words, width)")
     width = ctx_normal.shape[-1]
     tensors = {"ctx_normal": ctx_normal.reshape(-1, width).float(),
                "ctx_abnormal": ctx_abnormal.reshape(-1, width).float()}
@@ -222,6 +234,50 @@ def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[s
         tensors[f"deep_prompts.{index}"] = state[f"compound_prompts_text.{index}"].float()
         index += 1
     return tensors
+
+
+def check_prompt_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse prompts no learner can take, before a model is built: wrong types or ranks, a context that
+    does not fit CLIP's 77 tokens, gaps in the deep prompts, NaN or infinite values."""
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserInputError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+        if not value.is_floating_point():
+            raise UserInputError(f"{path}: {name} holds {str(value.dtype).replace('torch.', '')} values; prompts "
+                                 f"are floating point")
+        if value.ndim != 2 or 0 in value.shape:
+            raise UserInputError(f"{path}: {name} has shape {tuple(value.shape)}; prompts are (words, width)")
+        if not torch.isfinite(value).all():
+            raise UserInputError(f"{path}: {name} holds NaN or infinite values (a diverged or corrupt training run)")
+    normal, abnormal = tensors["ctx_normal"], tensors["ctx_abnormal"]
+    if normal.shape != abnormal.shape:
+        raise UserInputError(f"{path}: ctx_normal {tuple(normal.shape)} and ctx_abnormal {tuple(abnormal.shape)} "
+                             f"differ in shape")
+    longest = TEXT_CONTEXT_LENGTH - _fixed_prompt_tokens()
+    if normal.shape[0] > longest:
+        raise UserInputError(f"{path}: {normal.shape[0]} learned context words do not fit CLIP's "
+                             f"{TEXT_CONTEXT_LENGTH}-token text context beside the prompt's fixed words (at most "
+                             f"{longest})")
+    deep = sorted(name for name in tensors if name.startswith(DEEP_PROMPT_PREFIX))
+    expected = [f"{DEEP_PROMPT_PREFIX}{i}" for i in range(len(deep))]
+    if sorted(deep, key=_deep_index) != expected:
+        raise UserInputError(f"{path}: deep prompts must be numbered {DEEP_PROMPT_PREFIX}0 to "
+                             f"{DEEP_PROMPT_PREFIX}{len(deep) - 1} without gaps, found {', '.join(deep)}")
+    for name in expected:
+        value = tensors[name]
+        if value.shape[1] != normal.shape[1] or value.shape[0] >= TEXT_CONTEXT_LENGTH:
+            raise UserInputError(f"{path}: {name} has shape {tuple(value.shape)}; deep prompts are (length < "
+                                 f"{TEXT_CONTEXT_LENGTH}, width {normal.shape[1]})")
+
+
+def _deep_index(name: str) -> int:
+    suffix = name[len(DEEP_PROMPT_PREFIX):]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def _fixed_prompt_tokens() -> int:
+    """Tokens of the longer learned sentence besides its learned words: start, "damaged object.", end."""
+    return int((tokenize([ABNORMAL_SUFFIX]) != 0).sum())
 
 
 def load_into_learner(checkpoint: PromptCheckpoint, learner: ObjectAgnosticPromptLearner) -> None:
@@ -255,6 +311,7 @@ def _load_safetensors(path: Path) -> PromptCheckpoint:
         method = checkpoint.metadata.get("method")
         hint = f" (a {method} checkpoint: pass --method {method})" if method not in (None, "anomalyclip") else ""
         raise UserInputError(f"{path}: prompt checkpoint lacks ctx_normal{hint}")
+    check_prompt_tensors(checkpoint.tensors, path)
     return checkpoint
 
 
@@ -269,6 +326,10 @@ def _read_safetensors(path: Path) -> PromptCheckpoint:
     metadata = {key: _decode(value, path) for key, value in raw_metadata.items()}
     if metadata.get("format") != FORMAT_NAME:
         raise UserInputError(f"{path}: a safetensors file, but not a medclip-ad prompt checkpoint")
+    broken = next((name for name, value in tensors.items()
+                   if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if broken is not None:
+        raise UserInputError(f"{path}: {broken} holds NaN or infinite values (a diverged or corrupt training run)")
     optimizer_state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
     prompts = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
     return PromptCheckpoint(prompts, metadata, path, optimizer_state)

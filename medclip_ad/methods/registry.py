@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from medclip_ad.config import METHODS, DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.adaclip.checkpoint import load_adaclip
@@ -69,10 +71,9 @@ def build_detector(config: DetectorConfig, backbone: ClipBackbone | None = None)
     if config.method not in METHODS:
         raise UserInputError(f"--method {config.method}: unknown method (choose from {', '.join(METHODS)})")
     activation, reason = backbone_activation(config)
-    if backbone is None:
-        backbone = load_clip(config.clip_weights, activation, reason)
-    elif activation not in ("auto", backbone.activation):
-        backbone = load_clip(backbone.source, activation, reason)
+    if backbone is None or activation not in ("auto", backbone.activation):
+        backbone = load_clip(config.clip_weights if backbone is None else backbone.source, activation, reason)
+        _check_finite(backbone, config.clip_weights)
     text_encoder = TextEncoder(backbone.model)
     if config.method == "adaclip":  # its own vision encoder: no DPAM, the checkpoint's feature layers
         model, prompts = _adaclip(config, backbone, text_encoder)
@@ -83,6 +84,13 @@ def build_detector(config: DetectorConfig, backbone: ClipBackbone | None = None)
         raise UserInputError(f"--layers/--image-size: {error}") from error
     model, prompts = _DETECTOR_BUILDERS[config.method](config, text_encoder, vision_encoder)
     return BuiltDetector(model, backbone, prompts)
+
+
+def _check_finite(backbone: ClipBackbone, weights: str) -> None:
+    """NaN or infinite weights would only show as NaN scores after inference; refuse them at loading."""
+    for name, parameter in backbone.model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise UserInputError(f"{weights}: CLIP weights file holds NaN or infinite values ({name})")
 
 
 def new_prompt_learner(text_encoder: TextEncoder, like: PromptCheckpoint | None = None) -> ObjectAgnosticPromptLearner:
@@ -103,6 +111,10 @@ def _learned_prompts(config: DetectorConfig, text_encoder: TextEncoder, vision_e
         raise UserInputError(f"{config.prompts}: prompts have text width {checkpoint.text_width} but the backbone "
                              f"{config.clip_weights} has text width {text_encoder.width}: they were trained for "
                              f"another backbone")
+    blocks = len(text_encoder.blocks)
+    if checkpoint.depth > blocks:
+        raise UserInputError(f"{config.prompts}: {checkpoint.depth - 1} deep prompts, but the backbone "
+                             f"{config.clip_weights} has {blocks} text blocks (at most {blocks - 1} deep prompts)")
     learner = new_prompt_learner(text_encoder, like=checkpoint)
     load_into_learner(checkpoint, learner)
     return AnomalyCLIP(text_encoder, vision_encoder, learner), checkpoint
