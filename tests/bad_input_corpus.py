@@ -498,7 +498,8 @@ for _name, _suffix, _make in (
                                                              photometric="minisblack", planarconfig="contig")),
     ("tiff_two_samples", ".tif", lambda p: tifffile.imwrite(p, np.zeros((16, 16, 2), np.uint16),
                                                             photometric="minisblack", planarconfig="contig")),
-    ("tiff_four_dimensions", ".tif", lambda p: tifffile.imwrite(p, np.zeros((2, 3, 16, 16), np.uint8))),
+    ("tiff_four_dimensions", ".tif", lambda p: tifffile.imwrite(p, np.zeros((2, 3, 16, 16), np.uint8),
+                                                               photometric="minisblack")),
     ("tiff_complex", ".tif", lambda p: tifffile.imwrite(p, np.zeros((16, 16), np.complex64))),
 ):
     _image_entry(_name, _suffix, _make)

@@ -56,8 +56,10 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
     if method == "adaclip" and args.layers and prompts:
         raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
                              "recorded in its checkpoint (choose them when training)")
+    batch_size = getattr(args, "batch_size", None)  # train's is its recipe's, None when not given
     return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
                           method=method, layers=tuple(args.layers or DEFAULT_LAYERS),
                           image_size=args.image_size, device=args.device,
-                          activation=getattr(args, "activation", "auto"), batch_size=getattr(args, "batch_size", 8),
+                          activation=getattr(args, "activation", "auto"),
+                          batch_size=DetectorConfig.batch_size if batch_size is None else batch_size,
                           precision=getattr(args, "precision", "auto"))
