@@ -22,6 +22,7 @@ from medclip_ad.bundle.entrypoints import CaseInference
 from medclip_ad.cli.main import main
 from medclip_ad.errors import UserInputError, one_line
 from medclip_ad.io.discovery import discover_cases
+from medclip_ad.inference.worklist import RESULTS_TABLE
 from medclip_ad.output_files import ERROR_LOG_FILE, SCORES_FILE
 
 
@@ -73,7 +74,7 @@ def test_unexpected_errors_in_some_cases_never_stop_the_run(three_images, tmp_pa
     assert "unexpected RuntimeError: highdicom could not encode the frame" in runtime[0]
     assert "second line" not in captured.err and "Traceback" not in captured.err
     assert "2 input(s) failed:" in captured.err and "1 case(s) written" in captured.out
-    assert sorted(p.name for p in out.iterdir()) == ["c", ERROR_LOG_FILE]
+    assert sorted(p.name for p in out.iterdir()) == ["c", ERROR_LOG_FILE, RESULTS_TABLE]
     log = (out / ERROR_LOG_FILE).read_text()
     assert log.count("Traceback (most recent call last)") == 2 and "second line of detail" in log
     assert "a.png" in log and "OutOfMemoryError" in log
@@ -105,7 +106,8 @@ def test_resume_skips_finished_cases_only(three_images, tmp_path, capsys):
     assert main(["infer", str(three_images), "--out", str(out), "--resume", *FAST]) == 0
     assert "resuming: 2 case(s) already finished" in capsys.readouterr().out
     assert (out / "a" / SCORES_FILE).stat().st_mtime_ns == finished
-    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c", RESULTS_TABLE]
+    assert (out / RESULTS_TABLE).read_text().count("./") == 3  # the worklist lists the resumed cases too
     (out / "c" / SCORES_FILE).unlink()  # a folder without scores.json was not finished by medclip-ad
     assert main(["infer", str(three_images), "--out", str(out), "--resume", *FAST]) == 2
     assert "c: output case folder already exists" in capsys.readouterr().err
