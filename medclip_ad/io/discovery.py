@@ -273,6 +273,8 @@ def _probe_dicom(path: Path) -> _DicomProbe | InputProblem | None:
         return None
     try:
         return _probe_header(read_dicom_header(path), path)
+    except UserInputError as exc:  # refused by a size check: one problem, the other files go on
+        return InputProblem(path, str(exc).removeprefix(f"{path}: "))
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
         return InputProblem(path, f"corrupt DICOM file ({reason[:160]})")
