@@ -193,10 +193,18 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[Path], list[InputProblem
 
     for folder, subfolders, files in os.walk(root, onerror=report):
         subfolders[:] = sorted(d for d in subfolders
-                               if not d.startswith(".") and Path(folder, d).resolve() not in exclude)
+                               if not d.startswith(".") and not _excluded(Path(folder, d), exclude))
         found.extend(Path(folder, f) for f in sorted(files)
-                     if not f.startswith(".") and Path(folder, f).resolve() not in exclude)
+                     if not f.startswith(".") and not _excluded(Path(folder, f), exclude))
     return found, unreadable
+
+
+def _excluded(path: Path, exclude: set[Path]) -> bool:
+    """Whether `path` resolves into `exclude`; a link loop resolves nowhere (and is reported as a problem later)."""
+    try:
+        return path.resolve() in exclude
+    except (OSError, RuntimeError):
+        return False
 
 
 # What `stat` calls the file types that are not regular files, for messages.
