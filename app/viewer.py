@@ -51,7 +51,7 @@ with open_box:
     open_case_panel(session, launch, show_patient)
 with model_box:
     config, scoring = model_panel(launch.weights_dir)
-    run_button(session, config, scoring, launch.weights_dir)
+    run_button(session, config, scoring, launch)
 with privacy_box:
     st.header("Privacy")
     st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT,
@@ -59,7 +59,7 @@ with privacy_box:
 
 exposure_warning()
 st.caption(NOT_FOR_DIAGNOSIS)
-worklist_table()
+worklist_table(show_patient)
 if session.scan is None:
     st.info("Open a case from the sidebar: a results folder, a folder under the data root, or an upload.")
     st.stop()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Stre
 
 from medclip_viewer.cases import load_result  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
+from medclip_viewer.state import KEY_SHOW_PATIENT  # noqa: E402
 from medclip_viewer.review_capture import (  # noqa: E402
     REVIEW_FILE,
     Bookmark,
@@ -104,12 +105,14 @@ def open_case(at: AppTest) -> str:
 
 def test_worklist_lists_every_case_by_score_and_opens_the_first(viewer):
     table = worklist(viewer)
-    assert list(table["case"]) == ["case_b", "case_c", "case_a"]
+    assert list(table["case"]) == ["case 2", "case 3", "case 1"]  # identifiers hidden: places, not names
     assert list(table["score"]) == [0.75, 0.5, 0.25]
     assert list(table["review"]) == ["not reviewed"] * 3
     assert list(table[""]) == ["▶", "", ""]
     assert open_case(viewer) == "case_b"
     assert viewer.main.subheader[0].value  # the case header of the opened case
+    ok(viewer.toggle(key=KEY_SHOW_PATIENT).set_value(True).run())
+    assert list(worklist(viewer)["case"]) == ["case_b", "case_c", "case_a"]
     assert "case 1 of 3, 0 reviewed" in viewer.expander[0].label
 
 
@@ -127,7 +130,7 @@ def test_next_and_previous_move_through_the_reading_order(viewer):
 
 def test_reading_order_by_name_keeps_the_open_case(viewer):
     at = ok(viewer.selectbox(key=KEY_WORKLIST_ORDER).set_value("case name").run())
-    assert list(worklist(at)["case"]) == ["case_a", "case_b", "case_c"]
+    assert list(worklist(at)["case"]) == ["case 1", "case 2", "case 3"]
     assert open_case(at) == "case_b"
     at = ok(at.button(key=KEY_WORKLIST_NEXT).click().run())
     assert open_case(at) == "case_c"

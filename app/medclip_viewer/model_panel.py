@@ -23,6 +23,7 @@ from medclip_ad.limits import MAX_WEIGHT_FILES
 
 from medclip_viewer.confinement import Scope
 from medclip_viewer.display_text import plain
+from medclip_viewer.launch import LaunchOptions
 from medclip_viewer.model import (
     DEVICES,
     METHOD_AUTO,
@@ -106,7 +107,7 @@ def _offered_path(weights_dir: Path | None, choice: str, offered: list[str]) -> 
     return str(Scope.of(weights_dir).confine(weights_dir / choice, "weights file"))
 
 
-def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions, weights_dir: Path | None) -> None:
+def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions, launch: LaunchOptions) -> None:
     """Score the open case with `config` and `options`, or show the cached result of an earlier identical run."""
     if session.scan is None or session.case_key is None:
         return
@@ -125,6 +126,7 @@ def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOpti
                                lambda fraction, text: bar.progress(min(fraction, 1.0), text=text))
     except UserInputError as error:
         bar.empty()
-        st.error(plain(f"Inference failed: {Scope.of(weights_dir, session.workdir).redact(str(error))}"), icon=None)
+        folders = Scope.of(launch.weights_dir, session.workdir, launch.data_root, launch.case)
+        st.error(plain(f"Inference failed: {folders.redact(str(error))}"), icon=None)
         return
     session.add_result(session.case_key, key, result)

@@ -40,9 +40,10 @@ class WorklistRow:
     review: str
     problem: str = ""
 
-    def as_table_row(self, current: bool) -> dict:
-        """The row as shown: plain values, never markup (case names come from files)."""
-        return {"": "▶" if current else "", "case": self.case, "score": self.score,
+    def as_table_row(self, current: bool, label: str) -> dict:
+        """The row as shown, the case called `label` (its name, or a neutral label while identifiers are
+        hidden): plain values, never markup (case names come from files)."""
+        return {"": "▶" if current else "", "case": label, "score": self.score,
                 "flag": None if self.flagged is None else ("flagged" if self.flagged else "-"),
                 "percentile": self.percentile, "findings": self.findings, "review": self.review or NOT_REVIEWED}
 

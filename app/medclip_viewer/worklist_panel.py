@@ -74,11 +74,14 @@ def _cached_row(folder: str, scores_mtime: int, review_mtime: int) -> WorklistRo
     return read_row(Path(folder))
 
 
-def worklist_table() -> None:
-    """The table, reading order, next/previous and review export; nothing when no worklist is open."""
+def worklist_table(show_patient: bool) -> None:
+    """The table, reading order, next/previous and review export; nothing when no worklist is open. While
+    identifiers are hidden, cases are called by neutral labels (their place in the folder), not by name."""
     rows: list[WorklistRow] | None = st.session_state.get(_KEY_ROWS)
     if not rows:
         return
+    places = {folder: n for n, folder in enumerate(sorted(row.folder for row in rows), start=1)}
+    labels = {row.folder: row.case if show_patient else f"case {places[row.folder]}" for row in rows}
     current = Path(st.session_state[KEY_WORKLIST_CURRENT])
     reviewed = sum(1 for row in rows if row.review)
     position = next((n for n, row in enumerate(rows, start=1) if row.folder == current), 0)
@@ -93,13 +96,13 @@ def worklist_table() -> None:
         export.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv",
                                mime="text/csv", key=KEY_WORKLIST_EXPORT, on_click="ignore", width="stretch",
                                disabled=reviewed == 0)
-        st.dataframe([row.as_table_row(row.folder == current) for row in rows], hide_index=True,
+        st.dataframe([row.as_table_row(row.folder == current, labels[row.folder]) for row in rows], hide_index=True,
                      height=TABLE_HEIGHT_PX, on_select=_select, selection_mode="single-row",
                      key=f"{KEY_WORKLIST_TABLE}.{st.session_state.get(_KEY_TABLE_GENERATION, 0)}",
                      column_config=_COLUMNS)
         for row in rows:
             if row.problem:
-                st.warning(plain(f"{row.case}: {row.problem}"), icon=None)
+                st.warning(plain(f"{labels[row.folder]}: {row.problem}"), icon=None)
 
 
 _COLUMNS = {
