@@ -224,3 +224,31 @@ def test_a_password_guards_every_part_of_the_viewer(viewer, monkeypatch):
     assert [e.value for e in at.error] == ["Wrong password."] and not at.sidebar.children
     ok(at.text_input(key=KEY_PASSWORD).input("correct horse").run())
     assert at.sidebar.children and any("Open a case" in info.value for info in at.info)
+
+
+def test_a_hostile_archive_in_the_weights_folder_is_refused_on_run(viewer, monkeypatch, tmp_path):
+    """The chained attack: a TorchScript payload offered as weights is refused when Run loads it."""
+    import warnings
+
+    import torch
+    from medclip_viewer.rendering import png_bytes
+    from medclip_viewer.state import KEY_IMAGE_SIZE, KEY_RUN
+    from test_weights_archive import _WritesAFile
+
+    weights = tmp_path / "models"
+    weights.mkdir()
+    target = tmp_path / "outside" / "written"
+    target.parent.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_WritesAFile(str(target))).save(str(weights / "evil.pt"))
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(weights))
+    at = ok(viewer.run())
+    image = png_bytes(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))
+    ok(at.file_uploader(key=KEY_UPLOAD).upload("photo.png", image, "image/png").run())
+    at.selectbox(key=KEY_CLIP_WEIGHTS).select("evil.pt")
+    at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
+    ok(at.button(key=KEY_RUN).click().run())
+    [message] = [m for m in _messages(at) if m.startswith("Inference failed")]
+    assert_one_line(message, "evil.pt", "refused TorchScript archive", "__setstate__", server_paths=(tmp_path,))
+    assert not target.exists()
