@@ -25,6 +25,7 @@ from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS
+from medclip_ad.io.orientation import ScreenLabels, extract_slice, plane_layout, screen_labels
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
@@ -43,16 +44,7 @@ from medclip_viewer.intensity import default_mode, percentile_mapping, window_ma
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
 from medclip_viewer.model import METHOD_AUTO, detector_config  # noqa: E402
 from medclip_viewer.open_panel import SOURCE_BROWSE  # noqa: E402
-from medclip_viewer.rendering import (  # noqa: E402
-    ScreenLabels,
-    compose_panels,
-    display_shape,
-    extract_slice,
-    plane_layout,
-    png_bytes,
-    screen_labels,
-    slice_position_mm,
-)
+from medclip_viewer.rendering import compose_panels, display_shape, png_bytes, slice_position_mm  # noqa: E402
 from medclip_viewer.state import (  # noqa: E402
     JUMP_KEY_PREFIX,
     KEY_AGGREGATION,

@@ -18,7 +18,8 @@ from medclip_ad.cli.main import main
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case import CaseOptions, predict_scan, run_case
 from medclip_ad.inference.predictor import Prediction
-from medclip_ad.inference.volume import slice_axis_for_plane, volume_score
+from medclip_ad.inference.volume import volume_score
+from medclip_ad.io.orientation import slice_axis_for_plane
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.readers import read_case, read_study

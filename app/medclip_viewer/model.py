@@ -13,10 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
-from medclip_ad.config import DEFAULT_METHOD, METHODS, DetectorConfig
+from medclip_ad.config import DEFAULT_METHOD, METHODS, PLANE_NORMALS, DetectorConfig
 from medclip_ad.inference.case import CaseOptions, resolve_slice_axis, run_case
 from medclip_ad.inference.predictor import AnomalyPredictor
-from medclip_ad.inference.volume import PLANE_NORMALS
 from medclip_ad.io.scan import Scan
 from medclip_ad.methods.checkpoint import recorded_method
 from medclip_ad.modeling.clip_backbone import RANDOM_PREFIX

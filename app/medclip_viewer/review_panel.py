@@ -17,24 +17,20 @@ import streamlit as st
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
-from medclip_ad.inference.volume import plane_of_axis
 from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.orientation import (
+    SCREEN_AXES,
+    PlaneLayout,
+    extract_slice,
+    plane_layout,
+    plane_of_axis,
+    screen_labels,
+)
 from medclip_ad.io.scan import Scan
 
 from medclip_viewer.cases import CaseResult
 from medclip_viewer.display_text import plain
-from medclip_viewer.rendering import (
-    SCREEN_AXES,
-    PlaneLayout,
-    compose_panels,
-    display_shape,
-    extract_slice,
-    image_layout,
-    plane_layout,
-    png_bytes,
-    screen_labels,
-    slice_position_mm,
-)
+from medclip_viewer.rendering import compose_panels, display_shape, image_layout, png_bytes, slice_position_mm
 from medclip_viewer.score_plot import slice_score_figure
 from medclip_viewer.state import (
     JUMP_KEY_PREFIX,

@@ -20,7 +20,7 @@ from medclip_ad.inference.case_folder import check_case_folder_free, staged_case
 from medclip_ad.inference.lesions import image_components, lesion_mask, volume_components
 from medclip_ad.inference.overlay import OverlayStyle, overlay
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
-from medclip_ad.inference.volume import infer_volume, plane_of_axis, slice_axis_for_plane, top_slices, volume_score
+from medclip_ad.inference.volume import infer_volume, top_slices, volume_score
 from medclip_ad.io.dicom_export import (
     DerivedSeries,
     dicom_source_files,
@@ -31,6 +31,7 @@ from medclip_ad.io.dicom_export import (
 from medclip_ad.io.dicom_seg import write_segmentation
 from medclip_ad.io.dicom_sr import write_structured_report
 from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.orientation import PlaneLayout, extract_slice, plane_layout, plane_of_axis
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import write_json, write_npy, write_png, write_volume_map
 from medclip_ad.output_files import SCORES_FILE
@@ -40,17 +41,23 @@ from medclip_ad.output_files import SCORES_FILE
 DICOM_NOT_WRITTEN = "dicom_not_written"
 
 
+def resolve_layout(scan: Scan, options: CaseOptions) -> PlaneLayout:
+    """How a volume is sliced and laid out for the model: the chosen plane, else the acquisition plane."""
+    return plane_layout(options.axis or plane_of_axis(scan.slice_axis, scan.affine), scan.affine)
+
+
 def resolve_slice_axis(scan: Scan, options: CaseOptions) -> int:
-    """The array axis a volume is sliced along: the chosen plane, else the acquisition plane."""
-    return slice_axis_for_plane(options.axis, scan.affine) if options.axis else scan.slice_axis
+    """The array axis a volume is sliced along (for progress totals before scoring)."""
+    return resolve_layout(scan, options).slice_axis
 
 
 @dataclass
 class ScanPrediction:
     """A scan's score and its map in the scan's own grid (float32, never normalised).
 
-    For a volume also each slice's score and the array axis it was sliced along. `mapping` is how the
-    stored values were brought to 8 bits, for drawing overlays of what the model saw.
+    For a volume also each slice's score, the array axis it was sliced along and the layout of the
+    pictures the model saw. `mapping` is how the stored values were brought to 8 bits, for drawing
+    overlays of what the model saw.
     """
 
     score: float
@@ -58,6 +65,7 @@ class ScanPrediction:
     mapping: IntensityMapping
     slice_scores: np.ndarray | None = None
     axis: int | None = None
+    layout: PlaneLayout | None = None
 
 
 def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions = CaseOptions(),
@@ -70,10 +78,10 @@ def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions =
     if scan.kind == "image":
         prediction = predictor.predict([mapping(scan.array)])
         return ScanPrediction(float(prediction.scores[0]), prediction.maps[0].astype(np.float32), mapping)
-    axis = resolve_slice_axis(scan, options)
-    result = infer_volume(predictor, scan.array, axis, mapping, progress)
+    layout = resolve_layout(scan, options)
+    result = infer_volume(predictor, scan.array, layout, mapping, progress)
     return ScanPrediction(volume_score(result.slice_scores, options.aggregation, options.top_k), result.map_volume,
-                          mapping, result.slice_scores, axis)
+                          mapping, result.slice_scores, layout.slice_axis, layout)
 
 
 def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
@@ -134,12 +142,13 @@ def _findings(scan: Scan, prediction: ScanPrediction, options: CaseOptions,
 def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path,
                        options: CaseOptions) -> dict:
     axis, slice_scores = prediction.axis, prediction.slice_scores
+    layout = prediction.layout
     write_volume_map(prediction.map, scan, folder / "anomaly_map.nii.gz")
     best = top_slices(slice_scores, options.overlay_count)
     (folder / "overlays").mkdir()
-    for index in best:
-        image = prediction.mapping(np.take(scan.array, index, axis=axis).T)
-        slice_map = np.take(prediction.map, index, axis=axis).T
+    for index in best:  # drawn as the model saw them: radiological orientation
+        image = prediction.mapping(extract_slice(scan.array, layout, index))
+        slice_map = extract_slice(prediction.map, layout, index)
         write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
     return {"case": scan.name, "input": str(scan.source), "kind": "volume", "score": prediction.score,
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"

@@ -4,8 +4,10 @@
     result = predictor.predict([image_a, image_b])   # uint8 arrays, any sizes
     result.scores, result.maps                        # (B,), one (H, W) float32 map per image
 
-Text features are computed once at load time; batches run without gradients, in fp32 on the CPU and
-with autocast on CUDA. Maps come back in each input's own pixel grid and are never normalised.
+Text features are computed once at load time; batches run without gradients. The backbone runs in the
+chosen precision (fp32 on the CPU, bf16 autocast on CUDA by default); logits, scores, maps and blur are
+always fp32, and `fp32` on CUDA also turns TF32 off. Maps come back in each input's own pixel grid and
+are never normalised.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
 from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
 from medclip_ad.modeling.int8 import int8_available, int8_blocks
+from medclip_ad.modeling.precision import disable_tf32
 from medclip_ad.modeling.vision_tower import ClipVisionTower
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model has random CLIP weights (random:*); its scores and maps "
@@ -111,9 +114,9 @@ class AnomalyPredictor:
     def predict_tensor(self, images: torch.Tensor, with_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (B, 3, S, S) -> scores (B,) and blurred maps at S x S: (B, S, S), or (B, L, S, S) per layer."""
         images = images.to(self.device, non_blocking=True)
-        with self._autocast():
+        with self._autocast():  # the backbone only: each method's head runs in fp32 (modeling/precision.py)
             output = self.model(images, self.text_features)
-            scores = output.image_logits.float().softmax(dim=-1)[:, 1]
+        scores = output.image_logits.float().softmax(dim=-1)[:, 1]
         layer_maps = torch.stack([layer_anomaly_map(p.float()) for p in output.probability_maps], dim=1)
         if with_layers:
             batch, layers, size, _ = layer_maps.shape
@@ -155,9 +158,11 @@ class AnomalyPredictor:
     def _pick_autocast_dtype(self) -> torch.dtype | None:
         precision = self.config.precision
         if precision in ("fp32", "int8") or (precision == "auto" and self.device.type != "cuda"):
+            if self.device.type == "cuda":
+                disable_tf32()
             return None
-        if self.device.type != "cuda":
-            raise UserInputError(f"--precision {precision}: reduced precision runs on CUDA only; use fp32 on the CPU")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UserInputError("--precision fp16: runs on CUDA only; use fp32 or bf16 on the CPU")
         return torch.float16 if precision == "fp16" else torch.bfloat16
 
     def _autocast(self):

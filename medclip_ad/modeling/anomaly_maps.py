@@ -2,7 +2,8 @@
 
 All similarities use the fixed temperature of the method. Maps are sums of per-layer abnormal
 probabilities (range [0, number of layers]) and are never normalised per image, so they can be
-compared across images and slices.
+compared across images and slices. Everything here runs in fp32 with autocast off, whatever precision
+the backbone ran in (see `medclip_ad.modeling.precision`).
 """
 
 from __future__ import annotations
@@ -12,20 +13,28 @@ import torch.nn.functional as F
 
 from medclip_ad.constants import TEMPERATURE
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
+from medclip_ad.modeling.precision import full_precision
 
 
 def class_logits(features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities to [normal, abnormal] over the temperature: (..., D) -> (..., 2)."""
-    return features @ text_features.t().to(features.dtype) / TEMPERATURE
+    """Cosine similarities to [normal, abnormal] over the temperature, in fp32: (..., D) -> (..., 2)."""
+    with full_precision(features):
+        return features.float() @ text_features.float().t() / TEMPERATURE
 
 
 def patch_probability_maps(layer_tokens: torch.Tensor, text_features: torch.Tensor, size: int) -> torch.Tensor:
     """Per-pixel [normal, abnormal] probabilities (B, 2, size, size) from one layer's tokens (B, 1+N, D)."""
-    probabilities = class_logits(layer_tokens[:, 1:], text_features).softmax(dim=-1)
+    with full_precision(layer_tokens):
+        return upsample_patch_probabilities(class_logits(layer_tokens[:, 1:], text_features).softmax(dim=-1), size)
+
+
+def upsample_patch_probabilities(probabilities: torch.Tensor, size: int) -> torch.Tensor:
+    """Patch probabilities (B, N, 2) on a square grid -> (B, 2, size, size), bilinear, in fp32."""
     batch, tokens, _ = probabilities.shape
     grid = round(int(tokens) ** 0.5)  # int(): under torch.jit.trace sizes are tensors; the grid is fixed per model
-    square = probabilities.transpose(1, 2).reshape(batch, 2, grid, grid)
-    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
+    square = probabilities.float().transpose(1, 2).reshape(batch, 2, grid, grid)
+    with full_precision(square):
+        return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def layer_anomaly_map(probability_maps: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from medclip_ad.methods.adaclip.text import HybridPromptTextEncoder
 from medclip_ad.methods.adaclip.vision import HybridPromptVisionEncoder
 from medclip_ad.methods.anomalyclip.detector import DetectorOutput
 from medclip_ad.modeling.clip_backbone import model_activation
+from medclip_ad.modeling.precision import full_precision
 from medclip_ad.modeling.text_encoder import TextEncoder
 
 LOGIT_SCALE = 100.0
@@ -121,25 +122,27 @@ class AdaCLIP(nn.Module):
         text_prompts, visual_prompts = self.hybrid_prompts(images)
         text = self.text_encoder(text_prompts)
         visual = self.vision_encoder(images, visual_prompts)
-        global_embedding = F.normalize(self.weights.global_projection(visual.image_embedding), dim=-1)
-        patches = [F.normalize(projection(tokens), dim=-1)
-                   for projection, tokens in zip(self.weights.patch_projections, visual.patch_tokens)]
-        layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text.to(tokens.dtype)) for tokens in patches]
+        with full_precision(images):  # the backbone may run in bf16; projections and logits do not
+            text = text.float()
+            global_embedding = F.normalize(self.weights.global_projection(visual.image_embedding.float()), dim=-1)
+            patches = [F.normalize(projection(tokens.float()), dim=-1)
+                       for projection, tokens in zip(self.weights.patch_projections, visual.patch_tokens)]
+            layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text) for tokens in patches]
         return AdaCLIPFeatures(text, visual.image_embedding, global_embedding, patches, layer_logits)
 
     def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
         """`text_features` is accepted for the shared detector signature and not used."""
         features = self.features(images)
-        mean_logits = torch.stack(features.layer_logits).mean(dim=0)
-        maps = [self._upsample(mean_logits).softmax(dim=1)]
-        abnormal = mean_logits.float().softmax(dim=-1)[..., 1]
-        fused = fused_embedding([tokens.float() for tokens in features.patches], abnormal,
-                                features.global_embedding.float())
-        image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, features.text.to(fused.dtype))
-        if self.training:
-            layer_maps = [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits]
-            return AdaCLIPOutput(image_logits, maps, layer_maps)
-        return AdaCLIPOutput(image_logits.float(), maps)
+        with full_precision(images):  # maps, fusion and clustering in fp32 whatever the backbone's precision
+            mean_logits = torch.stack(features.layer_logits).mean(dim=0)
+            maps = [self._upsample(mean_logits).softmax(dim=1)]
+            abnormal = mean_logits.softmax(dim=-1)[..., 1]
+            fused = fused_embedding(features.patches, abnormal, features.global_embedding)
+            image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, features.text)
+            if self.training:
+                layer_maps = [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits]
+                return AdaCLIPOutput(image_logits, maps, layer_maps)
+        return AdaCLIPOutput(image_logits, maps)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         """Patch logits (B, N, 2) -> (B, 2, S, S), bilinear with aligned corners as the reference."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from medclip_ad.config import RWDA_HIDDEN_UNITS
 from medclip_ad.methods.anomalyclip.detector import DetectorOutput
+from medclip_ad.modeling.anomaly_maps import upsample_patch_probabilities
 from medclip_ad.modeling.dpam import DPAMVisionEncoder
+from medclip_ad.modeling.precision import full_precision
 
 # Width of the head's single hidden layer.
 
@@ -62,15 +63,10 @@ class RandomWordDetector(nn.Module):
         return self.no_text_features
 
     def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> DetectorOutput:
-        """`text_features` is accepted for AnomalyCLIP's signature and not used."""
+        """`text_features` is accepted for AnomalyCLIP's signature and not used; the head runs in fp32."""
         visual = self.vision_encoder(images)
-        image_logits = self.head(visual.global_embedding)
-        maps = [self._patch_probability_maps(tokens) for tokens in visual.layer_tokens]
+        with full_precision(images):
+            image_logits = self.head(visual.global_embedding.float())
+            maps = [upsample_patch_probabilities(self.head(tokens[:, 1:].float()).softmax(dim=-1), self.image_size)
+                    for tokens in visual.layer_tokens]
         return DetectorOutput(image_logits, maps)
-
-    def _patch_probability_maps(self, layer_tokens: torch.Tensor) -> torch.Tensor:
-        """One layer's tokens (B, 1+N, D) -> [normal, abnormal] probabilities (B, 2, S, S), bilinear as AnomalyCLIP."""
-        probabilities = self.head(layer_tokens[:, 1:]).softmax(dim=-1)
-        grid = self.vision_encoder.grid
-        square = probabilities.transpose(1, 2).reshape(-1, 2, grid, grid)
-        return F.interpolate(square, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
