@@ -34,6 +34,8 @@ PARAMETRIC_MAP_ENCODINGS: tuple[str, ...] = ("uint16", "float32")
 CALIBRATION_FPRS: tuple[float, ...] = (0.01, 0.05, 0.10)
 PIXEL_PERCENTILE: float = 99.9
 CALIBRATION_CONFIDENCE: float = 0.95
+# `--modality`: what a scan is, when its tags should not decide (or it has none).
+MODALITIES: tuple[str, ...] = ("CT", "MR", "other")
 # Deployment formats of `medclip-ad export`.
 EXPORT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 # AdaCLIP's published feature layers (1-based ViT blocks) and the object word of its prompts.
@@ -137,6 +139,7 @@ class CaseOptions:
 
     axis: str | None = None  # None: the acquisition plane
     window: str | tuple[float, float] | None = None  # CT preset name or (width, level); None: by modality
+    modality: str | None = None  # one of MODALITIES: overrides the tag and Hounsfield detection (io.intensity)
     aggregation: str = "max"
     top_k: int = 5
     overlay_count: int = 5

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
-from medclip_ad.config import AGGREGATIONS, DICOM_OUTPUTS, PARAMETRIC_MAP_ENCODINGS, PLANE_NORMALS, CaseOptions
+from medclip_ad.config import (
+    AGGREGATIONS,
+    DICOM_OUTPUTS,
+    MODALITIES,
+    PARAMETRIC_MAP_ENCODINGS,
+    PLANE_NORMALS,
+    CaseOptions,
+)
 from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputError
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS
 
@@ -61,6 +68,9 @@ def add_case_arguments(parser: argparse.ArgumentParser, overlays: bool = True) -
     group.add_argument("--window", type=float, nargs=2, metavar=("WIDTH", "LEVEL"),
                        help="display window for CT values (default: by modality)")
     group.add_argument("--window-preset", choices=list(CT_WINDOW_PRESETS), help="named CT window")
+    group.add_argument("--modality", choices=MODALITIES,
+                       help="CT: window the values as Hounsfield units; MR/other: percentiles (default: the DICOM "
+                            "Modality tag, else CT when the values are Hounsfield units with air at -1000)")
     group.add_argument("--aggregation", choices=AGGREGATIONS, default="max", help="volume score from slice scores")
     group.add_argument("--top-k", type=int, default=5, help="k of topk_mean")
     if overlays:
@@ -74,6 +84,7 @@ def case_options(args: argparse.Namespace, calibration: Calibration | None = Non
     if args.window and args.window_preset:
         raise UserInputError("--window and --window-preset: choose one of them")
     return CaseOptions(axis=args.axis, window=tuple(args.window) if args.window else args.window_preset,
+                       modality=args.modality,
                        aggregation=args.aggregation, top_k=args.top_k,
                        overlay_count=getattr(args, "overlays", CaseOptions.overlay_count),
                        overwrite=getattr(args, "overwrite", False),

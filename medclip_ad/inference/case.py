@@ -74,7 +74,7 @@ def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions =
 
     `progress` is called with the number of slices finished after each batch (volumes only).
     """
-    mapping = IntensityMapping.from_scan(scan, window=options.window)
+    mapping = IntensityMapping.from_scan(scan, window=options.window, modality=options.modality)
     if scan.kind == "image":
         prediction = predictor.predict([mapping(scan.array)])
         return ScanPrediction(float(prediction.scores[0]), prediction.maps[0].astype(np.float32), mapping)
@@ -203,7 +203,8 @@ def _write_dicom(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredic
 
 def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:
     document: dict = {"map_range": [0.0, float(len(predictor.layers))],
-                      "intensity": mapping.description, "model": predictor.provenance(),
+                      "intensity": mapping.description, "intensity_rule": mapping.rule,
+                      "model": predictor.provenance(),
                       "package_version": __version__}
     if predictor.random_weights:
         document["warning"] = RANDOM_WEIGHTS_WARNING

@@ -15,15 +15,13 @@ import pydicom
 from monai.data import ITKReader, PydicomReader
 
 from medclip_ad.io.dicom_checks import dicom_geometry_problem, dicom_image_problem
-from medclip_ad.io.discovery import CaseSource, dicom_pixel_shortfall, read_dicom_header
+from medclip_ad.io.discovery import ORIENTATION_TOLERANCE, CaseSource, dicom_pixel_shortfall, read_dicom_header
 from medclip_ad.io.read_checks import READ_ERRORS, check_affine, check_not_all_nan, check_size, fail, spacing
 from medclip_ad.io.scan import Scan
 
 # Slices of a series must be evenly spaced to within this fraction of their median spacing; otherwise
 # a slice is missing (or duplicated) and no single affine can place them all.
 SLICE_SPACING_TOLERANCE: float = 0.01
-# Orientation cosines of the slices of one series may differ by this much (rounding in the headers).
-ORIENTATION_TOLERANCE: float = 1e-3
 # Slices closer than this along the normal (mm) occupy the same position.
 SAME_POSITION_MM: float = 1e-3
 
@@ -52,6 +50,7 @@ def read_dicom(source: CaseSource) -> Scan:
     check_size(source.location, (int(first.Rows), int(first.Columns), frames * len(headers)))
     if int(first.get("SamplesPerPixel", 1)) > 1:
         return _read_dicom_colour(source, first, frames)
+    _check_one_patient(headers, source.location)
     if len(headers) == 1:
         paths = list(source.paths)
         array, affine = _itk_volume(paths, source.location)
@@ -92,6 +91,16 @@ def _dicom_header(path: Path) -> pydicom.Dataset:
     return ds
 
 
+def _check_one_patient(headers: list[pydicom.Dataset], location: Path) -> None:
+    """A series whose files name different patients was misfiled: stacking it would mix two people."""
+    patients = sorted({str(h.get("PatientID", "") or "") for h in headers})
+    if len(patients) > 1:
+        named = " and ".join(repr(patient) for patient in patients[:2])
+        more = f" and {len(patients) - 2} more" if len(patients) > 2 else ""
+        raise fail(location, f"one series holds files of different patients (PatientID {named}{more}); "
+                             f"refusing to stack a misfiled series")
+
+
 def _slice_order(headers: list[pydicom.Dataset], location: Path) -> tuple[np.ndarray, np.ndarray]:
     """Slice order along the slice normal (ascending, as ITK expects) and the mean step between slices.
 
@@ -103,7 +112,7 @@ def _slice_order(headers: list[pydicom.Dataset], location: Path) -> tuple[np.nda
         positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers]).reshape(-1, 3)
     except (AttributeError, TypeError, ValueError) as exc:
         raise fail(location, "DICOM files without a valid slice position/orientation cannot be stacked", exc) from exc
-    if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
+    if float(np.ptp(orientations, axis=0).max()) > ORIENTATION_TOLERANCE:
         raise fail(location, "the slices of this series have different orientations")
     if len({(int(h.Rows), int(h.Columns)) for h in headers}) > 1:
         raise fail(location, "the slices of this series have different matrix sizes")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage, ParametricMapStorage, SegmentationStorage
@@ -49,8 +50,9 @@ _IMAGE_SOP_CLASS_SUFFIXES = ("Image Storage", "Image Storage - For Presentation"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Header values larger than this are not loaded while probing, so the pixel data is skipped, not read.
 _PROBE_DEFER_BYTES = 256
-# Orientation cosines are compared at this many decimals when stacking (scanners jitter in the 5th).
-_ORIENTATION_DECIMALS = 3
+# Slices stack when each orientation cosine varies across them by at most this much (headers round and
+# scanners jitter in the 4th to 6th decimal); the DICOM reader checks a series with the same number.
+ORIENTATION_TOLERANCE: float = 1e-3
 _MAX_NAME_LENGTH = 96
 
 
@@ -95,7 +97,7 @@ class _DicomProbe:
     series_uid: str | None
     series_number: str
     description: str
-    stack_key: tuple | None  # None: no position/orientation, so it cannot join a stack
+    stack_key: tuple | None  # (orientation cosines, rows, columns); None: no geometry, so it cannot join a stack
 
 
 def discover_cases(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[CaseSource], list[InputProblem]]:
@@ -314,23 +316,23 @@ def _stack_key(ds: pydicom.Dataset) -> tuple | None:
         return None
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return None
-    cosines = tuple(round(float(v), _ORIENTATION_DECIMALS) for v in orientation)
-    return (cosines, int(ds.Rows), int(ds.Columns))
+    return (tuple(float(v) for v in orientation), int(ds.Rows), int(ds.Columns))
 
 
 def _dicom_cases(root: Path, probes: list[_DicomProbe]) -> list[CaseSource]:
     """Stack single-frame slices by (series, orientation, matrix); every other DICOM file is its own case."""
     stacks: dict[tuple, list[_DicomProbe]] = {}
+    cosine_ranges: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     singles: list[_DicomProbe] = []
     for probe in probes:
         if probe.series_uid is None or probe.stack_key is None:
             singles.append(probe)
         else:
-            stacks.setdefault((probe.series_uid, probe.stack_key), []).append(probe)
+            stacks.setdefault(_stack_for(cosine_ranges, probe), []).append(probe)
 
     folders = {key: Path(os.path.commonpath([m.path.parent for m in members])) for key, members in stacks.items()}
     stacks_per_folder = Counter(folders.values())
-    stacks_per_series = Counter(series_uid for series_uid, _ in stacks)
+    stacks_per_series = Counter(key[0] for key in stacks)
 
     cases: list[CaseSource] = []
     stack_counter: Counter[str] = Counter()
@@ -347,6 +349,21 @@ def _dicom_cases(root: Path, probes: list[_DicomProbe]) -> list[CaseSource]:
     for probe in singles:
         cases.append(_dicom_file_case(probe, root, _name_below(root, probe.path)))
     return cases
+
+
+def _stack_for(stacks: dict[tuple, tuple[np.ndarray, np.ndarray]], probe: _DicomProbe) -> tuple:
+    """The key of the stack `probe` joins (same series and matrix, every orientation cosine staying within
+    ORIENTATION_TOLERANCE across the stack), or a new one; `stacks` holds each stack's cosine range."""
+    cosines, rows, columns = probe.stack_key
+    point = np.array(cosines)
+    for key, (low, high) in stacks.items():
+        if key[0] == probe.series_uid and key[2:] == (rows, columns) and \
+                float((np.maximum(high, point) - np.minimum(low, point)).max()) <= ORIENTATION_TOLERANCE:
+            stacks[key] = (np.minimum(low, point), np.maximum(high, point))
+            return key
+    key = (probe.series_uid, len(stacks), rows, columns)
+    stacks[key] = (point, point)
+    return key
 
 
 def _dicom_file_case(probe: _DicomProbe, root: Path, name: str) -> CaseSource:

@@ -2,8 +2,11 @@
 
 CLIP and the published prompts saw 8-bit photographs and screenshots, so a scan must look to the model
 the way it looks to a reader on screen:
-- CT: a window (width/level in HU). The default comes from the modality tag (soft tissue); presets and
-  an explicit (width, level) can override it.
+- CT: a window (width/level in HU), soft tissue by default; presets and an explicit (width, level) can
+  override it. A scan is CT when `--modality CT` says so, else when its DICOM Modality tag says so, else
+  (no tag: NIfTI) when its values are Hounsfield units: at least 1 % of the finite voxels lie below
+  -500 and at least a fifth of those are air, within 100 of -1000. MR signal, PET and counts are never
+  that negative; a CT without air in the field of view is missed, so `--modality CT` decides it.
 - MR, anything unknown, and 16-bit or float 2-D images: robust percentiles (0.5 to 99.5) of the whole
   volume, so every slice of a volume shares one mapping and slice maps stay comparable.
 - 8-bit 2-D images: unchanged, bit for bit, as the reference pipeline feeds them.
@@ -14,6 +17,7 @@ clipping: with window 400/40, -160 HU -> 0, 240 HU -> 255 and 40 HU (127.5) -> 1
 +Inf to 255 and -Inf to 0. Where the range is empty (a constant volume) values at or below it map to
 0 and values above to 255, so a constant volume becomes a constant black image, without dividing by 0.
 (DICOM MONOCHROME1 data arrives already inverted by the reader, so bright always means dense here.)
+`IntensityMapping.rule` says which rule chose the mapping; scores.json records it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medclip_ad.config import MODALITIES
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.scan import Scan
 
@@ -55,6 +60,13 @@ CT_WINDOW_PRESETS: dict[str, WindowPreset] = {
 }
 DEFAULT_CT_PRESET: str = "soft_tissue"
 
+# Hounsfield detection for scans without a modality tag (see the module docstring).
+HOUNSFIELD_BELOW: float = -500.0
+AIR_HU: float = -1000.0
+AIR_TOLERANCE_HU: float = 100.0
+MIN_FRACTION_BELOW: float = 0.01
+MIN_AIR_FRACTION_OF_BELOW: float = 0.2
+
 Window = WindowPreset | tuple[float, float] | str
 
 
@@ -63,32 +75,64 @@ class IntensityMapping:
     """How one scan's stored values become 8-bit display values.
 
     `bounds` is None for data shown as stored (8-bit 2-D images); otherwise values from `bounds[0]` to
-    `bounds[1]` spread linearly over 0..255. `description` says which rule chose them, for provenance.
+    `bounds[1]` spread linearly over 0..255. `description` names the mapping and `rule` says why it was
+    chosen, for provenance.
     """
 
     bounds: tuple[float, float] | None
     description: str
+    rule: str = ""
 
     @classmethod
-    def from_scan(cls, scan: Scan, window: Window | None = None) -> IntensityMapping:
+    def from_scan(cls, scan: Scan, window: Window | None = None, modality: str | None = None) -> IntensityMapping:
         """Choose the mapping for `scan`: an explicit `window` (preset name, preset, or (width, level))
-        first, else the modality's default, else percentiles of the whole array."""
+        first, else CT's default window for a CT (by `modality`, the tag, or Hounsfield values), else
+        percentiles of the whole array."""
         if window is not None:
             preset = resolve_window(window)
-            return cls(preset.bounds, f"window {preset.name}")
+            return cls(preset.bounds, f"window {preset.name}", "--window")
         if scan.array.dtype == np.uint8 and scan.kind == "image":
-            return cls(None, "8-bit image, unchanged")
-        if (scan.modality or "").upper() == "CT":
+            return cls(None, "8-bit image, unchanged", "8-bit image")
+        is_ct, rule = _ct_decision(scan, modality)
+        if is_ct:
             preset = CT_WINDOW_PRESETS[DEFAULT_CT_PRESET]
-            return cls(preset.bounds, f"window {preset.name}")
+            return cls(preset.bounds, f"window {preset.name}", rule)
         low, high = ROBUST_PERCENTILES
-        return cls(percentile_bounds(scan.array, scan.source), f"percentiles {low:g}-{high:g}")
+        return cls(percentile_bounds(scan.array, scan.source), f"percentiles {low:g}-{high:g}", rule)
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         """Map any part of the scan (a slice, a batch of slices, the whole array) to uint8."""
         if self.bounds is None:
             return np.asarray(array)
         return to_uint8(array, *self.bounds)
+
+
+def _ct_decision(scan: Scan, modality: str | None) -> tuple[bool, str]:
+    """Whether to window `scan` as CT, and the rule that decided it."""
+    if modality is not None:
+        if modality not in MODALITIES:
+            raise UserInputError(f"--modality {modality}: choose from {', '.join(MODALITIES)}")
+        return modality == "CT", f"--modality {modality}"
+    if scan.modality:
+        return scan.modality.upper() == "CT", f"DICOM Modality {scan.modality}"
+    below, air = hounsfield_evidence(scan.array)
+    if below >= MIN_FRACTION_BELOW and air >= MIN_AIR_FRACTION_OF_BELOW:
+        return True, (f"Hounsfield units detected: {below:.1%} of voxels below {HOUNSFIELD_BELOW:g}, "
+                      f"{air:.0%} of those air ({AIR_HU:g} +/- {AIR_TOLERANCE_HU:g})")
+    return False, "no modality tag and no Hounsfield air: not CT"
+
+
+def hounsfield_evidence(array: np.ndarray) -> tuple[float, float]:
+    """(fraction of finite values below -500, fraction of those within 100 of -1000): how CT-like values are."""
+    values = np.asarray(array)
+    if not np.issubdtype(values.dtype, np.signedinteger) and not np.issubdtype(values.dtype, np.floating):
+        return 0.0, 0.0  # unsigned data cannot hold Hounsfield units
+    finite = int(np.isfinite(values).sum()) if np.issubdtype(values.dtype, np.floating) else values.size
+    below = int(np.count_nonzero(values < HOUNSFIELD_BELOW))
+    if finite == 0 or below == 0:
+        return 0.0, 0.0
+    air = int(np.count_nonzero((values >= AIR_HU - AIR_TOLERANCE_HU) & (values <= AIR_HU + AIR_TOLERANCE_HU)))
+    return below / finite, air / below
 
 
 def resolve_window(window: Window) -> WindowPreset:

@@ -1,4 +1,9 @@
-"""NIfTI files into a `Scan` with MONAI's `NibabelReader`: the file's own voxel order and affine."""
+"""NIfTI files into a `Scan` with MONAI's `NibabelReader`: the file's own voxel order and affine.
+
+Besides the affine MONAI chooses (the sform when it is set), the header's sform and qform are both kept
+with their codes, and its units, so that a map written for the scan carries exactly the input's
+geometry: ITK-based readers use the qform, nibabel and FSL the sform, and the two may differ.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
         image = _pick_volume(path, image, shape, volume_index)
     volume_shape = (shape[:3] + (1, 1))[:3]  # a 2-D file becomes a one-slice volume
     check_size(path, volume_shape)
-    codes = {"sform_code": int(image.header["sform_code"]), "qform_code": int(image.header["qform_code"])}
+    geometry = nifti_geometry(image.header)
     try:
         array, meta = reader.get_data(image)
         array = np.asarray(array, dtype=np.float32).reshape(volume_shape)
@@ -69,7 +74,7 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
             "format": "nifti",
             "file_shape": list(file_shape),
             "volume_index": volume_index if len(shape) == 4 else None,
-            **codes,
+            **geometry,
         },
     )
 
@@ -105,3 +110,13 @@ def _pick_volume(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...], ind
     if not 0 <= index < count:
         raise fail(path, f"--volume-index {index} is out of range: the file has volumes 0 to {count - 1}")
     return image.slicer[:, :, :, index]
+
+
+def nifti_geometry(header: nib.Nifti1Header) -> dict:
+    """Both transforms with their codes, and the space/time units, as plain JSON types."""
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
+    return {"sform_code": int(sform_code), "qform_code": int(qform_code),
+            "sform": None if sform is None else np.asarray(sform, dtype=np.float64).tolist(),
+            "qform": None if qform is None else np.asarray(qform, dtype=np.float64).tolist(),
+            "xyzt_units": int(header["xyzt_units"])}

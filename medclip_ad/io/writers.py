@@ -6,8 +6,8 @@ mid-write never leaves a half-written file under the real name.
 
 Volume maps are written with nibabel directly rather than MONAI's `NibabelWriter`: that writer squeezes
 (or pads) trailing singleton dimensions, so a one-slice volume could not keep the scan's shape, and it
-always marks the affine as scanner-based; here the shape is the scan's and a NIfTI input's sform/qform
-codes are kept.
+always marks the affine as scanner-based; here the shape is the scan's, and a NIfTI input's sform and
+qform (matrices and codes, which may differ) and its units are copied as they were.
 """
 
 from __future__ import annotations
@@ -89,11 +89,23 @@ def write_volume_map(map_volume: np.ndarray, scan: Scan, path: Path, dtype: type
         raise ValueError(f"{scan.name}: map shape {data.shape} differs from the scan's {scan.array.shape}")
     affine = np.asarray(scan.affine, dtype=np.float64)
     image = nib.Nifti1Image(data, affine)
-    image.set_sform(affine, code=int(scan.metadata.get("sform_code") or SCANNER_XFORM_CODE))
-    image.set_qform(affine, code=int(scan.metadata.get("qform_code") or SCANNER_XFORM_CODE))
+    if scan.metadata.get("format") == "nifti":
+        _copy_nifti_geometry(image, scan.metadata)
+    else:
+        image.set_sform(affine, code=SCANNER_XFORM_CODE)
+        image.set_qform(affine, code=SCANNER_XFORM_CODE)
     image.header.set_data_dtype(dtype)
     with atomic_write(path) as temporary:
         nib.save(image, temporary)
+
+
+def _copy_nifti_geometry(image: nib.Nifti1Image, metadata: dict) -> None:
+    """The input's sform and qform, each with its own code (unset ones stay unset), and its units."""
+    for name, setter in (("sform", image.set_sform), ("qform", image.set_qform)):
+        matrix = metadata.get(name)
+        code = int(metadata.get(f"{name}_code") or 0)
+        setter(None if matrix is None else np.asarray(matrix, dtype=np.float64), code=code)
+    image.header["xyzt_units"] = int(metadata.get("xyzt_units", 0))
 
 
 def write_png(path: Path, rgb_uint8: np.ndarray) -> None:
