@@ -116,8 +116,8 @@ def test_hounsfield_detection_rule(values, is_ct):
         "mr": rng.gamma(2.0, 150.0, shape),
         "z_scored": rng.normal(0.0, 1.0, shape),
         "no_air": rng.uniform(-700.0, 700.0, shape),
-        "ct_padded": np.where(rng.random(shape) < 0.3, -3024.0,
-                              np.where(rng.random(shape) < 0.3, rng.normal(-1000, 20, shape), rng.normal(40, 30, shape))),
+        "ct_padded": np.where(rng.random(shape) < 0.3, -3024.0, np.where(
+            rng.random(shape) < 0.3, rng.normal(-1000, 20, shape), rng.normal(40, 30, shape))),
     }
     scan = Scan("s", Path("s.nii.gz"), "volume", arrays[values].astype(np.float32), np.eye(4))
     mapping = IntensityMapping.from_scan(scan)
