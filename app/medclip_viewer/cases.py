@@ -19,8 +19,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from medclip_ad.config import PLANE_NORMALS
 from medclip_ad.errors import UserInputError
-from medclip_ad.inference.volume import PLANE_NORMALS
 from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.json_documents import read_json_file
 from medclip_ad.io.readers import read_case

@@ -16,10 +16,12 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
                        help="`openai` (downloaded by open_clip on first use), a local CLIP checkpoint file, "
                             "or random:tiny (random weights: plumbing checks only)")
     group.add_argument("--layers", type=int, nargs="+", metavar="L",
-                       help="1-based ViT blocks whose maps are used (default and published numbers: "
-                            f"{' '.join(map(str, DEFAULT_LAYERS))}); adaclip: its feature layers, set when training "
-                            f"(default {' '.join(map(str, ADACLIP_LAYERS))}) and read from its checkpoint after")
-    group.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="model input side in pixels")
+                       help="1-based ViT blocks whose maps are used (default: those recorded in --prompts, else "
+                            f"the published {' '.join(map(str, DEFAULT_LAYERS))}); adaclip: its feature layers, set "
+                            f"when training (default {' '.join(map(str, ADACLIP_LAYERS))}) and read from its "
+                            "checkpoint after")
+    group.add_argument("--image-size", type=int, metavar="S",
+                       help=f"model input side in pixels (default: the one recorded in --prompts, else {IMAGE_SIZE})")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     group.add_argument("--activation", choices=ACTIVATIONS, default="auto",
                        help="the CLIP MLPs' activation; auto: the one recorded in the checkpoint, else the method's "
@@ -44,8 +46,12 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
-    """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed)."""
-    from medclip_ad.methods.checkpoint import recorded_method
+    """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed).
+
+    Layers and image size not given are those recorded in the --prompts checkpoint (else the defaults);
+    given ones that contradict the checkpoint are refused when it is loaded.
+    """
+    from medclip_ad.methods.checkpoint import recorded_geometry, recorded_method
 
     prompts = getattr(args, "prompts", None)
     recorded = recorded_method(prompts) if prompts else None
@@ -53,13 +59,14 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
         raise UserInputError(f"{prompts}: the checkpoint records method {recorded!r}, which this medclip-ad does not "
                              f"know (it knows {', '.join(METHODS)})")
     method = getattr(args, "method", None) or recorded or DEFAULT_METHOD
+    recorded_layers, recorded_size = recorded_geometry(prompts) if prompts else (None, None)
     if method == "adaclip" and args.layers and prompts:
         raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
                              "recorded in its checkpoint (choose them when training)")
     batch_size = getattr(args, "batch_size", None)  # train's is its recipe's, None when not given
     return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
-                          method=method, layers=tuple(args.layers or DEFAULT_LAYERS),
-                          image_size=args.image_size, device=args.device,
+                          method=method, layers=tuple(args.layers or recorded_layers or DEFAULT_LAYERS),
+                          image_size=args.image_size or recorded_size or IMAGE_SIZE, device=args.device,
                           activation=getattr(args, "activation", "auto"),
                           batch_size=DetectorConfig.batch_size if batch_size is None else batch_size,
                           precision=getattr(args, "precision", "auto"))

@@ -118,7 +118,7 @@ def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredicti
 def _write_image_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, folder: Path) -> dict:
     write_npy(folder / "anomaly_map.npy", prediction.map)
     write_png(folder / "overlay.png", overlay(prediction.mapping(scan.array), prediction.map, _style(predictor)))
-    return {"case": scan.name, "input": str(scan.source), "kind": "image", "score": prediction.score,
+    return {"case": scan.name, "input": str(Path(scan.source).resolve()), "kind": "image", "score": prediction.score,
             "slice_axis": None}
 
 
@@ -150,7 +150,7 @@ def _write_volume_case(predictor: AnomalyPredictor, scan: Scan, prediction: Scan
         image = prediction.mapping(extract_slice(scan.array, layout, index))
         slice_map = extract_slice(prediction.map, layout, index)
         write_png(folder / "overlays" / f"slice_{index:04d}.png", overlay(image, slice_map, _style(predictor)))
-    return {"case": scan.name, "input": str(scan.source), "kind": "volume", "score": prediction.score,
+    return {"case": scan.name, "input": str(Path(scan.source).resolve()), "kind": "volume", "score": prediction.score,
             "score_aggregation": options.aggregation if options.aggregation != "topk_mean"
             else f"topk_mean(k={options.top_k})",
             "slice_axis": plane_of_axis(axis, scan.affine), "slice_axis_index": axis,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -79,6 +80,7 @@ class AnomalyPredictor:
         with torch.no_grad():
             self.text_features = self.model.text_features().float()
         self._autocast_dtype = self._pick_autocast_dtype()
+        self._weights_digest: str | None = None
 
     @property
     def random_weights(self) -> bool:
@@ -94,13 +96,16 @@ class AnomalyPredictor:
 
     def provenance(self) -> dict[str, object]:
         """The `model` block of scores.json: enough to reproduce or question any result."""
-        prompts_path = self._prompts.path if self._prompts else None
+        prompts_path = Path(self._prompts.path).resolve() if self._prompts and self._prompts.path else None
+        weights_file = self.backbone.weights_file
         return {
             "method": self.config.method,
             "backbone": self.backbone.architecture,
             "clip_weights": self.backbone.source,
             "activation": self.backbone.activation,
             "activation_reason": self.backbone.activation_reason,
+            "clip_weights_file": str(weights_file) if weights_file else None,
+            "clip_weights_sha256": self._weights_sha256(),
             "prompts": str(prompts_path) if prompts_path else None,
             "prompts_sha256": file_sha256(prompts_path) if prompts_path else None,
             "layers": list(self.model.layers),
@@ -109,6 +114,14 @@ class AnomalyPredictor:
             "precision": self._precision_name(),
             "package_version": __version__,
         }
+
+    def _weights_sha256(self) -> str | None:
+        """The CLIP weights file's hash, computed once per predictor (a ViT-L file is ~900 MB)."""
+        if self.backbone.weights_file is None:
+            return None
+        if self._weights_digest is None:
+            self._weights_digest = file_sha256(self.backbone.weights_file)
+        return self._weights_digest
 
     @torch.no_grad()
     def predict_tensor(self, images: torch.Tensor, with_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

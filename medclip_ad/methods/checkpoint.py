@@ -213,6 +213,40 @@ def recorded_method(path: Path | str) -> str | None:
     return str(method) if method else None
 
 
+def recorded_geometry(path: Path | str) -> tuple[tuple[int, ...] | None, int | None]:
+    """The layers and image size a checkpoint in this project's format records, read from its header alone
+    (None for what it does not record as such, e.g. a reference file)."""
+    path = Path(path)
+    if not path.is_file() or not is_safetensors(path):
+        return None, None
+    layers, image_size = _header_value(path, "layers"), _header_value(path, "image_size")
+    valid_layers = isinstance(layers, list) and bool(layers) and all(isinstance(v, int) for v in layers)
+    return (tuple(layers) if valid_layers else None,
+            image_size if isinstance(image_size, int) and not isinstance(image_size, bool) else None)
+
+
+# Recipe fields a resumed run may change: more epochs continue a run, workers only change its speed.
+RESUMABLE_RECIPE_CHANGES: frozenset[str] = frozenset({"epochs", "workers"})
+
+
+def check_resume_recipe(checkpoint: PromptCheckpoint, run_provenance: dict[str, object]) -> None:
+    """Refuse to resume a run with another recipe than its checkpoint's (weights, layers, image size,
+    data, optimisation): the result would be a mix that neither recipe gives, recorded as one of them."""
+    where = checkpoint.path or "checkpoint"
+    for key, ours in run_provenance.items():
+        theirs = checkpoint.metadata.get(key)
+        if key == "epochs" or theirs is None:
+            continue
+        if key == "recipe" and isinstance(theirs, dict) and isinstance(ours, dict):
+            for field_name in sorted(set(theirs) | set(ours)):
+                if field_name not in RESUMABLE_RECIPE_CHANGES and theirs.get(field_name) != ours.get(field_name):
+                    raise UserInputError(f"{where}: trained with {field_name} {theirs.get(field_name)}, but this run "
+                                         f"asks for {ours.get(field_name)}; resume with the checkpoint's options")
+        elif theirs != ours:
+            raise UserInputError(f"{where}: trained with {key} {theirs}, but this run asks for {ours}; "
+                                 f"resume with the checkpoint's options")
+
+
 def tensors_from_reference(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Rename the reference learner's tensors; its unused projections and fixed buffers are dropped."""
     try:

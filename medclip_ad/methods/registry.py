@@ -22,6 +22,7 @@ from medclip_ad.methods.checkpoint import (
     load_method_checkpoint,
     load_prompt_checkpoint,
     recorded_activation,
+    recorded_geometry,
 )
 from medclip_ad.methods.ensemble.prompt_ensemble import PromptEnsemble
 from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead
@@ -70,6 +71,7 @@ def build_detector(config: DetectorConfig, backbone: ClipBackbone | None = None)
     """
     if config.method not in METHODS:
         raise UserInputError(f"--method {config.method}: unknown method (choose from {', '.join(METHODS)})")
+    check_recorded_geometry(config)
     activation, reason = backbone_activation(config)
     if backbone is None or activation not in ("auto", backbone.activation):
         backbone = load_clip(config.clip_weights if backbone is None else backbone.source, activation, reason)
@@ -91,6 +93,20 @@ def _check_finite(backbone: ClipBackbone, weights: str) -> None:
     for name, parameter in backbone.model.named_parameters():
         if not torch.isfinite(parameter).all():
             raise UserInputError(f"{weights}: CLIP weights file holds NaN or infinite values ({name})")
+
+
+def check_recorded_geometry(config: DetectorConfig) -> None:
+    """Refuse layers or an image size other than those the checkpoint was trained with: its prompts (or
+    weights) only mean something there. The command line takes both from the checkpoint unless given."""
+    if not config.prompts or config.method == "ensemble":
+        return
+    layers, image_size = recorded_geometry(config.prompts)
+    if layers and config.method != "adaclip" and layers != tuple(config.layers):
+        raise UserInputError(f"{config.prompts}: trained with --layers {' '.join(map(str, layers))}, not "
+                             f"{' '.join(map(str, config.layers))}; leave --layers out to use the checkpoint's")
+    if image_size and image_size != config.image_size:
+        raise UserInputError(f"{config.prompts}: trained with --image-size {image_size}, not {config.image_size}; "
+                             f"leave --image-size out to use the checkpoint's")
 
 
 def new_prompt_learner(text_encoder: TextEncoder, like: PromptCheckpoint | None = None) -> ObjectAgnosticPromptLearner:

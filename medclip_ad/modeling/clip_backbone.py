@@ -68,7 +68,11 @@ _REQUIRED_KEYS = ("visual.proj", "visual.conv1.weight", "visual.positional_embed
 
 @dataclass
 class ClipBackbone:
-    """A frozen fp32 open_clip CLIP plus where it came from (recorded in every output)."""
+    """A frozen fp32 open_clip CLIP plus where it came from (recorded in every output).
+
+    `weights_file` is the file the weights were read from (None for random weights), so outputs can
+    record its sha256: `openai` names a release, not the bytes that were loaded.
+    """
 
     model: CLIP
     source: str
@@ -76,6 +80,7 @@ class ClipBackbone:
     random_weights: bool
     activation: str  # quick_gelu or gelu
     activation_reason: str  # why: given, recorded, certain from the source, or announced as assumed
+    weights_file: Path | None = None
 
     @property
     def text_width(self) -> int:
@@ -101,7 +106,7 @@ def load_clip(weights: str, activation: str = "auto", reason: str = "--activatio
     if activation == "auto":
         chosen = _file_activation(path, is_open_clip_training_file)
     model = clip_from_state_dict(state_dict, chosen[0] == "quick_gelu", origin=weights)
-    return ClipBackbone(model, weights, describe_architecture(model), False, *chosen)
+    return ClipBackbone(model, weights, describe_architecture(model), False, *chosen, weights_file=path.resolve())
 
 
 def _file_activation(path: Path, is_open_clip_training_file: bool) -> tuple[str, str]:
@@ -197,7 +202,8 @@ def _openai_release(model_name: str, activation: str, reason: str) -> ClipBackbo
     path = release_weights_file(model_name, config)
     state_dict, _ = read_state_dict(Path(path))
     model = clip_from_state_dict(state_dict, quick_gelu=activation == "quick_gelu", origin=f"openai:{model_name}")
-    return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), False, activation, reason)
+    return ClipBackbone(model, f"openai:{model_name}", describe_architecture(model), False, activation, reason,
+                        weights_file=Path(path).resolve())
 
 
 def _random_clip(preset_name: str, activation: str, reason: str) -> ClipBackbone:

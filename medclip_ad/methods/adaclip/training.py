@@ -31,7 +31,7 @@ from medclip_ad.io.writers import atomic_write
 from medclip_ad.methods.adaclip.checkpoint import METHOD, save_adaclip_checkpoint
 from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPOutput
 from medclip_ad.methods.anomalyclip.training import LOG_FILE, recipe_json
-from medclip_ad.methods.checkpoint import load_method_checkpoint, restore_optimizer_state
+from medclip_ad.methods.checkpoint import check_resume_recipe, load_method_checkpoint, restore_optimizer_state
 from medclip_ad.methods.registry import load_backbone
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.training.losses import focal_loss, local_loss
@@ -83,18 +83,18 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
     optimizer = torch.optim.AdamW(model.weights.parameters(), lr=config.learning_rate, betas=config.betas,
                                   weight_decay=config.weight_decay)
     run = AdaCLIPTrainingRun(Path(out_dir) / FINAL_CHECKPOINT)
-    start_epoch = _resume(resume, model, optimizer, run) if resume else 0
+    provenance = {"backbone": backbone.architecture, "clip_weights": backbone.source,
+                  "image_size": detector.image_size, "training_data": samples_per_dataset(samples),
+                  "epochs": config.epochs,
+                  "seed": config.seed,
+                  "recipe": recipe_json(config)}
+    start_epoch = _resume(resume, model, optimizer, run, provenance) if resume else 0
     if start_epoch >= config.epochs:
         raise UserInputError(f"{resume}: already trained {start_epoch} epochs of {config.epochs}; "
                              f"raise --epochs to continue")
     dataset = MosaicDataset(SampleDataset(samples, detector.image_size), mosaic_groups(samples),
                             config.mosaic_probability, config.seed)
     use_masks = not config.image_labels_only and any(sample.entry.has_mask for sample in samples)
-    provenance = {"backbone": backbone.architecture, "clip_weights": backbone.source,
-                  "image_size": detector.image_size, "training_data": samples_per_dataset(samples),
-                  "epochs": config.epochs,
-                  "seed": config.seed,
-                  "recipe": recipe_json(config)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"training {sum(p.numel() for p in model.weights.parameters())} adaclip values on {len(samples)} images, "
@@ -126,8 +126,10 @@ def train_adaclip(detector: DetectorConfig, manifests: list[Manifest], out_dir: 
     return run
 
 
-def _resume(path: Path, model: AdaCLIP, optimizer: torch.optim.Optimizer, run: AdaCLIPTrainingRun) -> int:
-    """Restore the learned weights, AdamW's moments and the loss history; returns the epochs already done."""
+def _resume(path: Path, model: AdaCLIP, optimizer: torch.optim.Optimizer, run: AdaCLIPTrainingRun,
+            provenance: dict[str, object]) -> int:
+    """Restore the learned weights, AdamW's moments and the loss history of a run with the same recipe;
+    returns the epochs already done."""
     checkpoint = load_method_checkpoint(path, METHOD)
     if "epoch" not in checkpoint.metadata:
         raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); "
@@ -137,6 +139,8 @@ def _resume(path: Path, model: AdaCLIP, optimizer: torch.optim.Optimizer, run: A
     for what, (theirs, ours) in recorded.items():
         if theirs != ours:
             raise UserInputError(f"{path}: trained with {what} {theirs}, but this run asks for {ours}")
+    if int(checkpoint.metadata["epoch"]) < int(provenance["epochs"]):  # a finished run is refused by the caller
+        check_resume_recipe(checkpoint, provenance)
     try:
         model.weights.load_state_dict(checkpoint.tensors)
     except RuntimeError as error:

@@ -35,6 +35,7 @@ from medclip_ad.inference.predictor import resolve_device
 from medclip_ad.io.writers import atomic_write
 from medclip_ad.methods.anomalyclip.detector import AnomalyCLIP
 from medclip_ad.methods.checkpoint import (
+    check_resume_recipe,
     learner_tensors,
     load_into_learner,
     load_prompt_checkpoint,
@@ -123,7 +124,8 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
     model = AnomalyCLIP(text_encoder, DPAMVisionEncoder(backbone.model, detector.image_size, detector.layers),
                         learner).to(device)
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.learning_rate, betas=config.betas)
-    start_epoch = _resume(resume, learner, optimizer) if resume else 0
+    provenance = _provenance(detector, backbone, samples, config, loss_mode)
+    start_epoch = _resume(resume, learner, optimizer, provenance) if resume else 0
     if start_epoch >= config.epochs:
         raise UserInputError(f"{resume}: already trained {start_epoch} epochs of {config.epochs}; "
                              f"raise --epochs to continue")
@@ -131,7 +133,6 @@ def train_prompts_as(process: TrainingProcess, detector: DetectorConfig, manifes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = SampleDataset(samples, detector.image_size)
-    provenance = _provenance(detector, backbone, samples, config, loss_mode)
     run = TrainingRun(out_dir / FINAL_CHECKPOINT, loss_mode=loss_mode)
     if process.is_main:
         print(f"training {sum(p.numel() for p in learner.parameters())} prompt values on {len(samples)} images "
@@ -197,12 +198,15 @@ def _save(path: Path, learner, optimizer: torch.optim.Optimizer, metadata: dict[
     save_prompt_checkpoint(path, tensors, metadata)
 
 
-def _resume(path: Path, learner, optimizer: torch.optim.Optimizer) -> int:
-    """Restore prompts and Adam moments from an epoch checkpoint; returns the epochs already done."""
+def _resume(path: Path, learner, optimizer: torch.optim.Optimizer, provenance: dict[str, object]) -> int:
+    """Restore prompts and Adam moments from an epoch checkpoint of the same recipe; returns the epochs done."""
     checkpoint = load_prompt_checkpoint(path)
     if "epoch" not in checkpoint.metadata:
         raise UserInputError(f"{path}: not a training checkpoint (no epoch recorded); "
                              f"resume from an epoch_NNN.safetensors")
+    epoch = int(checkpoint.metadata["epoch"])
+    if epoch < int(provenance["epochs"]):  # a finished run is refused by the caller, for that reason
+        check_resume_recipe(checkpoint, provenance)
     load_into_learner(checkpoint, learner)
     restore_optimizer_state(checkpoint, learner, optimizer)
-    return int(checkpoint.metadata["epoch"])
+    return epoch
