@@ -66,7 +66,8 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
     batch_size = getattr(args, "batch_size", None)  # train's is its recipe's, None when not given
     return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
                           method=method, layers=tuple(args.layers or recorded_layers or DEFAULT_LAYERS),
-                          image_size=args.image_size or recorded_size or IMAGE_SIZE, device=args.device,
+                          image_size=args.image_size if args.image_size is not None else recorded_size or IMAGE_SIZE,
+                          device=args.device,
                           activation=getattr(args, "activation", "auto"),
                           batch_size=DetectorConfig.batch_size if batch_size is None else batch_size,
                           precision=getattr(args, "precision", "auto"))
