@@ -17,11 +17,12 @@ import sys
 import streamlit as st
 
 from medclip_viewer.access import exposure_warning, require_password
-from medclip_viewer.display_controls import intensity_controls, overlay_controls
+from medclip_viewer.display_controls import default_threshold, intensity_controls, overlay_controls
 from medclip_viewer.findings_panel import findings_panel
 from medclip_viewer.launch import parse_launch_options
 from medclip_viewer.model_panel import model_panel, run_button
 from medclip_viewer.open_panel import open_case_panel
+from medclip_viewer.reading_view import reading_view
 from medclip_viewer.review_panel import (
     case_header,
     exports,
@@ -74,7 +75,8 @@ else:
 with display_box:
     st.header("Display")
     mapping = intensity_controls(session, scan, result.document.get("intensity") if result else None)
-    style = overlay_controls(result.map_max) if result else None
+    style = overlay_controls(result.map_max, lambda: default_threshold(result.document, session.shown_map())) \
+        if result else None
 viewer_column, side_column = st.columns([3, 1])
 with side_column:
     metrics_box = st.container()
@@ -84,8 +86,13 @@ with side_column:
         jump_buttons(result)
     review_box = st.container()
 with viewer_column:
-    layout, index = slice_control(scan, result, plane)
-    overlay_png = image_panels(session, layout, index, mapping, style)
+    interactive = st.container() if scan.kind == "volume" else None
+    with st.expander("Slice images (PNG)", expanded=interactive is None) if interactive else st.container():
+        layout, index = slice_control(scan, result, plane)
+        overlay_png = image_panels(session, layout, index, mapping, style)
+    if interactive is not None:
+        with interactive:
+            reading_view(session, layout, index, mapping, style)
 if result is not None:
     with metrics_box:
         score_metrics(result, layout, index)

@@ -1,15 +1,19 @@
 """End to end in a real browser: `streamlit run app/viewer.py` on 127.0.0.1, driven by Debian's chromium.
 
 Selenium is given the system chromium and chromedriver explicitly and runs offline (SE_OFFLINE), so no
-browser or driver is ever downloaded. The test opens a generated `infer` output, moves the slice slider
-with the keyboard, checks the overlay image and the score on the page, and saves a screenshot to
-test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where it must run.
+browser or driver is ever downloaded; WebGL runs on SwiftShader. The test opens a results folder of two
+cases, checks the WebGL canvas shows scan and overlay (the O key hides the overlay: the pixels that
+change are the overlay's), scrolls slices with the wheel while the server's debug log shows no script
+rerun, moves to the next case with N, records a review and finds review.json written; a screenshot goes
+to test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where it must run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from medclip_ad.config import DetectorConfig
 from medclip_ad.inference.case import run_case
@@ -28,15 +33,26 @@ from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import make_synthetic_study
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACT = REPO_ROOT / "test-artifacts" / "viewer.png"
 SERVER_START_TIMEOUT_S = 120
-PAGE_TIMEOUT_S = 120
+PAGE_TIMEOUT_S = 300
 WINDOW_SIZE = (1400, 1000)
-SLIDER_STEPS = 3
+SECOND_CASE = "second"
+RUN_LOG_LINE = "Running script"
+SETTLE_S = 1.0
+WHEEL_NOTCHES = 3
+WHEEL_DELTA = 120
+# Pixel tests: a grey pixel's channels differ by less than GREY_SPREAD and its mean exceeds LIT_LEVEL.
+GREY_SPREAD = 12
+LIT_LEVEL = 30
+MIN_SCAN_FRACTION = 0.05
+OVERLAY_DIFFERENCE = 40
+MIN_OVERLAY_FRACTION = 0.005
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver); in CI this test runs",
@@ -46,21 +62,28 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def case_folder(tmp_path_factory) -> tuple[Path, dict]:
-    """An `infer` output for a synthetic CT series, made with the tiny random CLIP."""
+def results_folder(tmp_path_factory) -> tuple[Path, dict]:
+    """A results folder of two cases: one tiny-random-CLIP `infer` output of a synthetic CT series, copied
+    under a second name with a lower score (the worklist reads it second)."""
     root = tmp_path_factory.mktemp("viewer-browser")
     study = make_synthetic_study(root / "study")
     sources, _ = discover_cases([study.dicom_dir])
     predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224,
                                                 device="cpu"))
     document = run_case(predictor, read_case(sources[0]), root / "results")
-    return root / "results" / document["case"], document
+    second = root / "results" / SECOND_CASE
+    shutil.copytree(root / "results" / document["case"], second)
+    scores = json.loads((second / "scores.json").read_text())
+    scores.update(case=SECOND_CASE, score=document["score"] / 2)
+    (second / "scores.json").write_text(json.dumps(scores))
+    return root / "results", document
 
 
 def _free_port() -> int:
@@ -71,12 +94,13 @@ def _free_port() -> int:
 
 @contextmanager
 def _streamlit(tmp_path: Path, viewer_options: list[str]) -> Iterator[str]:
-    """The real Streamlit server on a free local port, stopped whatever happens; yields its URL."""
+    """The real Streamlit server on a free local port, stopped whatever happens; yields its URL. Its debug
+    log (tmp_path/streamlit.log) counts script runs."""
     port = _free_port()
     log_path = tmp_path / "streamlit.log"
     command = [sys.executable, "-m", "streamlit", "run", "app/viewer.py", "--server.headless", "true",
                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--", *viewer_options]
+               "--logger.level", "debug", "--", *viewer_options]
     environment = {**os.environ, "TMPDIR": str(tmp_path / "server-tmp")}  # where sessions keep their uploads
     (tmp_path / "server-tmp").mkdir(exist_ok=True)
     with open(log_path, "w") as log:
@@ -94,10 +118,19 @@ def _streamlit(tmp_path: Path, viewer_options: list[str]) -> Iterator[str]:
 
 
 @pytest.fixture()
-def server(case_folder, tmp_path):
-    """The viewer on the generated case, with the data root its scan lies under."""
-    with _streamlit(tmp_path, ["--case", str(case_folder[0]), "--data-root", str(case_folder[0].parents[1])]) as url:
-        yield url
+def server(results_folder, tmp_path):
+    """The viewer on the generated results folder, with the data root its scans lie under; yields its URL
+    and the log that counts script runs."""
+    folder = results_folder[0]
+    with _streamlit(tmp_path, ["--case", str(folder), "--data-root", str(folder.parent)]) as url:
+        yield url, tmp_path / "streamlit.log"
+
+
+@pytest.fixture(scope="module")
+def case_folder(results_folder) -> tuple[Path, dict]:
+    """The first case of the results folder on its own."""
+    folder, document = results_folder
+    return folder / document["case"], document
 
 
 def _wait_for_health(port: int, process: subprocess.Popen, log_path: Path) -> None:
@@ -122,7 +155,8 @@ def browser(tmp_path, monkeypatch):
     monkeypatch.setenv("SE_OFFLINE", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    for argument in ("--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                     "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
                      f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}"):
@@ -134,43 +168,101 @@ def browser(tmp_path, monkeypatch):
         driver.quit()
 
 
-def _overlay_image(driver):
-    """The overlay <img>, once it has loaded pixels (None until then)."""
-    for image in driver.find_elements(By.CSS_SELECTOR, "img[alt^='overlay']"):
-        if driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image):
-            return image
-    return None
+def script_runs(log_path: Path) -> int:
+    """How many times the server has run the viewer script (each interaction that reaches Python is one)."""
+    return log_path.read_text(errors="replace").count(RUN_LOG_LINE)
 
 
-def _slice_slider(driver):
-    """The keyboard-operable element of the 'Slice' slider (the sidebar's are opacity and threshold):
-    a range input in current Streamlit, a role=slider thumb in older ones."""
-    for slider in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSlider']"):
-        if slider.text.startswith("Slice"):
-            handles = slider.find_elements(By.CSS_SELECTOR, "input[type='range'], [role='slider']")
-            return handles[0] if handles else None
-    return None
+def viewer_frame(driver):
+    """The NiiVue component's iframe, once present."""
+    frames = driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']")
+    return frames[0] if frames else None
 
 
-def test_viewer_in_a_real_browser(server, browser, case_folder):
-    _, document = case_folder
+def loaded_canvas(driver, previous: str | None = None):
+    """Inside the viewer frame: the WebGL canvas once its volumes are loaded (a new pair after `previous`)."""
+    canvases = driver.find_elements(By.ID, "gl")
+    ready = canvases[0].get_attribute("data-ready") if canvases else None
+    return canvases[0] if ready and ready != previous else None
+
+
+def canvas_pixels(canvas) -> np.ndarray:
+    """What the canvas shows, as composited on screen (RGB)."""
+    return np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB"), dtype=np.int16)
+
+
+def grey_fraction(pixels: np.ndarray) -> float:
+    """Share of pixels that are lit and grey: the scan (the overlay is coloured, the background black)."""
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    return float(((spread < GREY_SPREAD) & (pixels.mean(axis=2) > LIT_LEVEL)).mean())
+
+
+def crosshair(driver) -> str:
+    return driver.find_element(By.ID, "readout").get_attribute("data-crosshair") or ""
+
+
+def main_text(driver) -> str:
+    driver.switch_to.default_content()
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
+    url, log_path = server
+    folder, document = results_folder
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
-    browser.get(server)
-    wait.until(_overlay_image)
-    top = document["top_slices"][0]
-    assert f"axial slice {top} of 31" in _overlay_image(browser).get_attribute("alt")
+    browser.get(url)
+    frame = wait.until(viewer_frame)
+    assert "case 1 of 2" in main_text(browser)
+    body = main_text(browser)
+    assert "Case score" in body and f"{document['score']:.4f}" in body and "RANDOM WEIGHTS" in body
+    browser.switch_to.frame(frame)
+    canvas = wait.until(loaded_canvas)
+    first_pair = canvas.get_attribute("data-ready")
+    wait.until(lambda d: crosshair(d))
 
-    handle = wait.until(_slice_slider)
-    browser.execute_script("arguments[0].focus()", handle)  # the range input is visually hidden
-    key = Keys.ARROW_LEFT if top >= SLIDER_STEPS else Keys.ARROW_RIGHT
-    ActionChains(browser).send_keys(key * SLIDER_STEPS).perform()
-    moved = top - SLIDER_STEPS if key == Keys.ARROW_LEFT else top + SLIDER_STEPS
-    wait.until(lambda d: (img := _overlay_image(d)) is not None
-               and f"axial slice {moved} of 31" in img.get_attribute("alt"))
+    # scan and overlay on the WebGL canvas; O hides the overlay in the browser
+    time.sleep(SETTLE_S)
+    with_overlay = canvas_pixels(canvas)
+    ActionChains(browser).send_keys_to_element(canvas, "o").perform()
+    wait.until(lambda d: "overlay off" in d.find_element(By.ID, "overlay-state").text)
+    time.sleep(SETTLE_S)
+    scan_only = canvas_pixels(canvas)
+    assert grey_fraction(scan_only) > MIN_SCAN_FRACTION
+    overlay_share = float((np.abs(with_overlay - scan_only).max(axis=2) > OVERLAY_DIFFERENCE).mean())
+    assert overlay_share > MIN_OVERLAY_FRACTION, overlay_share
+    ActionChains(browser).send_keys_to_element(canvas, "o").perform()
 
-    body = browser.find_element(By.TAG_NAME, "body").text
-    assert "Case score" in body and f"{document['score']:.4f}" in body
-    assert "RANDOM WEIGHTS" in body
+    # the wheel scrolls slices in the browser: the crosshair's slice changes, the script does not rerun
+    runs_before, where_before = script_runs(log_path), crosshair(browser)
+    for _ in range(WHEEL_NOTCHES):
+        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas, -canvas.size["width"] // 4,
+                                                                            -canvas.size["height"] // 4),
+                                                 0, WHEEL_DELTA).perform()
+    wait.until(lambda d: crosshair(d) != where_before)
+    time.sleep(SETTLE_S)
+    assert script_runs(log_path) == runs_before
+    assert not np.array_equal(canvas_pixels(canvas), with_overlay)
+
+    # N moves to the next case of the worklist (one script run), and the viewer loads its map
+    ActionChains(browser).send_keys_to_element(canvas, "n").perform()
+    wait.until(lambda d: "case 2 of 2" in main_text(d))
+    browser.switch_to.frame(wait.until(viewer_frame))
+    wait.until(lambda d: loaded_canvas(d, first_pair))
+
+    # the reader records a review of the second case
+    browser.switch_to.default_content()
+    reader = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Reader']")
+    reader.send_keys("Dr Browser", Keys.TAB)
+    agree = next(label for label in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio'] label")
+                 if label.text.strip() == "agree")
+    browser.execute_script("arguments[0].click()", agree)  # a click, not a hover: no tooltip in the way
+    time.sleep(SETTLE_S)
+    save = next(button for button in browser.find_elements(By.TAG_NAME, "button") if button.text == "Save review")
+    browser.execute_script("arguments[0].click()", save)
+    review_path = folder / SECOND_CASE / "review.json"
+    wait.until(lambda d: review_path.exists())
+    review = json.loads(review_path.read_text())
+    assert review["verdict"] == "agree" and review["reader"] == "Dr Browser" and review["case"] == SECOND_CASE
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACT))
 

@@ -8,6 +8,9 @@ only hides low values, it never rescales the colours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import streamlit as st
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS, DEFAULT_CT_PRESET, IntensityMapping, resolve_window
@@ -40,6 +43,8 @@ COLORMAPS: tuple[str, ...] = ("jet", "turbo", "inferno", "magma", "viridis", "ho
 # Threshold slider resolution, as a fraction of the map's range.
 THRESHOLD_STEPS = 100
 WINDOW_STEP_HU = 10.0
+# Without a calibration, the overlay starts by colouring only the map's top tenth.
+DEFAULT_THRESHOLD_PERCENTILE = 90.0
 
 
 def intensity_controls(session: ViewerSession, scan: Scan, model_intensity: str | None) -> IntensityMapping:
@@ -90,14 +95,29 @@ def _mark_custom() -> None:
     st.session_state[KEY_WINDOW_PRESET] = CUSTOM_WINDOW
 
 
-def overlay_controls(map_max: float) -> OverlayStyle:
-    """Opacity, colormap and threshold; the colour scale stays fixed at [0, map_max]."""
+def default_threshold(document: dict, anomaly_map: np.ndarray | None) -> float:
+    """Where the threshold starts: the calibration's pixel threshold when the case has one, else the
+    map's DEFAULT_THRESHOLD_PERCENTILE, so background (most of a scan) starts uncoloured."""
+    calibrated = (document.get("calibration") or {}).get("pixel_threshold")
+    if isinstance(calibrated, (int, float)):
+        return float(calibrated)
+    if anomaly_map is None or anomaly_map.size == 0:
+        return OverlayStyle().threshold
+    return float(np.percentile(anomaly_map, DEFAULT_THRESHOLD_PERCENTILE))
+
+
+def overlay_controls(map_max: float, start_threshold: Callable[[], float] = lambda: OverlayStyle().threshold
+                     ) -> OverlayStyle:
+    """Opacity, colormap and threshold; the colour scale stays fixed at [0, map_max]. `start_threshold`
+    is asked only when a case opens (it may read the whole map)."""
     defaults = OverlayStyle()
     opacity = st.slider("Overlay opacity", 0.0, 1.0, value=defaults.opacity, step=0.05, key=KEY_OPACITY)
     colormap = st.selectbox("Colormap", COLORMAPS, index=COLORMAPS.index(defaults.colormap), key=KEY_COLORMAP)
     if not 0.0 <= st.session_state.get(KEY_THRESHOLD, defaults.threshold) <= map_max:
         st.session_state.pop(KEY_THRESHOLD)
-    st.session_state.setdefault(KEY_THRESHOLD, defaults.threshold)
-    threshold = st.slider(f"Threshold (map units, 0 to {map_max:g})", 0.0, map_max, step=map_max / THRESHOLD_STEPS,
+    step = map_max / THRESHOLD_STEPS
+    if KEY_THRESHOLD not in st.session_state:
+        st.session_state[KEY_THRESHOLD] = min(map_max, round(start_threshold() / step) * step)
+    threshold = st.slider(f"Threshold (map units, 0 to {map_max:g})", 0.0, map_max, step=step,
                           key=KEY_THRESHOLD, help="Map values below it are not coloured; colours keep their scale.")
     return OverlayStyle(colormap=colormap, opacity=opacity, vmax=map_max, threshold=threshold)

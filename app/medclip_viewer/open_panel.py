@@ -16,7 +16,8 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.io.readers import MAX_VOXELS, nifti_volume_count, read_case
 
 from medclip_viewer.browse import list_entries, resolve_under_root
-from medclip_viewer.cases import Catalogue, Openable, ResultFolder, catalogue, item_key, item_label, open_result
+from medclip_viewer.case_cache import open_result_shared
+from medclip_viewer.cases import Catalogue, Openable, ResultFolder, catalogue, item_key, item_label
 from medclip_viewer.confinement import Scope
 from medclip_viewer.display_text import plain
 from medclip_viewer.launch import LaunchOptions
@@ -144,7 +145,7 @@ def _choose_case(session: ViewerSession, found: Catalogue, show_patient: bool) -
     try:
         with st.spinner("Reading the case..."):
             if isinstance(item, ResultFolder):
-                scan, result = open_result(item.path, found.scope)
+                scan, result = open_result_shared(item.path, found.scope)
                 session.open_case(key, scan, names[rank])
                 session.add_result(key, key, result)
             else:

@@ -94,8 +94,8 @@ def save_review(case_folder: Path, review: Review) -> Path:
 
 
 def load_review(case_folder: Path) -> Review | None:
-    """The case's review, None when it has none; an unreadable or foreign review.json is reported, not
-    guessed at."""
+    """The case's review, None when it has none; an unreadable or foreign review.json is reported (named
+    by its case folder, never by a server path), not guessed at."""
     path = Path(case_folder) / REVIEW_FILE
     if not path.is_file():
         return None
@@ -108,7 +108,7 @@ def load_review(case_folder: Path) -> Review | None:
                       reviewed_at=str(document["reviewed_at"]), note=str(document.get("note", "")),
                       bookmarks=bookmarks, score=document.get("score"), model=dict(document.get("model") or {}))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserInputError(f"{path}: unreadable review ({exc})") from exc
+        raise UserInputError(f"{path.parent.name}/{REVIEW_FILE}: unreadable review ({exc})") from exc
 
 
 def reviews_csv(case_folders: list[Path]) -> tuple[str, list[str]]:

@@ -22,7 +22,8 @@ import streamlit as st
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 
-from medclip_viewer.cases import CaseResult, Catalogue, load_map
+from medclip_viewer.case_cache import load_map_shared
+from medclip_viewer.cases import CaseResult, Catalogue
 
 # Widget keys: the app's controls, and what tests drive.
 KEY_SOURCE = "open.source"
@@ -116,7 +117,7 @@ class ViewerSession:
         if result_key is None or self.scan is None:
             return None
         if self._map_key != result_key:
-            self._map, self._map_key = load_map(self.results[result_key], self.scan), result_key
+            self._map, self._map_key = load_map_shared(self.results[result_key], self.scan), result_key
         return self._map
 
 

@@ -82,6 +82,11 @@ def verdict_panel(result: CaseResult, plane: str | None, index: int) -> None:
         (st.success if message[0] else st.error)(message[1])
 
 
+def add_bookmark(result: CaseResult, label: str) -> None:
+    """Bookmark a slice of `result`'s case (from the viewer's B key); saved with the next review."""
+    _bookmark(verdict_keys(result)["bookmarks"], label)
+
+
 def _bookmark(key: str, label: str) -> None:
     marks = list(st.session_state.get(key) or [])
     if label not in marks:

@@ -40,10 +40,9 @@ class WorklistRow:
     review: str
     problem: str = ""
 
-    def as_table_row(self, current: bool, label: str) -> dict:
-        """The row as shown, the case called `label` (its name, or a neutral label while identifiers are
-        hidden): plain values, never markup (case names come from files)."""
-        return {"": "▶" if current else "", "case": label, "score": self.score,
+    def as_table_row(self, current: bool, name: str) -> dict:
+        """The row as shown, the case called `name`: plain values, never markup (case names come from files)."""
+        return {"": "▶" if current else "", "case": name, "score": self.score,
                 "flag": None if self.flagged is None else ("flagged" if self.flagged else "-"),
                 "percentile": self.percentile, "findings": self.findings, "review": self.review or NOT_REVIEWED}
 

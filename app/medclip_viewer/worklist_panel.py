@@ -24,6 +24,7 @@ KEY_WORKLIST_NEXT = "worklist.next"
 KEY_WORKLIST_PREVIOUS = "worklist.previous"
 KEY_WORKLIST_EXPORT = "worklist.export"
 _KEY_ROWS = "worklist.rows"
+_KEY_NEUTRAL = "worklist.neutral_names"
 _KEY_TABLE_GENERATION = "worklist.table_generation"
 NEXT_SHORTCUT = "N"
 PREVIOUS_SHORTCUT = "P"
@@ -44,8 +45,10 @@ def worklist_choice(found: Catalogue) -> ResultFolder:
     """The worklist's current case (the first in reading order until the reader moves)."""
     folders = {item.path.resolve() for item in found.items}
     folders.update(listed_folders(found.origin))
-    rows = ordered([_row(folder) for folder in sorted(folders)], ORDERS[_order_label()])
+    listing = sorted(folders)
+    rows = ordered([_row(folder) for folder in listing], ORDERS[_order_label()])
     st.session_state[_KEY_ROWS] = rows
+    st.session_state[_KEY_NEUTRAL] = {folder: f"case {rank}" for rank, folder in enumerate(listing, start=1)}
     current = st.session_state.get(KEY_WORKLIST_CURRENT)
     if current not in {str(row.folder) for row in rows}:
         current = str(rows[0].folder)
@@ -75,34 +78,35 @@ def _cached_row(folder: str, scores_mtime: int, review_mtime: int) -> WorklistRo
 
 
 def worklist_table(show_patient: bool) -> None:
-    """The table, reading order, next/previous and review export; nothing when no worklist is open. While
-    identifiers are hidden, cases are called by neutral labels (their place in the folder), not by name."""
+    """Where the reader is in the worklist, next/previous, review export, and the table (folded, so the
+    image stays on the first screen); nothing when no worklist is open. While identifiers are hidden,
+    cases are called by their place in the folder, never by their (file-derived) names."""
     rows: list[WorklistRow] | None = st.session_state.get(_KEY_ROWS)
     if not rows:
         return
-    places = {folder: n for n, folder in enumerate(sorted(row.folder for row in rows), start=1)}
-    labels = {row.folder: row.case if show_patient else f"case {places[row.folder]}" for row in rows}
     current = Path(st.session_state[KEY_WORKLIST_CURRENT])
     reviewed = sum(1 for row in rows if row.review)
     position = next((n for n, row in enumerate(rows, start=1) if row.folder == current), 0)
-    with st.expander(f"Worklist: case {position} of {len(rows)}, {reviewed} reviewed", expanded=True):
-        order, previous, following, export = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
-        order.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
-        previous.button("Previous", key=KEY_WORKLIST_PREVIOUS, shortcut=PREVIOUS_SHORTCUT, on_click=_step,
-                        args=(-1,), width="stretch", help="Previous case (key P)")
-        following.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=_step, args=(1,),
-                         width="stretch", help="Next case (key N)")
-        text, _ = reviews_csv([row.folder for row in rows])
-        export.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv",
-                               mime="text/csv", key=KEY_WORKLIST_EXPORT, on_click="ignore", width="stretch",
-                               disabled=reviewed == 0)
-        st.dataframe([row.as_table_row(row.folder == current, labels[row.folder]) for row in rows], hide_index=True,
+    where, previous, following, export = st.columns([4, 1, 1, 2], vertical_alignment="center")
+    where.markdown(f"**Worklist**: case {position} of {len(rows)}, {reviewed} reviewed")
+    previous.button("Previous", key=KEY_WORKLIST_PREVIOUS, shortcut=PREVIOUS_SHORTCUT, on_click=step_worklist,
+                    args=(-1,), width="stretch", help="Previous case (key P)")
+    following.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=step_worklist, args=(1,),
+                     width="stretch", help="Next case (key N)")
+    text, _ = reviews_csv([row.folder for row in rows])
+    export.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv", mime="text/csv",
+                           key=KEY_WORKLIST_EXPORT, on_click="ignore", width="stretch", disabled=reviewed == 0)
+    with st.expander("Worklist table", expanded=False):
+        st.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
+        neutral = st.session_state.get(_KEY_NEUTRAL, {})
+        names = {row.folder: row.case if show_patient else neutral.get(row.folder, "case") for row in rows}
+        st.dataframe([row.as_table_row(row.folder == current, names[row.folder]) for row in rows], hide_index=True,
                      height=TABLE_HEIGHT_PX, on_select=_select, selection_mode="single-row",
                      key=f"{KEY_WORKLIST_TABLE}.{st.session_state.get(_KEY_TABLE_GENERATION, 0)}",
                      column_config=_COLUMNS)
         for row in rows:
             if row.problem:
-                st.warning(plain(f"{labels[row.folder]}: {row.problem}"), icon=None)
+                st.warning(plain(f"{names[row.folder]}: {row.problem}"), icon=None)
 
 
 _COLUMNS = {
@@ -113,7 +117,8 @@ _COLUMNS = {
 }
 
 
-def _step(step: int) -> None:
+def step_worklist(step: int) -> None:
+    """Move `step` cases along the reading order (a callback: runs before the page is redrawn)."""
     rows = st.session_state.get(_KEY_ROWS) or []
     current = st.session_state.get(KEY_WORKLIST_CURRENT)
     target = neighbour(rows, Path(current) if current else None, step)

@@ -1,0 +1,184 @@
+// The viewer's slice display: NiiVue (WebGL) in a Streamlit component iframe.
+//
+// Python sends URLs of the scan and of an 8-bit display copy of the map (files served from this
+// component's folder) plus display settings. Volumes load once per URL; every other interaction
+// (wheel and key slice scrolling, window/level drag, crosshair, value under the cursor, overlay
+// toggle) stays in the browser. Only deliberate actions go back to Python as the component value:
+// next/previous case (N/P) and bookmarking the slice under the crosshair (B).
+//
+// The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
+import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
+
+// NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
+// below cal_min, while type 1 fades values below it in): colours keep the [0, max] scale and values under
+// the threshold stay uncoloured.
+const ZERO_TO_MAX_TRANSPARENT_BELOW_MIN = 2;
+const LAYOUTS = { multiplanar: SLICE_TYPE.MULTIPLANAR, axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL,
+  sagittal: SLICE_TYPE.SAGITTAL };
+// Per plane, which RAS voxel axis a slice step moves along.
+const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
+
+const canvas = document.getElementById("gl");
+const readout = document.getElementById("readout");
+const status = document.getElementById("status");
+let nv = null;
+let loaded = { scan: null, map: null };
+let settings = null;
+let overlayVisible = true;
+let focusNonce = null;
+let actionCount = 0;
+let hoverPlane = null;
+
+function send(type, payload) {
+  window.parent.postMessage({ isStreamlitMessage: true, type, ...payload }, "*");
+}
+
+function setFrameHeight() {
+  send("streamlit:setFrameHeight", { height: document.body.scrollHeight });
+}
+
+function sendAction(action, extra) {
+  actionCount += 1;
+  send("streamlit:setComponentValue", { value: { action, count: actionCount, ...extra }, dataType: "json" });
+}
+
+async function ensureViewer() {
+  if (nv) return;
+  nv = new Niivue({
+    isRadiologicalConvention: true,
+    isColorbar: true,
+    isOrientationTextVisible: true,
+    multiplanarShowRender: SHOW_RENDER.NEVER,
+    multiplanarLayout: MULTIPLANAR_TYPE.AUTO,
+    dragMode: DRAG_MODE.windowing,
+    backColor: [0, 0, 0, 1],
+    crosshairColor: [0.1, 1, 0.1, 0.7],
+    show3Dcrosshair: false,
+    isNearestInterpolation: true,
+    dragAndDropEnabled: false,
+    fontMinPx: 15,
+  });
+  await nv.attachToCanvas(canvas);
+  nv.onLocationChange = (location) => { readout.dataset.crosshair = location.string || ""; };
+}
+
+function volumeOptions() {
+  const scan = { url: settings.scan_url, name: settings.scan_name, colormap: "gray",
+    cal_min: settings.window[0], cal_max: settings.window[1] };
+  if (!settings.map_url) return [scan];
+  return [scan, { url: settings.map_url, name: settings.map_name, colormap: settings.colormap,
+    opacity: overlayVisible ? settings.opacity : 0, cal_min: settings.threshold, cal_max: settings.map_max }];
+}
+
+function applySettings() {
+  const [scan, map] = nv.volumes;
+  scan.cal_min = settings.window[0];
+  scan.cal_max = settings.window[1];
+  scan.colorbarVisible = false;
+  if (map) {
+    map.colormap = settings.colormap;
+    map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
+    // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
+    map.cal_min = Math.max(settings.threshold, 1e-6);
+    map.cal_max = settings.map_max;
+    map.opacity = overlayVisible ? settings.opacity : 0;
+    map.colorbarVisible = overlayVisible;
+  }
+  nv.setSliceType(LAYOUTS[settings.layout] ?? SLICE_TYPE.MULTIPLANAR);
+  nv.updateGLVolume();
+}
+
+function applyFocus() {
+  if (!settings.focus || settings.focus.nonce === focusNonce) return;
+  focusNonce = settings.focus.nonce;
+  const [x, y, z] = settings.focus.mm;
+  nv.scene.crosshairPos = nv.mm2frac([x, y, z]);
+  nv.createOnLocationChange();
+  nv.drawScene();
+}
+
+async function render(args) {
+  settings = args;
+  document.getElementById("wrap").style.height = `${args.height}px`;
+  await ensureViewer();
+  if (loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null)) {
+    status.textContent = "loading…";
+    loaded = { scan: args.scan_url, map: args.map_url || null };
+    focusNonce = null;
+    await nv.loadVolumes(volumeOptions());
+    status.textContent = "";
+  }
+  applySettings();
+  applyFocus();
+  canvas.dataset.ready = `${args.scan_url}|${args.map_url || ""}`;
+  setFrameHeight();
+}
+
+function stepSlice(delta) {
+  const plane = settings.layout === "multiplanar" ? (hoverPlane || settings.plane) : settings.layout;
+  const step = [0, 0, 0];
+  step[PLANE_AXIS[plane] ?? 2] = delta;
+  nv.moveCrosshairInVox(step[0], step[1], step[2]);
+}
+
+function toggleOverlay() {
+  overlayVisible = !overlayVisible;
+  if (nv.volumes[1]) {
+    nv.volumes[1].opacity = overlayVisible ? settings.opacity : 0;
+    nv.volumes[1].colorbarVisible = overlayVisible;
+    nv.updateGLVolume();
+  }
+  document.getElementById("overlay-state").textContent = overlayVisible ? "overlay on (O)" : "overlay off (O)";
+}
+
+function crosshairSlice() {
+  const plane = settings.layout === "multiplanar" ? settings.plane : settings.layout;
+  const mm = nv.frac2mm(nv.scene.crosshairPos);
+  return { plane, mm: [mm[0], mm[1], mm[2]] };
+}
+
+window.addEventListener("keydown", (event) => {
+  if (!nv || !settings || event.ctrlKey || event.metaKey || event.altKey) return;
+  const key = event.key.toLowerCase();
+  const handled = { arrowup: () => stepSlice(1), pageup: () => stepSlice(5), arrowdown: () => stepSlice(-1),
+    pagedown: () => stepSlice(-5), o: toggleOverlay, n: () => sendAction("next"), p: () => sendAction("previous"),
+    b: () => sendAction("bookmark", crosshairSlice()) }[key];
+  if (handled) {
+    event.preventDefault();
+    handled();
+  }
+}, true);
+
+// Value under the cursor, without moving the crosshair.
+canvas.addEventListener("mousemove", (event) => {
+  if (!nv || nv.volumes.length === 0) return;
+  const rect = canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  const frac = nv.canvasPos2frac([(event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr]);
+  if (frac[0] < 0) {
+    readout.textContent = "";
+    return;
+  }
+  const tile = nv.tileIndex ? nv.tileIndex((event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr) : -1;
+  const screen = tile >= 0 && nv.screenSlices[tile] ? nv.screenSlices[tile].axCorSag : -1;
+  hoverPlane = ["axial", "coronal", "sagittal"][screen] || hoverPlane;
+  const mm = nv.frac2mm(frac);
+  const parts = nv.volumes.map((volume, index) => {
+    const vox = volume.mm2vox([mm[0], mm[1], mm[2]]);
+    const value = volume.getValue(vox[0], vox[1], vox[2]);
+    return `${index === 0 ? "scan" : "map"} ${Number.isFinite(value) ? value.toFixed(index === 0 ? 0 : 3) : "-"}`;
+  });
+  const vox = nv.frac2vox(frac);
+  readout.textContent = `voxel ${vox[0]}, ${vox[1]}, ${vox[2]} · ${parts.join(" · ")}`;
+});
+
+window.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "streamlit:render") {
+    render(event.data.args).catch((error) => {
+      status.textContent = `viewer error: ${error}`;
+      setFrameHeight();
+    });
+  }
+});
+
+send("streamlit:componentReady", { apiVersion: 1 });

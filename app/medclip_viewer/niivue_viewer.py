@@ -1,0 +1,161 @@
+"""The interactive slice display: NiiVue (WebGL) in a small Streamlit component, fed by URL.
+
+Streamlit serves a component's files from its folder, so the component's built page (niivue/build,
+shipped in the package; no node at run time) is copied into a server-wide temporary folder, and each
+case's display volumes are written beside it once: the scan in its stored units (int16 when the values
+are whole numbers that fit, else uint16 with a NIfTI scale) and the map as 8-bit with `scl_slope`, so
+values read back in map units. File names are content hashes, so every session and rerun reuses them
+and nothing guessable is served. The browser fetches them once per case; scrolling, window/level,
+crosshair and the value under the cursor never call back into Python. Only N/P (next or previous case)
+and B (bookmark the crosshair's slice) come back as the component's value.
+
+The volume shown is the in-memory scan the model scored, with its affine (a DICOM series in the same
+orientation inference used), and the map on the same grid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gzip
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import streamlit as st
+import streamlit.components.v1 as components
+from medclip_ad.inference.overlay import OverlayStyle
+from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.scan import Scan
+
+from medclip_viewer.cases import CaseResult
+
+COMPONENT_NAME = "niivue_slices"
+BUILD_DIR = Path(__file__).resolve().parent / "niivue" / "build"
+VOLUMES_DIR = "volumes"
+KEY_VIEWER = "niivue.viewer"
+LAYOUTS: tuple[str, ...] = ("multiplanar", "axial", "coronal", "sagittal")
+# Display files kept on the server; the oldest go first (a 256x256x120 case is about 17 MB).
+MAX_DISPLAY_FILES = 64
+MAP_LEVELS = 255
+INT16 = np.iinfo(np.int16)
+UINT16_LEVELS = np.iinfo(np.uint16).max
+_KEY_FILES = "niivue.files"
+
+
+@dataclass(frozen=True)
+class ViewerAction:
+    """What the reader asked for from inside the viewer: `next`, `previous` or `bookmark` (with `mm`)."""
+
+    action: str
+    plane: str | None = None
+    mm: tuple[float, float, float] | None = None
+
+
+@st.cache_resource(show_spinner=False)
+def served_folder() -> Path:
+    """The server's component folder: the built page, and the display volumes written for it."""
+    folder = Path(tempfile.mkdtemp(prefix="medclip-ad-niivue-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shutil.copytree(BUILD_DIR, folder, dirs_exist_ok=True)
+    (folder / VOLUMES_DIR).mkdir()
+    return folder
+
+
+def display_scan_bytes(scan: Scan) -> bytes:
+    """The scan as a NIfTI in its stored units, at 16 bits: int16 when every value is a whole number in
+    range (CT in HU), else uint16 spanning the finite range with a scale (MR, PET)."""
+    array = np.asarray(scan.array)
+    finite = np.isfinite(array)
+    low, high = (float(array[finite].min()), float(array[finite].max())) if finite.any() else (0.0, 0.0)
+    if INT16.min <= low and high <= INT16.max and np.array_equal(array[finite], np.round(array[finite])):
+        image = nib.Nifti1Image(np.where(finite, array, 0).astype(np.int16), scan.affine)
+    else:
+        slope = (high - low) / UINT16_LEVELS or 1.0
+        levels = np.round((np.where(finite, array, low) - low) / slope).astype(np.uint16)
+        image = nib.Nifti1Image(levels, scan.affine)
+        image.header.set_slope_inter(slope, low)
+    return image.to_bytes()
+
+
+def display_map_bytes(anomaly_map: np.ndarray, affine: np.ndarray, map_max: float) -> bytes:
+    """The map as 8-bit levels of [0, map_max] (gzipped; mostly near zero, it shrinks tenfold)."""
+    slope = map_max / MAP_LEVELS
+    levels = np.round(np.clip(anomaly_map / slope, 0, MAP_LEVELS)).astype(np.uint8)
+    image = nib.Nifti1Image(levels, affine)
+    image.header.set_slope_inter(slope, 0.0)
+    return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
+def _served_file(data_key: str, suffix: str, make) -> str:
+    """The URL (relative to the component page) of a display file, written on first use."""
+    folder = served_folder() / VOLUMES_DIR
+    name = f"{hashlib.sha256(data_key.encode('utf-8')).hexdigest()[:32]}{suffix}"
+    path = folder / name
+    if not path.is_file():
+        temporary = folder / f".{name}.partial"
+        temporary.write_bytes(make())
+        temporary.replace(path)
+        _prune(folder)
+    return f"{VOLUMES_DIR}/{name}"
+
+
+def _prune(folder: Path) -> None:
+    files = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+    for stale in files[:-MAX_DISPLAY_FILES]:
+        stale.unlink(missing_ok=True)
+
+
+def scan_url(session_key: str, scan: Scan) -> str:
+    """The open scan's display file, keyed by its content (computed once per opened case)."""
+    memo = st.session_state.setdefault(_KEY_FILES, {})
+    if memo.get("scan") != (session_key, id(scan)):
+        digest = hashlib.sha256(np.ascontiguousarray(scan.array).data).hexdigest()
+        memo["scan"], memo["scan_url"] = (session_key, id(scan)), _served_file(
+            f"scan:{digest}:{scan.array.shape}:{np.asarray(scan.affine).tobytes().hex()}", ".nii",
+            lambda: display_scan_bytes(scan))
+    return memo["scan_url"]
+
+
+def map_url(result: CaseResult, anomaly_map: np.ndarray, affine: np.ndarray) -> str:
+    """The result's 8-bit display map, keyed by the map file and its modification time."""
+    stat = result.map_path.stat()
+    key = f"map:{result.map_path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{result.map_max}"
+    return _served_file(key, ".nii.gz", lambda: display_map_bytes(anomaly_map, affine, result.map_max))
+
+
+def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index: int) -> list[float]:
+    """World position of the map's highest voxel within one slice: where the crosshair starts."""
+    plane = np.take(anomaly_map, index, axis=slice_axis)
+    row, column = np.unravel_index(int(np.argmax(plane)), plane.shape)
+    voxel = [int(row), int(column)]
+    voxel.insert(slice_axis, index)
+    return [float(v) for v in (np.asarray(affine) @ np.array([*voxel, 1.0]))[:3]]
+
+
+def niivue_view(*, scan_file: str, map_file: str | None, mapping: IntensityMapping, style: OverlayStyle | None,
+                map_max: float, layout: str, plane: str, focus_mm: list[float] | None, focus_id: str,
+                height: int, on_action) -> None:
+    """Draw the viewer; `on_action(ViewerAction)` runs (as a callback, before the page reruns) when the
+    reader presses N, P or B inside it."""
+    served_folder()
+    component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
+    low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
+    style = style or OverlayStyle()
+    component(scan_url=scan_file, map_url=map_file, window=[float(low), float(high)], colormap=style.colormap,
+              opacity=float(style.opacity), threshold=float(style.threshold), map_max=float(map_max),
+              layout=layout, plane=plane, focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None,
+              height=int(height), key=KEY_VIEWER, default=None, on_change=partial(_dispatch, on_action))
+
+
+def _dispatch(on_action) -> None:
+    value = st.session_state.get(KEY_VIEWER)
+    if not isinstance(value, dict) or value.get("action") not in ("next", "previous", "bookmark"):
+        return
+    mm = value.get("mm")
+    on_action(ViewerAction(value["action"], value.get("plane"),
+                           tuple(float(v) for v in mm) if isinstance(mm, list) and len(mm) == 3 else None))

@@ -1,0 +1,49 @@
+"""The reading view of a volume: the NiiVue display of the open case with the sidebar's grey levels and
+overlay settings, the crosshair on the map's peak in the slice chosen (the top slice when a case opens,
+a jump button's slice after one), and the viewer's keys wired to the worklist and the review form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from medclip_ad.inference.overlay import OverlayStyle
+from medclip_ad.io.intensity import IntensityMapping
+
+from medclip_viewer.niivue_viewer import LAYOUTS, ViewerAction, map_url, niivue_view, peak_mm, scan_url
+from medclip_viewer.rendering import PlaneLayout, plane_layout
+from medclip_viewer.review_capture import Bookmark
+from medclip_viewer.state import ViewerSession
+from medclip_viewer.verdict_panel import add_bookmark
+from medclip_viewer.worklist_panel import step_worklist
+
+KEY_LAYOUT = "view.layout"
+VIEWER_HEIGHT_PX = 560
+
+
+def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mapping: IntensityMapping,
+                 style: OverlayStyle | None) -> None:
+    """The interactive display of the open volume (and its map, when it has one)."""
+    scan, result = session.scan, session.shown()
+    anomaly_map = session.shown_map() if result is not None else None
+    map_file = map_url(result, anomaly_map, scan.affine) if anomaly_map is not None else None
+    focus = peak_mm(anomaly_map, scan.affine, layout.slice_axis, index) if anomaly_map is not None else None
+    shown_layout = st.segmented_control("Layout", LAYOUTS, key=KEY_LAYOUT, default=LAYOUTS[0],
+                                        label_visibility="collapsed") or LAYOUTS[0]
+    niivue_view(scan_file=scan_url(session.case_key or "", scan), map_file=map_file, mapping=mapping, style=style,
+                map_max=result.map_max if result is not None else 1.0, layout=shown_layout, plane=layout.plane,
+                focus_mm=focus, focus_id=f"{session.case_key}|{layout.plane}|{index}", height=VIEWER_HEIGHT_PX,
+                on_action=lambda action: _act(session, action))
+
+
+def _act(session: ViewerSession, action: ViewerAction) -> None:
+    if action.action in ("next", "previous"):
+        step_worklist(1 if action.action == "next" else -1)
+        return
+    result, scan = session.shown(), session.scan
+    if action.mm is None or result is None or scan is None or action.plane not in LAYOUTS[1:]:
+        return
+    voxel = np.linalg.inv(np.asarray(scan.affine, dtype=np.float64)) @ np.array([*action.mm, 1.0])
+    axis = plane_layout(action.plane, scan.affine).slice_axis
+    index = int(np.clip(np.round(voxel[axis]), 0, scan.array.shape[axis] - 1))
+    add_bookmark(result, Bookmark(action.plane, index).label())

@@ -1,0 +1,217 @@
+"""The viewer as a reader meets it, in the browser the tests use (Debian chromium, WebGL on SwiftShader).
+
+    python benchmarks/bench_viewer.py [--shape 256 256 120] [--steps 20]
+
+Makes two CT-like volumes of `--shape` with a bright lesion, scores them with the tiny random CLIP
+(`random:tiny`, 224 px: the numbers are about the viewer, not the model), starts `streamlit run
+app/viewer.py` on the results folder and measures:
+
+- first image, cold server: from opening the page on a just-started server to the WebGL canvas showing
+  scan and map (every import and the first read of the case included);
+- first image, warm server: the same for a new browser session on that server;
+- slice step: one ArrowUp key or one wheel notch in the viewer until the next frame is drawn (median and
+  95th percentile over `--steps`), with the number of script reruns they caused;
+- case switch: the N key until the next case's scan and map are on the canvas.
+
+Goals on the 2-core development machine: warm first image < 3 s, slice step < 100 ms, case switch < 1.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WINDOW = "1600,1000"
+TIMEOUT_S = 600
+RUN_LOG_LINE = "Running script"
+# Times one key press (or wheel notch) in the page until two animation frames later, i.e. drawn.
+STEP_SCRIPT = """
+const [kind, steps, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const canvas = document.getElementById("gl");
+const rect = canvas.getBoundingClientRect();
+const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+(async () => {
+  const times = [];
+  for (let i = 0; i < steps; i++) {
+    const start = performance.now();
+    if (kind === "key") {
+      window.dispatchEvent(new KeyboardEvent("keydown", { key: i % 2 ? "ArrowDown" : "ArrowUp", bubbles: true }));
+    } else {
+      canvas.dispatchEvent(new WheelEvent("wheel", { deltaY: i % 2 ? -100 : 100, bubbles: true, cancelable: true,
+        clientX: rect.left + rect.width / 4, clientY: rect.top + rect.height / 4 }));
+    }
+    await frame();
+    await frame();
+    times.push(performance.now() - start);
+  }
+  done(times);
+})();
+"""
+
+
+def make_results(root: Path, shape: tuple[int, int, int]) -> Path:
+    """Two scored CT-like volumes (different content, so a case switch loads new files)."""
+    import nibabel as nib
+    from medclip_ad.config import DetectorConfig
+    from medclip_ad.inference.case import run_case
+    from medclip_ad.inference.predictor import AnomalyPredictor
+    from medclip_ad.io.discovery import discover_cases
+    from medclip_ad.io.readers import read_case
+
+    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224,
+                                                device="cpu"))
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        body = (grid ** 2).sum(axis=0) < 0.8
+        volume = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, shape)
+        centre = rng.uniform(-0.4, 0.4, 3)[:, None, None, None]
+        volume[((grid - centre) ** 2).sum(axis=0) < 0.01] = 120.0
+        path = root / "studies" / f"study_{seed}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.round(volume).astype(np.int16), np.diag([0.8, 0.8, 2.0, 1.0])), path)
+        sources, _ = discover_cases([path])
+        run_case(predictor, read_case(sources[0]), root / "results")
+    return root / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(results: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "app/viewer.py", "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               "--logger.level", "debug", "--", "--case", str(results)]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return process, f"http://127.0.0.1:{port}/"
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+
+
+def browser(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                     "--disable-dev-shm-usage", f"--window-size={WINDOW}", f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def wait_for(condition, poll_s: float = 0.02):
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise SystemExit("timed out waiting for the viewer")
+
+
+def first_image(driver, url: str) -> float:
+    """Seconds from opening the page to the canvas showing its loaded scan and map."""
+    from selenium.webdriver.common.by import By
+
+    start = time.monotonic()
+    driver.get(url)
+    frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']"))[0]
+    driver.switch_to.frame(frame)
+    wait_for(lambda: "|volumes/" in (driver.execute_script(
+        "const c = document.getElementById('gl'); return c && c.dataset.ready") or ""))
+    driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+    return time.monotonic() - start
+
+
+def runs(log_path: Path) -> int:
+    return log_path.read_text(errors="replace").count(RUN_LOG_LINE)
+
+
+def summary(times_ms: list[float]) -> str:
+    return f"median {np.median(times_ms):.0f} ms, p95 {np.percentile(times_ms, 95):.0f} ms over {len(times_ms)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 120))
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+          f"load {os.getloadavg()[0]:.1f}, {platform.platform()}")
+    work = Path(tempfile.mkdtemp(prefix="bench-viewer-"))
+    try:
+        started = time.monotonic()
+        results = make_results(work, tuple(args.shape))
+        print(f"volumes {' x '.join(map(str, args.shape))} (int16 CT-like), two cases scored in "
+              f"{time.monotonic() - started:.0f} s")
+        log_path = work / "streamlit.log"
+        process, url = start_server(results, log_path)
+        try:
+            cold = browser(work / "profile-cold")
+            print(f"first image, cold server: {first_image(cold, url):.2f} s")
+            cold.quit()
+            driver = browser(work / "profile-warm")
+            print(f"first image, warm server (new session): {first_image(driver, url):.2f} s")
+            before = runs(log_path)
+            keys = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
+            wheel = driver.execute_async_script(STEP_SCRIPT, "wheel", args.steps)
+            time.sleep(1.0)
+            print(f"slice step, arrow key: {summary(keys)}")
+            print(f"slice step, wheel: {summary(wheel)}")
+            print(f"script reruns during {2 * args.steps} slice steps: {runs(log_path) - before}")
+            ready = driver.execute_script("return document.getElementById('gl').dataset.ready")
+            start = time.monotonic()
+            driver.execute_script("window.dispatchEvent(new KeyboardEvent('keydown', {key: 'n', bubbles: true}))")
+            driver.switch_to.default_content()
+
+            def switched() -> bool:
+                from selenium.webdriver.common.by import By
+
+                driver.switch_to.default_content()
+                frames = driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']")
+                if not frames:
+                    return False
+                driver.switch_to.frame(frames[0])
+                now = driver.execute_script("const c = document.getElementById('gl'); return c && c.dataset.ready")
+                return bool(now) and now != ready
+
+            wait_for(switched)
+            driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+            print(f"case switch (N key): {time.monotonic() - start:.2f} s")
+            driver.quit()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
