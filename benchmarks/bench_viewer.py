@@ -99,7 +99,7 @@ def start_server(results: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app/viewer.py", "--server.headless", "true",
                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--logger.level", "debug", "--", "--case", str(results)]
+               "--logger.level", "debug", "--", "--case", str(results), "--data-root", str(results.parent)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + TIMEOUT_S
