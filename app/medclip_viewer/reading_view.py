@@ -9,9 +9,9 @@ import numpy as np
 import streamlit as st
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.orientation import PlaneLayout, plane_layout
 
 from medclip_viewer.niivue_viewer import LAYOUTS, ViewerAction, map_url, niivue_view, peak_mm, scan_url
-from medclip_viewer.rendering import PlaneLayout, plane_layout
 from medclip_viewer.review_capture import Bookmark
 from medclip_viewer.state import ViewerSession
 from medclip_viewer.verdict_panel import add_bookmark
