@@ -977,7 +977,7 @@ for _name, _option, _values in (
     ("window_infinite_level", "--window", ("400", "inf")),
     ("volume_index_negative", "--volume-index", ("-1",)),
     ("device_unknown", "--device", ("tpu",)),
-    ("precision_bf16_on_cpu", "--precision", ("bf16",)),
+    ("precision_fp16_on_cpu", "--precision", ("fp16",)),
     ("aggregation_unknown", "--aggregation", ("median",)),
     ("axis_unknown", "--axis", ("oblique",)),
     ("window_preset_unknown", "--window-preset", ("liver",)),
