@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from medclip_ad.config import METHODS, DetectorConfig
+from medclip_ad.config import DetectorConfig
+from medclip_ad.methods.registry import METHOD_NAMES
 from medclip_ad.constants import IMAGE_SIZE
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.methods.adaclip.checkpoint import save_adaclip_checkpoint
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--images", type=int, default=16, help="images per measurement")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--method", default="ensemble", choices=METHODS)
+    parser.add_argument("--method", default="ensemble", choices=METHOD_NAMES)
     parser.add_argument("--prompts", help="the method's checkpoint (anomalyclip, rwda; optional for adaclip)")
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     args = parser.parse_args()

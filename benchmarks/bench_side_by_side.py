@@ -21,7 +21,7 @@ from medclip_ad.config import DetectorConfig
 from medclip_ad.constants import BLUR_SIGMA, BLUR_TRUNCATE
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.inference.preprocessing import preprocess
-from medclip_ad.modeling.anomaly_maps import class_logits, layer_anomaly_map, patch_probability_maps
+from medclip_ad.modeling.anomaly_maps import class_logits, layer_anomaly_maps, patch_probability_maps
 from scipy.ndimage import gaussian_filter
 
 from machine import machine_line
@@ -35,9 +35,10 @@ def reference_pipeline(predictor: AnomalyPredictor, images: list[np.ndarray]) ->
     for image in images:
         with torch.no_grad():
             visual = full_dpam_forward(detector.vision_encoder, preprocess([image], size))
-            score = class_logits(visual.global_embedding, predictor.text_features).softmax(dim=-1)[0, 1]
-            maps = [patch_probability_maps(tokens, predictor.text_features, size) for tokens in visual.layer_tokens]
-            raw = sum(layer_anomaly_map(p) for p in maps)[0].numpy()
+            text_features = detector.text_features()
+            score = class_logits(visual.global_embedding, text_features).softmax(dim=-1)[0, 1]
+            maps = [patch_probability_maps(tokens, text_features, size) for tokens in visual.layer_tokens]
+            raw = layer_anomaly_maps(maps).sum(dim=1)[0].numpy()
         blurred = gaussian_filter(raw, sigma=BLUR_SIGMA, mode="reflect", truncate=BLUR_TRUNCATE)
         F.interpolate(torch.from_numpy(blurred)[None, None], size=image.shape[:2], mode="bilinear")
         scores.append(float(score))

@@ -22,7 +22,7 @@ from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.inference.volume import infer_volume
 from medclip_ad.io.intensity import to_uint8
 from medclip_ad.io.orientation import plane_layout
-from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
+from medclip_ad.modeling.anomaly_maps import layer_anomaly_maps
 from scipy.ndimage import gaussian_filter
 
 from machine import machine_line
@@ -44,9 +44,8 @@ def naive_reference_loop(predictor: AnomalyPredictor, volume: np.ndarray) -> np.
     for index in range(volume.shape[2]):
         image = soft_tissue(volume[:, :, index].T)
         with torch.no_grad():
-            output = predictor.model(preprocess([image], predictor.config.image_size).to(predictor.device),
-                                     predictor.text_features)
-        raw = sum(layer_anomaly_map(p) for p in output.probability_maps)[0].cpu().numpy()
+            output = predictor.model(preprocess([image], predictor.config.image_size).to(predictor.device))
+        raw = layer_anomaly_maps(output.probability_maps).sum(dim=1)[0].cpu().numpy()
         blurred = gaussian_filter(raw, sigma=BLUR_SIGMA, mode="reflect", truncate=BLUR_TRUNCATE)
         resized = F.interpolate(torch.from_numpy(blurred)[None, None], size=image.shape, mode="bilinear")
         maps[:, :, index] = resized[0, 0].numpy().T

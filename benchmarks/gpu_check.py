@@ -87,7 +87,8 @@ def parity_rows(device: str) -> list[Row]:
         predictor = AnomalyPredictor(config, backbone=backbone)
         result = predictor.predict(images)
         differences = {
-            "text": float(np.abs(predictor.text_features.cpu().numpy() - expected["text_features"][0]).max()),
+            "text": float(np.abs(predictor.model.text_features().detach().cpu().numpy()
+                                 - expected["text_features"][0]).max()),
             "scores": float(np.abs(result.scores - expected[f"{setting}/scores"]).max()),
             "maps": float(max(np.abs(m - e).max() for m, e in zip(result.maps, expected[f"{setting}/maps"]))),
         }

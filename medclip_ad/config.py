@@ -8,16 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE, LOCAL_LOSS_WEIGHT
+from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
+from medclip_ad.methods import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     from medclip_ad.inference.calibration import Calibration
 
 # This module imports nothing heavy: the command line builds its options (choices, defaults) from it
 # without loading torch.
-METHODS: tuple[str, ...] = ("anomalyclip", "ensemble", "rwda", "adaclip")
-DEFAULT_METHOD = "anomalyclip"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 # CLIP MLP activations (`auto`: decided from the checkpoint, the method and the weights; see DetectorConfig).
 ACTIVATIONS: tuple[str, ...] = ("auto", "quick_gelu", "gelu")
@@ -38,11 +37,6 @@ CALIBRATION_CONFIDENCE: float = 0.95
 MODALITIES: tuple[str, ...] = ("CT", "MR", "other")
 # Deployment formats of `medclip-ad export`.
 EXPORT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
-# AdaCLIP's published feature layers (1-based ViT blocks) and the object word of its prompts.
-ADACLIP_LAYERS: tuple[int, ...] = (6, 12, 18, 24)
-ADACLIP_OBJECT_WORD = "object"
-# Hidden units of the rwda head's one hidden layer.
-RWDA_HIDDEN_UNITS = 128
 
 
 @dataclass(frozen=True)
@@ -50,12 +44,13 @@ class DetectorConfig:
     """Everything that decides a detector's outputs (recorded as provenance beside every result).
 
     clip_weights: `openai`, `openai:MODEL`, a checkpoint path, or `random:PRESET` (tests only).
-    prompts: a prompt checkpoint (this project's .safetensors or the reference .pth); required by
-        `anomalyclip`, ignored by `ensemble`; for `rwda`, its trained head (.safetensors).
+    method: a name in `medclip_ad.methods.registry.METHODS`.
+    prompts: the method checkpoint (option `--prompts`): what a trained method learned, in this
+        project's .safetensors format or, where the method reads one, its reference format.
     precision: `auto` is fp32 on CPU and bf16 autocast on CUDA; `int8` (CPU only) quantises the vision
         encoder's linear layers (faster, less exact: see benchmarks/bench_int8.py).
     activation: `quick_gelu`, `gelu`, or `auto`: the one recorded in the checkpoint, else the method's
-        own (adaclip: gelu, as its reference), else the weights' (see `modeling.clip_backbone`).
+        own (see `Method.activation`), else the weights' (see `modeling.clip_backbone`).
     """
 
     clip_weights: str = "openai"
@@ -70,8 +65,9 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         """Refuse values that cannot work before anything loads (options are named as on the command line)."""
-        if self.method not in METHODS:
-            raise UserInputError(f"--method {self.method}: unknown method (choose from {', '.join(METHODS)})")
+        from medclip_ad.methods.registry import get_method
+
+        get_method(self.method)  # one line naming the choices for an unknown one
         if self.precision not in PRECISIONS:
             raise UserInputError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
         _at_least(1, image_size=self.image_size, batch_size=self.batch_size)
@@ -79,58 +75,6 @@ class DetectorConfig:
             raise UserInputError("--layers: name at least one layer")
         for layer in self.layers:
             _at_least(1, layers=layer)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """AnomalyCLIP's optimisation recipe; the defaults reproduce the published prompts."""
-
-    epochs: int = 15
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    seed: int = 111
-    local_weight: float = LOCAL_LOSS_WEIGHT
-    image_labels_only: bool = False
-    workers: int = 0
-
-
-@dataclass(frozen=True)
-class AdaCLIPTrainingConfig:
-    """AdaCLIP's optimisation recipe; the defaults are the published one."""
-
-    epochs: int = 5
-    batch_size: int = 1
-    learning_rate: float = 0.01
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.01
-    seed: int = 111
-    workers: int = 0
-    object_word: str = ADACLIP_OBJECT_WORD
-    image_labels_only: bool = False
-    feature_layers: tuple[int, ...] = ADACLIP_LAYERS
-    mosaic_probability: float = 0.2  # the reference tiles 4 MVTec images of a class into one this often
-
-
-@dataclass(frozen=True)
-class RandomWordSettings:
-    """How many rwda prompts of each class to draw, and how they are diversified."""
-
-    prompts_per_class: int = 1024
-    max_random_words: int = 4  # each prompt gets 1..max_random_words random words
-    max_tokens_per_word: int = 3  # each random word is 1..max_tokens_per_word tokens long
-
-
-@dataclass(frozen=True)
-class RandomWordTrainingConfig:
-    """The rwda text-only recipe: the prompt set, the head's size and its optimisation."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 111
-    hidden_units: int = RWDA_HIDDEN_UNITS
-    prompts: RandomWordSettings = RandomWordSettings()
 
 
 @dataclass(frozen=True)

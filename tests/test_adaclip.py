@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from medclip_ad.cli.main import main
-from medclip_ad.config import AdaCLIPTrainingConfig, DetectorConfig
+from medclip_ad.config import DetectorConfig
+from medclip_ad.methods.adaclip.recipe import AdaCLIPTrainingConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import AnomalyPredictor
@@ -76,17 +77,18 @@ def test_every_output_has_its_shape(model, images, batched, tiny_backbone):
             training_output = model(images[:2])
         finally:
             model.eval()
-    assert text_prompts.shape == (1, 4, 5, tiny_backbone.text_width) and text_prompts.dtype == torch.float16
+    assert text_prompts.shape == (1, 4, 5, tiny_backbone.model.token_embedding.weight.shape[1])
+    assert text_prompts.dtype == torch.float16
     assert visual_prompts.shape == (1, 4, 5, tiny_backbone.model.visual.conv1.out_channels)
     assert text.shape == (1, 2, embed_dim) and torch.allclose(text.norm(dim=-1), torch.ones(1, 2), atol=1e-5)
     assert len(adaclip_sentences()[0]) == 28 and len(adaclip_sentences()[1]) == 20
     assert [tuple(t.shape) for t in visual.patch_tokens] == [(1, (SIZE // 14) ** 2, 128)] * 4
     assert batched.image_logits.shape == (3, 2) and len(batched.probability_maps) == 1
-    assert batched.probability_maps[0].shape == (3, 2, SIZE, SIZE) and not batched.layer_probability_maps
+    assert batched.probability_maps[0].shape == (3, 2, SIZE, SIZE) and batched.map_range == 1.0
     assert torch.allclose(batched.probability_maps[0].sum(dim=1), torch.ones(3, SIZE, SIZE), atol=1e-5)
     assert training_output.image_logits.shape == (2, 2) and len(training_output.layer_probability_maps) == 4
     assert all(m.shape == (2, 2, SIZE, SIZE) for m in training_output.layer_probability_maps)
-    assert model.layers == ADACLIP_LAYERS and model.text_features().shape == (0, embed_dim)
+    assert model.layers == ADACLIP_LAYERS and model.map_range == 1.0
 
 
 def test_training_scores_the_fused_feature_as_inference_does(model, images, batched):
@@ -239,7 +241,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(model, images, tiny_backb
                                                 image_size=SIZE, device="cpu"), backbone=tiny_backbone)
     scores, maps = predictor.predict_tensor(images[:1])
     assert torch.allclose(scores, before.image_logits.softmax(dim=-1)[:, 1], atol=1e-6)
-    assert maps.shape == (1, SIZE, SIZE) and predictor.layers == (24,)
+    assert maps.shape == (1, SIZE, SIZE) and predictor.map_range == 1.0
     with pytest.raises(UserInputError, match="method adaclip"):
         AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", prompts=str(path), image_size=SIZE, device="cpu"),
                          backbone=tiny_backbone)

@@ -31,8 +31,10 @@ from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.synthetic import make_synthetic_study
 from medclip_ad.methods.adaclip.training import FINAL_CHECKPOINT as ADACLIP_FINAL_CHECKPOINT
 from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig
-from medclip_ad.methods.anomalyclip.training import FINAL_CHECKPOINT, LOG_FILE, TrainingConfig
-from medclip_ad.methods.checkpoint import load_method_checkpoint, load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.training import FINAL_CHECKPOINT, TrainingConfig
+from medclip_ad.training.loop import LOG_FILE
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.checkpoint import load_method_checkpoint
 from medclip_ad.methods.rwda.training import FINAL_CHECKPOINT as RWDA_FINAL_CHECKPOINT
 from medclip_ad.methods.rwda.training import RandomWordTrainingConfig
 from monai.bundle import ConfigParser
@@ -228,11 +230,13 @@ def test_torchrun_data_parallel_training_equals_the_single_process_run(single_tr
     parallel = load_prompt_checkpoint(workspace / "trained_ddp" / FINAL_CHECKPOINT)
     assert set(single.tensors) == set(parallel.tensors)
     for name, value in single.tensors.items():
-        # Deep prompts enter the text blocks rounded through fp16, as in the reference, so their gradient is
-        # rounded to fp16 per process before the sum: it matches the single process to that rounding only.
-        tolerance = 1e-4 if name.startswith("deep_prompts.") else 1e-5
-        torch.testing.assert_close(parallel.tensors[name], value, rtol=1e-4, atol=tolerance)
-    assert parallel.metadata == single.metadata
+        # Deep prompts enter the text blocks rounded through fp16, as in the reference, so their gradient (and,
+        # through the text encoder, the context's) is rounded to fp16 per process before the sum: it matches
+        # the single process to that rounding only, which Adam can turn into a few 1e-5 steps.
+        torch.testing.assert_close(parallel.tensors[name], value, rtol=1e-4, atol=1e-4)
+    assert {k: v for k, v in parallel.metadata.items() if k != "epoch_losses"} == \
+        {k: v for k, v in single.metadata.items() if k != "epoch_losses"}
+    assert parallel.metadata["epoch_losses"] == pytest.approx(single.metadata["epoch_losses"], rel=1e-4)
     single_log, parallel_log = ((folder / LOG_FILE).read_text().splitlines() for folder in
                                 (single_training, workspace / "trained_ddp"))
     assert len(parallel_log) == len(single_log)  # rank 0 alone wrote the log: one row per global step

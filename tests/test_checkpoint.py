@@ -8,12 +8,13 @@ from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
-from medclip_ad.methods.checkpoint import (
+from medclip_ad.methods.anomalyclip.checkpoint import (
+    PromptShape,
     learner_tensors,
     load_into_learner,
     load_prompt_checkpoint,
-    save_prompt_checkpoint,
 )
+from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.text_encoder import TextEncoder
 from safetensors.torch import save_file
@@ -32,7 +33,7 @@ def test_reference_import_keeps_learned_tensors_and_drops_the_rest(reference_pat
     assert torch.equal(checkpoint.tensors["ctx_normal"], reference["ctx_pos"].reshape(12, 128))
     assert torch.equal(checkpoint.tensors["ctx_abnormal"], reference["ctx_neg"].reshape(12, 128))
     assert torch.equal(checkpoint.tensors["deep_prompts.7"], reference["compound_prompts_text.7"])
-    assert (checkpoint.n_ctx, checkpoint.depth, checkpoint.deep_length, checkpoint.text_width) == (12, 9, 4, 128)
+    assert PromptShape.of(checkpoint) == PromptShape(n_ctx=12, depth=9, deep_length=4, text_width=128)
 
 
 def test_fixed_sentence_parts_equal_the_reference_buffers(reference_path, tiny_backbone, parity_dir):
@@ -51,7 +52,7 @@ def test_safetensors_round_trip_with_provenance(tiny_backbone, tmp_path):
     metadata = {"method": "anomalyclip", "backbone": "random:tiny", "layers": [24], "epochs": 15, "seed": 111,
                 "training_data": {"colondb": 380, "endo": 163}}
     path = tmp_path / "prompts.safetensors"
-    save_prompt_checkpoint(path, learner_tensors(learner), metadata)
+    save_method_checkpoint(path, learner_tensors(learner), metadata)
     loaded = load_prompt_checkpoint(path)
     assert loaded.metadata["layers"] == [24] and loaded.metadata["training_data"] == {"colondb": 380, "endo": 163}
     assert loaded.metadata["package_version"] and loaded.metadata["format"] == "medclip-ad-prompts"
@@ -79,7 +80,7 @@ def test_prompts_for_another_backbone_are_refused(tiny_backbone, tmp_path):
     path = tmp_path / "vit-l-prompts.safetensors"
     tensors = {"ctx_normal": torch.zeros(12, 768), "ctx_abnormal": torch.zeros(12, 768),
                **{f"deep_prompts.{i}": torch.zeros(4, 768) for i in range(8)}}
-    save_prompt_checkpoint(path, tensors, {"method": "anomalyclip"})
+    save_method_checkpoint(path, tensors, {"method": "anomalyclip"})
     with pytest.raises(UserInputError, match="text width 768 but the backbone random:tiny has text width 128"):
         build_detector(DetectorConfig(clip_weights="random:tiny", prompts=str(path)), backbone=tiny_backbone)
 

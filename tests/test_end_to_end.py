@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from medclip_ad.cli.main import main
 from medclip_ad.evaluation import IMAGE_METRICS, METRICS, NOT_AVAILABLE, PIXEL_METRICS
-from medclip_ad.methods.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
 
 from mini_datasets import make_brainmri, make_endo, make_kvasir
 

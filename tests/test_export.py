@@ -26,7 +26,7 @@ from medclip_ad.inference.export import (
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.methods.adaclip.checkpoint import save_adaclip_checkpoint
 from medclip_ad.methods.adaclip.detector import AdaCLIP
-from medclip_ad.methods.checkpoint import save_prompt_checkpoint
+from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.rwda.head import RandomWordHead
 from medclip_ad.modeling.text_encoder import TextEncoder
 
@@ -42,7 +42,7 @@ def rwda_head(tmp_path_factory):
     """An untrained rwda head for the tiny backbone: exporting needs weights, not good ones."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("rwda") / "head.safetensors"
-    save_prompt_checkpoint(path, RandomWordHead(96).state_dict(), {"method": "rwda"})
+    save_method_checkpoint(path, RandomWordHead(96).state_dict(), {"method": "rwda"})
     return path
 
 

@@ -21,8 +21,8 @@ from medclip_ad.inference.case import run_case
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.readers import read_study
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
-from medclip_ad.methods.checkpoint import file_sha256, learner_tensors, save_prompt_checkpoint
-from medclip_ad.methods.registry import new_prompt_learner
+from medclip_ad.methods.anomalyclip.checkpoint import learner_tensors, new_prompt_learner
+from medclip_ad.methods.checkpoint import file_sha256, save_method_checkpoint
 from medclip_ad.modeling.text_encoder import TextEncoder
 from PIL import Image
 from safetensors.torch import save_file
@@ -37,7 +37,7 @@ def recorded_prompts(tmp_path_factory, tiny_backbone) -> Path:
     """Prompts whose checkpoint says they were trained at layers 12 and 24 and 112 px."""
     path = tmp_path_factory.mktemp("prompts") / "prompts.safetensors"
     tensors = learner_tensors(new_prompt_learner(TextEncoder(tiny_backbone.model)))
-    save_prompt_checkpoint(path, tensors, {"method": "anomalyclip", "layers": [12, 24], "image_size": 112})
+    save_method_checkpoint(path, tensors, {"method": "anomalyclip", "layers": [12, 24], "image_size": 112})
     return path
 
 

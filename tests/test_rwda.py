@@ -15,12 +15,8 @@ import torch
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.checkpoint import (
-    file_sha256,
-    load_method_checkpoint,
-    load_prompt_checkpoint,
-    save_prompt_checkpoint,
-)
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.checkpoint import file_sha256, load_method_checkpoint, save_method_checkpoint
 from medclip_ad.methods.ensemble.prompt_ensemble import ensemble_sentences
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead
@@ -64,8 +60,10 @@ def test_prompts_are_seeded_balanced_and_diversified():
 
 def test_training_lowers_the_loss_and_records_provenance(trained_run, capsys):
     with open(trained_run / "train_log.csv") as handle:
-        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
-    assert len(losses) == EPOCHS and losses[-1] < losses[0]
+        rows = list(csv.DictReader(handle))
+    assert {int(row["epoch"]) for row in rows} == set(range(1, EPOCHS + 1))  # one row per step, every epoch
+    metadata = load_method_checkpoint(trained_run / FINAL_CHECKPOINT, "rwda").metadata
+    assert len(metadata["epoch_losses"]) == EPOCHS and metadata["epoch_losses"][-1] < metadata["epoch_losses"][0]
     checkpoint = load_method_checkpoint(trained_run / FINAL_CHECKPOINT, "rwda")
     metadata = checkpoint.metadata
     assert metadata["method"] == "rwda" and metadata["clip_weights"] == "random:tiny"
@@ -90,7 +88,7 @@ def test_detector_gives_anomalyclip_shaped_outputs(trained_run, tiny_backbone):
     config = DetectorConfig(clip_weights="random:tiny", method="rwda", prompts=str(trained_run / FINAL_CHECKPOINT),
                             layers=(6, 24), image_size=224)
     model = build_detector(config, backbone=tiny_backbone).model
-    assert isinstance(model, RandomWordDetector) and model.text_features().shape == (0, 96)
+    assert isinstance(model, RandomWordDetector) and model.map_range == 2.0
     with torch.no_grad():
         output = model(torch.randn(2, 3, 224, 224))
     assert output.image_logits.shape == (2, 2) and len(output.probability_maps) == 2
@@ -117,7 +115,7 @@ def test_wrong_checkpoints_and_options_get_one_clear_line(trained_run, parity_di
         build_detector(DetectorConfig(clip_weights="random:tiny", prompts=checkpoint), backbone=tiny_backbone)
     reference = parity_dir / "tiny_prompts_reference_format.pth"
     imported = tmp_path / "prompts.safetensors"
-    save_prompt_checkpoint(imported, load_prompt_checkpoint(reference).tensors, {"method": "anomalyclip"})
+    save_method_checkpoint(imported, load_prompt_checkpoint(reference).tensors, {"method": "anomalyclip"})
     for prompts, message in ((reference, "not a rwda checkpoint"), (imported, "a checkpoint of method anomalyclip")):
         with pytest.raises(UserInputError, match=message):
             build_detector(DetectorConfig(clip_weights="random:tiny", method="rwda", prompts=str(prompts)),
@@ -125,7 +123,7 @@ def test_wrong_checkpoints_and_options_get_one_clear_line(trained_run, parity_di
     with pytest.raises(UserInputError, match="needs its trained head"):
         build_detector(DetectorConfig(clip_weights="random:tiny", method="rwda"), backbone=tiny_backbone)
     other_backbone = tmp_path / "wide.safetensors"
-    save_prompt_checkpoint(other_backbone, RandomWordHead(768).state_dict(), {"method": "rwda"})
+    save_method_checkpoint(other_backbone, RandomWordHead(768).state_dict(), {"method": "rwda"})
     with pytest.raises(UserInputError, match="768-dimensional embeddings but the backbone random:tiny has 96"):
         build_detector(DetectorConfig(clip_weights="random:tiny", method="rwda", prompts=str(other_backbone)),
                        backbone=tiny_backbone)

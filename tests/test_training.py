@@ -11,7 +11,7 @@ from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import DatasetWarning, Manifest, prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
-from medclip_ad.methods.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
 
 from mini_datasets import make_brainmri, make_endo, make_kvasir
 

@@ -29,7 +29,7 @@ from medclip_ad.io.orientation import ScreenLabels, extract_slice, plane_layout,
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
-from medclip_ad.methods.checkpoint import save_prompt_checkpoint
+from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.rwda.head import RandomWordHead
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
@@ -510,7 +510,7 @@ def test_launch_options_from_arguments_then_environment(tmp_path):
 
 def test_auto_method_follows_the_checkpoint(tmp_path, parity_dir):
     head = tmp_path / "head.safetensors"
-    save_prompt_checkpoint(head, RandomWordHead(96).state_dict(), {"method": "rwda"})
+    save_method_checkpoint(head, RandomWordHead(96).state_dict(), {"method": "rwda"})
     reference = str(parity_dir / "tiny_prompts_reference_format.pth")
     chosen = {prompts: detector_config("random:tiny", prompts, METHOD_AUTO, "cpu", 224).method
               for prompts in ("", str(head), reference, str(tmp_path / "missing.safetensors"))}

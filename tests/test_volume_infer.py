@@ -37,7 +37,7 @@ MM = 1e-4
 class BrightnessProbe:
     """Stands in for the detector: each slice's map is its own display brightness in [0, 1]."""
 
-    layers = (24,)
+    map_range = 1.0
     random_weights = False
 
     def __init__(self, batch_size: int = 3) -> None:

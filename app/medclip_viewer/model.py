@@ -13,11 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
-from medclip_ad.config import DEFAULT_METHOD, METHODS, PLANE_NORMALS, DetectorConfig
+from medclip_ad.config import PLANE_NORMALS, DetectorConfig
 from medclip_ad.inference.case import CaseOptions, resolve_slice_axis, run_case
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.scan import Scan
-from medclip_ad.methods.checkpoint import recorded_method
+from medclip_ad.methods import CHECKPOINT_FREE_METHOD
+from medclip_ad.methods.registry import METHOD_NAMES, checkpoint_method
 from medclip_ad.modeling.clip_backbone import RANDOM_PREFIX
 
 from medclip_viewer.cases import CaseResult, load_result
@@ -25,7 +26,7 @@ from medclip_viewer.cases import CaseResult, load_result
 # "auto" picks the method the product recommends: the checkpoint's own method when one is given (learned
 # prompts for a reference file), else the training-free one.
 METHOD_AUTO = "auto"
-METHOD_CHOICES: tuple[str, ...] = (METHOD_AUTO, *METHODS)
+METHOD_CHOICES: tuple[str, ...] = (METHOD_AUTO, *METHOD_NAMES)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 ACQUISITION_PLANE = "acquisition plane"
 SCORED_PLANES: tuple[str, ...] = (ACQUISITION_PLANE, *PLANE_NORMALS)
@@ -37,7 +38,7 @@ def detector_config(clip_weights: str, prompts: str, method: str, device: str, i
     """The sidebar's choices as a config; `auto` means the checkpoint's method with one, ensemble without."""
     prompt_path = prompts.strip() or None
     if method == METHOD_AUTO:
-        method = (recorded_method(prompt_path) or DEFAULT_METHOD) if prompt_path else "ensemble"
+        method = checkpoint_method(prompt_path) if prompt_path else CHECKPOINT_FREE_METHOD
     return DetectorConfig(clip_weights=clip_weights.strip(), prompts=prompt_path, method=method,
                           image_size=int(image_size), device=device)
 

@@ -34,11 +34,11 @@ from medclip_ad.io.discovery import CaseSource, discover_cases
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import check_output_folder
-from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig, AdaCLIPTrainingRun, train_adaclip
-from medclip_ad.methods.anomalyclip.training import TrainingConfig, TrainingRun, train_prompts
-from medclip_ad.methods.rwda.training import HeadTrainingRun, RandomWordTrainingConfig, train_random_word_head
+from medclip_ad.methods.registry import get_method
 from medclip_ad.output_files import SCORES_FILE
-from medclip_ad.training.distributed import train_prompts_data_parallel
+from medclip_ad.training.distributed import train_method_data_parallel
+from medclip_ad.training.loop import TrainingRun
+from medclip_ad.training.runs import train_method
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def load_predictor(config: DetectorConfig) -> AnomalyPredictor:
 
     The explanation is logged as well as raised: MONAI reports a failed component under its own message.
     """
-    if config.method == "anomalyclip" and config.prompts and not Path(config.prompts).is_file():
-        message = (f"{config.prompts}: no prompt checkpoint there. Train one (configs/train.json writes it there; "
+    if get_method(config.method).trainer and config.prompts and not Path(config.prompts).is_file():
+        message = (f"{config.prompts}: no method checkpoint there. Train one (configs/train.json writes it there; "
                    f"or `medclip-ad train`), or convert a reference checkpoint with `medclip-ad import-checkpoint` "
                    f"and pass --prompts PATH, or run --method ensemble, which needs none (see {BUNDLE_MODELS_README})")
         logger.error(message)
@@ -197,34 +197,16 @@ class CaseInference:
         return written
 
 
-def run_training(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
-                 training: TrainingConfig = TrainingConfig(), resume: str | os.PathLike | None = None,
-                 data_parallel: bool = False) -> TrainingRun:
-    """Train prompts on the manifests' test splits (the published protocol), alone or as one torchrun rank."""
-    train = train_prompts_data_parallel if data_parallel else train_prompts
-    run = train(detector, load_manifests(manifests), Path(output_dir), training,
-                resume=Path(resume) if resume else None)
-    logger.info("prompts: %s (epoch losses: %s)", run.final_checkpoint,
+def run_training(detector: DetectorConfig, manifests: PathList | None, output_dir: str | os.PathLike,
+                 training: object | None = None, resume: str | os.PathLike | None = None,
+                 data_parallel: bool = False, overwrite: bool = False) -> TrainingRun:
+    """`medclip-ad train` for `detector.method` with the recipe `training`, alone or as one torchrun rank."""
+    train = train_method_data_parallel if data_parallel else train_method
+    loaded = load_manifests(manifests) if manifests else []
+    run = train(detector.method, detector, loaded, Path(output_dir), training,
+                resume=Path(resume) if resume else None, overwrite=overwrite)
+    logger.info("%s: %s (epoch losses: %s)", detector.method, run.final_checkpoint,
                 ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
-    return run
-
-
-def run_adaclip_training(detector: DetectorConfig, manifests: PathList, output_dir: str | os.PathLike,
-                         training: AdaCLIPTrainingConfig = AdaCLIPTrainingConfig(),
-                         resume: str | os.PathLike | None = None) -> AdaCLIPTrainingRun:
-    """`medclip-ad train --method adaclip`: AdaCLIP's weights from the manifests' test splits."""
-    run = train_adaclip(detector, load_manifests(manifests), Path(output_dir), training,
-                        resume=Path(resume) if resume else None)
-    logger.info("adaclip weights: %s (epoch losses: %s)", run.final_checkpoint,
-                ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
-    return run
-
-
-def run_rwda_training(detector: DetectorConfig, output_dir: str | os.PathLike,
-                      training: RandomWordTrainingConfig = RandomWordTrainingConfig()) -> HeadTrainingRun:
-    """`medclip-ad train --method rwda`: the head from random-word prompts, no images."""
-    run = train_random_word_head(detector, Path(output_dir), training)
-    logger.info("rwda head: %s (accuracy on its prompts %.3f)", run.final_checkpoint, run.accuracy)
     return run
 
 

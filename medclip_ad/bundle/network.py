@@ -33,7 +33,7 @@ class AnomalyMapNetwork(nn.Module):
     def __init__(self, predictor: AnomalyPredictor) -> None:
         super().__init__()
         self.predictor = predictor
-        self.detector = DeployableDetector(predictor.model, predictor.text_features).eval()
+        self.detector = DeployableDetector(predictor.model).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _, maps = self.detector(images)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.cli.infer import add_case_arguments, case_options
 from medclip_ad.errors import UserInputError
+from medclip_ad.methods import CHECKPOINT_FREE_METHOD
 
 if TYPE_CHECKING:
     from medclip_ad.inference.predictor import AnomalyPredictor
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     study = make_synthetic_study(args.out / "study")
     config = replace(detector_config(args), clip_weights=backbone.source)
     if not args.method and not args.prompts:  # nothing learned to run: the training-free ensemble
-        config = replace(config, method="ensemble")
+        config = replace(config, method=CHECKPOINT_FREE_METHOD)
     predictor = AnomalyPredictor(config, backbone=backbone)
     options = replace(case_options(args), overwrite=True)
     if options.window is None:  # the NIfTI copy carries no modality tag: window both copies alike

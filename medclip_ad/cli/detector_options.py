@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.config import ACTIVATIONS, ADACLIP_LAYERS, DEFAULT_METHOD, METHODS, PRECISIONS, DetectorConfig
+from medclip_ad.config import ACTIVATIONS, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
+from medclip_ad.methods import DEFAULT_METHOD
+from medclip_ad.methods.registry import METHOD_NAMES, METHODS, get_method
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,28 +19,28 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
                             "or random:tiny (random weights: plumbing checks only)")
     group.add_argument("--layers", type=int, nargs="+", metavar="L",
                        help="1-based ViT blocks whose maps are used (default: those recorded in --prompts, else "
-                            f"the published {' '.join(map(str, DEFAULT_LAYERS))}); adaclip: its feature layers, set "
-                            f"when training (default {' '.join(map(str, ADACLIP_LAYERS))}) and read from its "
-                            "checkpoint after")
+                            f"the published {' '.join(map(str, DEFAULT_LAYERS))}); methods whose layers are part of "
+                            "their recipe set them when training and read them from their checkpoint after")
     group.add_argument("--image-size", type=int, metavar="S",
                        help=f"model input side in pixels (default: the one recorded in --prompts, else {IMAGE_SIZE})")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     group.add_argument("--activation", choices=ACTIVATIONS, default="auto",
                        help="the CLIP MLPs' activation; auto: the one recorded in the checkpoint, else the method's "
-                            "(adaclip: gelu, as its reference), else the weights' (quick_gelu for OpenAI's; "
-                            "assumed, with a note, for a plain weights file)")
+                            "own (" + ", ".join(f"{name}: {method.activation[0]}" for name, method in METHODS.items()
+                                                if method.activation)
+                            + "), else the weights' (quick_gelu for OpenAI's; assumed, with a note, for a plain "
+                              "weights file)")
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
     """Everything that loads a detector for inference or evaluation."""
     add_backbone_arguments(parser)
     group = parser.add_argument_group("detector")
-    group.add_argument("--prompts", metavar="P", help="prompt checkpoint (.safetensors, or the reference .pth)")
-    group.add_argument("--method", choices=METHODS,
-                       help="default: the method recorded in the --prompts checkpoint, anomalyclip without one. "
-                            "anomalyclip: learned prompts (needs --prompts); ensemble: training-free templates; "
-                            "rwda: a head trained on text alone (--prompts: its rwda_head.safetensors); "
-                            "adaclip: hybrid prompts (--prompts: its adaclip.safetensors)")
+    group.add_argument("--prompts", metavar="P",
+                       help="the method checkpoint (.safetensors from `medclip-ad train`, or a reference .pth)")
+    group.add_argument("--method", choices=METHOD_NAMES,
+                       help=f"default: the method recorded in the --prompts checkpoint, {DEFAULT_METHOD} without one. "
+                            + "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items()))
     group.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help="images or slices per batch")
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: fp32 on CPU, bf16 autocast on CUDA; int8: the vision encoder's linear "
@@ -46,7 +48,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
-    """The detector the options describe; `--layers` with an adaclip checkpoint is refused (its layers are fixed).
+    """The detector the options describe; `--layers` is refused where the checkpoint fixes the layers.
 
     Layers and image size not given are those recorded in the --prompts checkpoint (else the defaults);
     given ones that contradict the checkpoint are refused when it is loaded.
@@ -55,14 +57,14 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
 
     prompts = getattr(args, "prompts", None)
     recorded = recorded_method(prompts) if prompts else None
-    if recorded is not None and recorded not in METHODS:
+    if recorded is not None and recorded not in METHOD_NAMES:
         raise UserInputError(f"{prompts}: the checkpoint records method {recorded!r}, which this medclip-ad does not "
-                             f"know (it knows {', '.join(METHODS)})")
+                             f"know (it knows {', '.join(METHOD_NAMES)})")
     method = getattr(args, "method", None) or recorded or DEFAULT_METHOD
     recorded_layers, recorded_size = recorded_geometry(prompts) if prompts else (None, None)
-    if method == "adaclip" and args.layers and prompts:
-        raise UserInputError("--layers: not used by --method adaclip at inference; its map fuses the feature layers "
-                             "recorded in its checkpoint (choose them when training)")
+    if get_method(method).layers_from_checkpoint and args.layers and prompts:
+        raise UserInputError(f"--layers: not used by --method {method} at inference; its map fuses the feature "
+                             f"layers recorded in its checkpoint (choose them when training)")
     batch_size = getattr(args, "batch_size", None)  # train's is its recipe's, None when not given
     return DetectorConfig(clip_weights=args.clip_weights, prompts=prompts,
                           method=method, layers=tuple(args.layers or recorded_layers or DEFAULT_LAYERS),

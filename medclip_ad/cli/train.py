@@ -1,122 +1,90 @@
-"""`medclip-ad train`: learn AnomalyCLIP prompts on auxiliary data (the published recipe by default),
-or the text-only `rwda` head (no images: `--method rwda`), or AdaCLIP (`--method adaclip`)."""
+"""`medclip-ad train`: train any trained method (the published recipe by default), alone or under torchrun."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
-from typing import TypeVar
 
 from medclip_ad.cli.detector_options import add_backbone_arguments, detector_config
-from medclip_ad.config import AdaCLIPTrainingConfig, RandomWordSettings, RandomWordTrainingConfig, TrainingConfig
-from medclip_ad.errors import UserInputError
+from medclip_ad.methods import DEFAULT_METHOD
+from medclip_ad.methods.registry import METHODS, TRAINED_METHOD_NAMES, get_trainer
 
-HELP = "train anomalyclip prompts or adaclip weights on dataset manifests, or the rwda head on text alone"
-DEFAULTS = TrainingConfig()
-RWDA_DEFAULTS = RandomWordTrainingConfig()
-ADACLIP_DEFAULTS = AdaCLIPTrainingConfig()
-TRAINED_METHODS = ("anomalyclip", "rwda", "adaclip")
-Value = TypeVar("Value", int, float)
+HELP = "train a method (anomalyclip prompts, adaclip weights, the text-only rwda head) with its published recipe"
+# Recipe options: None means "not given", so each method's own default applies.
+RECIPE_OPTIONS: tuple[str, ...] = ("epochs", "batch_size", "learning_rate", "seed", "local_weight",
+                                   "image_labels_only", "workers", "object_word", "prompts_per_class", "layers")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=TRAINED_METHODS, default="anomalyclip",
-                        help="anomalyclip: prompts from images (needs --manifest); rwda: a head from text alone; "
-                             "adaclip: hybrid prompts and projections from images (needs --manifest)")
+    parser.add_argument("--method", choices=TRAINED_METHOD_NAMES, default=DEFAULT_METHOD,
+                        help="; ".join(f"{name}: {METHODS[name].summary}" for name in TRAINED_METHOD_NAMES))
     parser.add_argument("--manifest", type=Path, nargs="+", metavar="M",
                         help="manifests from `medclip-ad prepare-data` (their test splits are the training data); "
-                             "anomalyclip and adaclip")
+                             "methods that train on images")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="run folder: epoch_NNN.safetensors, prompts.safetensors (last epoch), train_log.csv; "
-                             "rwda: rwda_head.safetensors, train_log.csv; adaclip: epoch_NNN.safetensors, "
-                             "adaclip.safetensors (last epoch), train_log.csv")
-    recipe = parser.add_argument_group("recipe (defaults: the published one)")
-    recipe.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs} (rwda: {RWDA_DEFAULTS.epochs})")
-    recipe.add_argument("--batch-size", type=int,
-                        help=f"default {DEFAULTS.batch_size} (rwda: {RWDA_DEFAULTS.batch_size})")
-    recipe.add_argument("--lr", type=float,
-                        help=f"default {DEFAULTS.learning_rate} (rwda: {RWDA_DEFAULTS.learning_rate})")
-    recipe.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    recipe.add_argument("--local-weight", type=float, default=DEFAULTS.local_weight,
-                        help="weight of the focal + dice term against the image cross-entropy")
-    recipe.add_argument("--image-labels-only", action="store_true", help="train the global loss alone")
-    recipe.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-loading processes")
+                        help="run folder: epoch_NNN.safetensors (resumable), the method's final checkpoint (the last "
+                             "epoch; " + ", ".join(f"{name}: {get_trainer(name).final_checkpoint}"
+                                                   for name in TRAINED_METHOD_NAMES)
+                             + "), best.safetensors (with --val-manifest), train_log.csv")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     parser.add_argument("--resume", type=Path, metavar="CKPT",
-                        help="continue from an epoch_NNN.safetensors of the same method (anomalyclip, adaclip)")
-    rwda = parser.add_argument_group("rwda (text only)")
-    rwda.add_argument("--prompts-per-class", type=int, default=RWDA_DEFAULTS.prompts.prompts_per_class,
-                      help="random-word prompts encoded for each of normal and abnormal")
-    adaclip = parser.add_argument_group(
-        f"adaclip (needs --manifest; recipe defaults: epochs {ADACLIP_DEFAULTS.epochs}, batch "
-        f"{ADACLIP_DEFAULTS.batch_size}, lr {ADACLIP_DEFAULTS.learning_rate}; --layers: its feature layers, default "
-        f"{' '.join(map(str, ADACLIP_DEFAULTS.feature_layers))})")
-    adaclip.add_argument("--object-word", default=ADACLIP_DEFAULTS.object_word,
-                         help="the object word of adaclip's class-aware prompt ensemble")
+                        help="continue from an epoch_NNN.safetensors of the same method, exactly")
+    parser.add_argument("--init", type=Path, metavar="CKPT",
+                        help="start from the weights of a method checkpoint (this project's or the reference format, "
+                             "e.g. released prompts to fine-tune), with a fresh optimiser")
+    parser.add_argument("--val-manifest", type=Path, metavar="M",
+                        help="after each epoch score a held-out manifest with the method's validation metric ("
+                             + ", ".join(f"{name}: {get_trainer(name).validation_metric}"
+                                         for name in TRAINED_METHOD_NAMES) + ") and keep the best epoch")
+    recipe = parser.add_argument_group("recipe (defaults: the method's published one)")
+    for name in ("epochs", "batch_size", "seed", "workers"):
+        recipe.add_argument(f"--{name.replace('_', '-')}", type=int, help=_defaults(name))
+    recipe.add_argument("--lr", dest="learning_rate", type=float, help=_defaults("learning_rate"))
+    recipe.add_argument("--local-weight", type=float, help=_defaults("local_weight"))
+    recipe.add_argument("--image-labels-only", action="store_true", default=None,
+                        help="train the image-level loss alone (data with labels but no masks)")
+    recipe.add_argument("--object-word", help=_defaults("object_word"))
+    recipe.add_argument("--prompts-per-class", type=int, help=_defaults("prompts_per_class"))
     add_backbone_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method == "rwda":
-        return _train_rwda(args)
-    if args.method == "adaclip":
-        return _train_adaclip(args)
     from medclip_ad.datasets.manifest import Manifest
-    from medclip_ad.methods.anomalyclip.training import train_prompts
+    from medclip_ad.training import distributed
+    from medclip_ad.training.runs import check_training_data, train_method
 
-    if not args.manifest:
-        raise UserInputError("--manifest: anomalyclip training needs at least one dataset manifest "
-                             "(--method rwda trains from text alone)")
-    manifests = [Manifest.load(path) for path in args.manifest]
-    config = TrainingConfig(epochs=_given(args.epochs, DEFAULTS.epochs),
-                            batch_size=_given(args.batch_size, DEFAULTS.batch_size),
-                            learning_rate=_given(args.lr, DEFAULTS.learning_rate), seed=args.seed,
-                            local_weight=args.local_weight, image_labels_only=args.image_labels_only,
-                            workers=args.workers)
-    run_result = train_prompts(detector_config(args), manifests, args.out, config, resume=args.resume)
-    print(f"prompts: {run_result.final_checkpoint} (epoch losses: "
-          f"{', '.join(f'{loss:.4f}' for loss in run_result.epoch_losses)})")
+    trainer = check_training_data(args.method, bool(args.manifest))
+    recipe = trainer.recipe_with(args.method, {name: getattr(args, name) for name in RECIPE_OPTIONS})
+    manifests = [Manifest.load(path) for path in args.manifest or []]
+    val_manifest = Manifest.load(args.val_manifest) if args.val_manifest else None
+    options = {"resume": args.resume, "init": args.init, "val_manifest": val_manifest, "overwrite": args.overwrite}
+    if distributed.under_torchrun():  # one rank of a data-parallel run; rank 0 reports
+        joined = distributed.start(args.device)
+        try:
+            result = distributed.train_method_data_parallel(args.method, detector_config(args), manifests, args.out,
+                                                            recipe, **options)
+        finally:
+            if joined:
+                distributed.stop()
+        if os.environ["RANK"] != "0":
+            return 0
+    else:
+        result = train_method(args.method, detector_config(args), manifests, args.out, recipe, **options)
+    losses = ", ".join(f"{loss:.4f}" for loss in result.epoch_losses)
+    print(f"{args.method}: {result.final_checkpoint} (epoch losses: {losses})"
+          + (f"; best epoch: {result.best_checkpoint}" if result.best_checkpoint else ""))
     return 0
 
 
-def _train_rwda(args: argparse.Namespace) -> int:
-    from medclip_ad.methods.rwda.training import train_random_word_head
-
-    if args.manifest or args.resume:
-        raise UserInputError(f"{'--manifest' if args.manifest else '--resume'}: not used by --method rwda, "
-                             f"which trains from text alone in one go")
-    if args.prompts_per_class < 1:
-        raise UserInputError(f"--prompts-per-class {args.prompts_per_class}: must be at least 1")
-    config = RandomWordTrainingConfig(
-        epochs=_given(args.epochs, RWDA_DEFAULTS.epochs), batch_size=_given(args.batch_size, RWDA_DEFAULTS.batch_size),
-        learning_rate=_given(args.lr, RWDA_DEFAULTS.learning_rate), seed=args.seed,
-        prompts=RandomWordSettings(prompts_per_class=args.prompts_per_class))
-    run_result = train_random_word_head(detector_config(args), args.out, config)
-    print(f"rwda head: {run_result.final_checkpoint} (epoch losses: "
-          f"{', '.join(f'{loss:.4f}' for loss in run_result.epoch_losses)})")
-    return 0
-
-
-def _train_adaclip(args: argparse.Namespace) -> int:
-    from medclip_ad.datasets.manifest import Manifest
-    from medclip_ad.methods.adaclip.training import train_adaclip
-
-    if not args.manifest:
-        raise UserInputError("--manifest: adaclip training needs at least one dataset manifest")
-    if args.local_weight != DEFAULTS.local_weight:
-        raise UserInputError("--local-weight: not used by --method adaclip, whose loss terms all have weight 1")
-    config = AdaCLIPTrainingConfig(
-        epochs=_given(args.epochs, ADACLIP_DEFAULTS.epochs),
-        batch_size=_given(args.batch_size, ADACLIP_DEFAULTS.batch_size),
-        learning_rate=_given(args.lr, ADACLIP_DEFAULTS.learning_rate), seed=args.seed, workers=args.workers,
-        object_word=args.object_word, image_labels_only=args.image_labels_only,
-        feature_layers=tuple(args.layers or ADACLIP_DEFAULTS.feature_layers))
-    manifests = [Manifest.load(path) for path in args.manifest]
-    run_result = train_adaclip(detector_config(args), manifests, args.out, config, resume=args.resume)
-    print(f"adaclip weights: {run_result.final_checkpoint} (epoch losses: "
-          f"{', '.join(f'{loss:.4f}' for loss in run_result.epoch_losses)})")
-    return 0
-
-
-def _given(value: Value | None, default: Value) -> Value:
-    """An option's value, or the chosen method's default when the user left it out."""
-    return default if value is None else value
+def _defaults(option: str) -> str:
+    """Each trained method's default for a recipe option, for --help."""
+    values = []
+    for name in TRAINED_METHOD_NAMES:
+        trainer = get_trainer(name)
+        value: object = trainer.recipe()
+        for part in dict(trainer.option_fields).get(option, option).split("."):
+            value = getattr(value, part, None)
+        if value is not None:
+            values.append(f"{name}: {value}")
+    return "default " + ", ".join(values)

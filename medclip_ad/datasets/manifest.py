@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Literal
 
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.json_documents import parse_json
+from medclip_ad.io.atomic import atomic_write
 
 SPLITS: tuple[str, ...] = ("train", "test")
 ENTRY_KINDS: tuple[str, ...] = ("image", "volume")
@@ -124,25 +124,17 @@ class Manifest:
         return manifest
 
     def save(self, path: Path) -> None:
-        """Write atomically (temporary file, then rename) so an interrupted run never leaves half a manifest."""
+        """Write atomically so an interrupted run never leaves half a manifest."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data: dict[str, object] = {"root": self._stored_root(path)}
         if self.dataset:
             data["dataset"] = self.dataset
         for split in SPLITS:
             data[split] = {cls_name: [entry.to_json() for entry in entries]
                            for cls_name, entries in self.splits[split].items()}
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp", delete=False)
-        try:
-            with handle:
-                json.dump(data, handle, indent=1)
-                handle.write("\n")
-            os.replace(handle.name, path)
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.write("\n")
 
     def _stored_root(self, path: Path) -> str:
         """Relative when the data lies under the manifest's folder (the tree moves as one), else absolute."""

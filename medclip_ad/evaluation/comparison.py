@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from medclip_ad.config import METHODS, DetectorConfig
+from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation import (
@@ -32,7 +32,7 @@ from medclip_ad.evaluation.report import NOT_REPORTED
 from medclip_ad.inference.case import CaseOptions
 from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 from medclip_ad.io.writers import atomic_write, write_json
-from medclip_ad.methods.registry import load_backbone
+from medclip_ad.methods.registry import METHOD_NAMES, load_backbone
 from medclip_ad.output_files import COMPARISON_MARKDOWN
 
 COMPARISON_JSON = "comparison.json"
@@ -50,8 +50,8 @@ class ComparedDetector:
     def parse(cls, spec: str) -> ComparedDetector:
         """`METHOD` or `METHOD:CHECKPOINT`, as the command line spells a detector."""
         method, _, checkpoint = spec.partition(":")
-        if method not in METHODS:
-            raise UserInputError(f"--compare {spec}: unknown method {method!r} (choose from {', '.join(METHODS)}; "
+        if method not in METHOD_NAMES:
+            raise UserInputError(f"--compare {spec}: unknown method {method!r} (choose from {', '.join(METHOD_NAMES)}; "
                                  f"write METHOD or METHOD:CHECKPOINT)")
         return cls(method, checkpoint or None)
 

@@ -82,7 +82,7 @@ def write_examples(out_dir: Path, predictor: AnomalyPredictor, result: DatasetRe
              for rank, index in enumerate(chosen, start=1)]
     images = [read_display_image(Path(samples[index].entry.img_path)) for _, _, index in picks]
     maps = predictor.predict(images).maps
-    style = OverlayStyle(vmax=float(len(predictor.layers)))
+    style = OverlayStyle(vmax=predictor.map_range)
     examples: dict[str, list[dict[str, object]]] = {"best": [], "worst": []}
     for (side, rank, index), image, image_map in zip(picks, images, maps):
         entry = samples[index].entry

@@ -44,7 +44,7 @@ def predict_volumes(predictor: AnomalyPredictor, samples: list[Sample], options:
                     description: str, show_progress: bool) -> VolumePredictions:
     """Score every volume as `infer` does; gather voxel statistics where the ground truth is known."""
     predictions = VolumePredictions(np.empty(len(samples), np.float32), np.empty(len(samples), np.float32))
-    upper = float(len(predictor.layers))  # maps lie in [0, number of layers]
+    upper = predictor.map_range  # maps lie in [0, map_range]
     for index, sample in enumerate(tqdm(samples, desc=description, unit="volume", disable=not show_progress,
                                         leave=False, file=sys.stderr)):
         entry = sample.entry

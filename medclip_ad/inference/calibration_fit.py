@@ -48,7 +48,7 @@ def fit_calibration(predictor: AnomalyPredictor, scans: Iterable[Callable[[], Sc
         raise UserInputError(f"--pixel-percentile {pixel_percentile:g}: must lie strictly between 0 and 100")
     if not 0.0 < confidence < 1.0:
         raise UserInputError(f"--confidence {confidence:g}: must lie strictly between 0 and 1")
-    voxels = VoxelStatistics(float(len(predictor.layers)))
+    voxels = VoxelStatistics(predictor.map_range)
     scores: list[float] = []
     studies: list[dict] = []
     kind = None

@@ -182,7 +182,7 @@ def _write_dicom(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredic
     if options.dicom_out in ("parametric-map", "both"):
         try:
             write_parametric_map(map_volume, scan, folder / "anomaly_map.dcm",
-                                 map_range=(0.0, float(len(predictor.layers))),
+                                 map_range=(0.0, predictor.map_range),
                                  encoding=options.parametric_map_encoding, series=series)
         except UserInputError as error:
             if options.dicom_out != "both":
@@ -202,7 +202,7 @@ def _write_dicom(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPredic
 
 
 def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMapping) -> dict:
-    document: dict = {"map_range": [0.0, float(len(predictor.layers))],
+    document: dict = {"map_range": [0.0, predictor.map_range],
                       "intensity": mapping.description, "intensity_rule": mapping.rule,
                       "model": predictor.provenance(),
                       "package_version": __version__}
@@ -212,4 +212,4 @@ def _provenance(predictor: AnomalyPredictor, scan: Scan, mapping: IntensityMappi
 
 
 def _style(predictor: AnomalyPredictor) -> OverlayStyle:
-    return OverlayStyle(vmax=float(len(predictor.layers)))
+    return OverlayStyle(vmax=predictor.map_range)

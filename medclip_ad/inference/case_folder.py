@@ -17,6 +17,7 @@ from typing import Iterator
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.writers import check_output_folder
 from medclip_ad.output_files import SCORES_FILE
+from medclip_ad.io.atomic import FOLDER_MODE, sync_folder
 
 
 def check_case_folder_free(out_dir: Path, case: str, overwrite: bool) -> None:
@@ -42,6 +43,7 @@ def staged_case_folder(out_dir: Path, case: str, overwrite: bool) -> Iterator[Pa
     check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{case}.", suffix=".partial", dir=out_dir))
+    staging.chmod(FOLDER_MODE)
     try:
         yield staging
         final = out_dir / case
@@ -50,6 +52,7 @@ def staged_case_folder(out_dir: Path, case: str, overwrite: bool) -> Iterator[Pa
             retired = final.with_name(f".{case}.replaced-{os.getpid()}")
             final.rename(retired)
         staging.rename(final)
+        sync_folder(out_dir)
         if retired is not None:
             shutil.rmtree(retired)
     finally:

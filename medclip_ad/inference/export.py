@@ -1,6 +1,6 @@
 """Export a loaded detector for deployment (TorchScript, and ONNX when installed), checked against eager PyTorch.
 
-The exported graph is the predictor's model path with the text side baked in (text features, or the rwda
+The exported graph is the predictor's model path with the text side baked in (cached text features, or the rwda
 head's weights; adaclip, whose text features depend on each image, carries its prompted text encoder and
 its semantic-fusion clustering instead): normalised images (B, 3, S, S) float32 -> image scores (B,) and
 blurred anomaly maps (B, S, S) at model size, exactly what `AnomalyPredictor.predict_tensor` returns.
@@ -51,15 +51,14 @@ ONNX_PACKAGES: tuple[str, ...] = ("onnx", "onnxruntime")
 
 
 class DeployableDetector(nn.Module):
-    """Normalised images -> (scores (B,), blurred maps (B, S, S)), with the predictor's text side as a constant."""
+    """Normalised images -> (scores (B,), blurred maps (B, S, S)): the predictor's model path as one module."""
 
-    def __init__(self, model: nn.Module, text_features: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("text_features", text_features.detach().clone())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model(images, self.text_features)
+        output = self.model(images)
         return output.image_logits.softmax(dim=-1)[:, 1], anomaly_map(output.probability_maps)
 
 
@@ -117,7 +116,7 @@ def export_detector(predictor: AnomalyPredictor, out_dir: Path, formats: Sequenc
     trace_images = torch.randn(TRACE_BATCH, 3, size, size, generator=generator).to(predictor.device)
     check_images = torch.randn(CHECK_BATCH, 3, size, size, generator=generator).to(predictor.device)
     eager_scores, eager_maps = (output.cpu() for output in predictor.predict_tensor(check_images))
-    wrapper = DeployableDetector(predictor.model, predictor.text_features).eval()
+    wrapper = DeployableDetector(predictor.model).eval()  # eval mode: a fixed text side, traced as constants
     with torch.no_grad(), _quiet_tracing():
         traced = torch.jit.trace(wrapper, trace_images, check_trace=False)
     exporters = {"torchscript": _export_torchscript, "onnx": _export_onnx}

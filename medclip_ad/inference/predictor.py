@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from medclip_ad import __version__
 from medclip_ad.config import PRECISIONS, DetectorConfig
+from medclip_ad.devices import resolve_device
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.methods.checkpoint import file_sha256
 from medclip_ad.methods.registry import build_detector
-from medclip_ad.modeling.anomaly_maps import layer_anomaly_map
+from medclip_ad.modeling.anomaly_maps import anomaly_map, layer_anomaly_maps
 from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
 from medclip_ad.modeling.int8 import int8_available, int8_blocks
@@ -50,17 +51,6 @@ class Prediction:
     layer_maps: list[np.ndarray] | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without one is a user error, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: no CUDA device is available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserInputError(f"--device {name}: choose auto, cpu or cuda")
-    return torch.device(name)
-
-
 class AnomalyPredictor:
     """A loaded detector: weights, prompts, method, layers, image size and device fixed at construction."""
 
@@ -76,9 +66,7 @@ class AnomalyPredictor:
         self.model = built.model.to(self.device).eval()
         if config.precision == "int8":
             self._quantise_vision_encoders()
-        self._prompts = built.prompts
-        with torch.no_grad():
-            self.text_features = self.model.text_features().float()
+        self._checkpoint = built.checkpoint
         self._autocast_dtype = self._pick_autocast_dtype()
         self._weights_digest: str | None = None
 
@@ -87,16 +75,13 @@ class AnomalyPredictor:
         return self.backbone.random_weights
 
     @property
-    def layers(self) -> tuple[int, ...]:
-        """One entry per map the final map sums, so the map range is [0, len(layers)].
-
-        Methods whose one map fuses several feature layers (adaclip) say so with `map_layers`.
-        """
-        return getattr(self.model, "map_layers", self.model.layers)
+    def map_range(self) -> float:
+        """The upper end of every map's range [0, map_range]: the number of maps the final map sums."""
+        return self.model.map_range
 
     def provenance(self) -> dict[str, object]:
         """The `model` block of scores.json: enough to reproduce or question any result."""
-        prompts_path = Path(self._prompts.path).resolve() if self._prompts and self._prompts.path else None
+        prompts_path = Path(self._checkpoint.path).resolve() if self._checkpoint and self._checkpoint.path else None
         weights_file = self.backbone.weights_file
         return {
             "method": self.config.method,
@@ -128,13 +113,13 @@ class AnomalyPredictor:
         """Normalised (B, 3, S, S) -> scores (B,) and blurred maps at S x S: (B, S, S), or (B, L, S, S) per layer."""
         images = images.to(self.device, non_blocking=True)
         with self._autocast():  # the backbone only: each method's head runs in fp32 (modeling/precision.py)
-            output = self.model(images, self.text_features)
+            output = self.model(images)
         scores = output.image_logits.float().softmax(dim=-1)[:, 1]
-        layer_maps = torch.stack([layer_anomaly_map(p.float()) for p in output.probability_maps], dim=1)
-        if with_layers:
-            batch, layers, size, _ = layer_maps.shape
-            return scores, gaussian_blur(layer_maps.reshape(batch * layers, size, size)).reshape(layer_maps.shape)
-        return scores, gaussian_blur(layer_maps.sum(dim=1))
+        if not with_layers:
+            return scores, anomaly_map(output.probability_maps)
+        layer_maps = layer_anomaly_maps(output.probability_maps)
+        batch, layers, size, _ = layer_maps.shape
+        return scores, gaussian_blur(layer_maps.reshape(batch * layers, size, size)).reshape(layer_maps.shape)
 
     def predict(self, images: Sequence[np.ndarray], with_layers: bool = False) -> Prediction:
         """8-bit images (H, W) or (H, W, 3), any sizes -> scores and maps in each image's own grid."""

@@ -1,8 +1,7 @@
 """Write outputs so that they appear whole or not at all, and volume maps exactly on their scan.
 
-Every file goes through `atomic_write`: it is written under a temporary name in its destination folder
-and renamed into place (`os.replace`, atomic on POSIX and Windows), so a crash, a full disk or a bug
-mid-write never leaves a half-written file under the real name.
+Every file goes through `medclip_ad.io.atomic.atomic_write`, so a crash, a power cut, a full disk or a
+bug mid-write never leaves a half-written file under the real name.
 
 Volume maps are written with nibabel directly rather than MONAI's `NibabelWriter`: that writer squeezes
 (or pads) trailing singleton dimensions, so a one-slice volume could not keep the scan's shape, and it
@@ -14,9 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.atomic import atomic_write
 from medclip_ad.io.scan import Scan
 
 # NIfTI xform code for scanner-anatomical coordinates: what a map from DICOM (or without codes) gets.
@@ -54,26 +51,6 @@ def check_output_file(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UserInputError(f"{path}: already exists (pass --overwrite to replace it)")
     check_output_folder(path.parent)
-
-
-@contextmanager
-def atomic_write(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it to `path`, on failure delete it.
-
-    The temporary name keeps the destination's suffixes (`.nii.gz`, `.png`) because libraries pick the
-    format from them, and starts with a dot so directory listings and globs for outputs skip it. The
-    destination folder is created if missing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffixes = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    temporary = path.with_name(f".{stem}.{secrets.token_hex(4)}.partial{suffixes}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_volume_map(map_volume: np.ndarray, scan: Scan, path: Path, dtype: type = np.float32) -> None:

@@ -82,10 +82,6 @@ class ClipBackbone:
     activation_reason: str  # why: given, recorded, certain from the source, or announced as assumed
     weights_file: Path | None = None
 
-    @property
-    def text_width(self) -> int:
-        return self.model.token_embedding.weight.shape[1]
-
 
 def load_clip(weights: str, activation: str = "auto", reason: str = "--activation") -> ClipBackbone:
     """Build the backbone named by `weights` (see module docstring); never falls back silently.

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from medclip_ad.constants import DPAM_FIRST_BLOCK
+from medclip_ad.errors import UserInputError
+from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.transformer_block import heads_qkv, merge_heads, mlp_step, vanilla_block
 from medclip_ad.modeling.vision_tower import ClipVisionTower
 
@@ -73,3 +75,11 @@ class DPAMVisionEncoder(ClipVisionTower):
         # The reference projects the final CLS without ln_post; released prompts were trained that way.
         global_embedding = F.normalize(state[:, 0] @ self.projection, dim=-1)
         return VisualFeatures(global_embedding, layer_tokens)
+
+
+def build_dpam_encoder(backbone: ClipBackbone, image_size: int, layers: tuple[int, ...]) -> DPAMVisionEncoder:
+    """The DPAM encoder of `backbone` for the options `--image-size` and `--layers`, refusing what does not fit."""
+    try:
+        return DPAMVisionEncoder(backbone.model, image_size, layers)
+    except ValueError as error:
+        raise UserInputError(f"--layers/--image-size: {error}") from error

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from medclip_ad.errors import UserInputError
+from medclip_ad.io.atomic import atomic_write
 
 CACHE_ENV = "MEDCLIP_AD_CACHE"
 OFFLINE_ENVS: tuple[str, ...] = ("MEDCLIP_AD_OFFLINE", "HF_HUB_OFFLINE")
@@ -83,28 +84,21 @@ def download_release(release: OfficialRelease, url: str | None = None,
     if offline():
         raise UserInputError(f"{source}: offline mode ({' or '.join(OFFLINE_ENVS)} is set); copy the file to "
                              f"{target} or pass --clip-weights PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     digest = hashlib.sha256()
     try:
-        opener = urllib.request.build_opener()  # built now, so it reads the proxy variables as they are now
-        with opener.open(source, timeout=DOWNLOAD_TIMEOUT_S) as response, partial.open("wb") as out:
-            for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
-                digest.update(chunk)
-                out.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+        with atomic_write(target) as partial:
+            opener = urllib.request.build_opener()  # built now, so it reads the proxy variables as they are now
+            with opener.open(source, timeout=DOWNLOAD_TIMEOUT_S) as response, partial.open("wb") as out:
+                for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            if digest.hexdigest() != release.sha256:
+                raise UserInputError(f"{source}: sha256 {digest.hexdigest()} is not the published "
+                                     f"{release.sha256}; nothing was kept")
     except (OSError, ValueError) as error:  # URLError and HTTPError are OSErrors; ValueError: a malformed URL
-        partial.unlink(missing_ok=True)
         raise UserInputError(f"{source}: download failed ({error})") from error
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if digest.hexdigest() != release.sha256:
-        partial.unlink(missing_ok=True)
-        raise UserInputError(f"{source}: sha256 {digest.hexdigest()} is not the published {release.sha256}; "
-                             f"nothing was kept")
-    os.replace(partial, target)
     return target
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case_folder import staged_case_folder
-from medclip_ad.methods.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
 from safetensors.torch import save_file
 
 from attack_tools import assert_one_line, assert_untouched, touched_paths

@@ -16,24 +16,24 @@ from pathlib import Path
 
 import torch
 
-from medclip_ad.config import ADACLIP_OBJECT_WORD
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPWeights
+from medclip_ad.methods.adaclip.method import METHOD, REFERENCE_ACTIVATION
+from medclip_ad.methods.adaclip.recipe import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
 from medclip_ad.methods.checkpoint import (
     ADACLIP_REFERENCE_PREFIX,
-    PromptCheckpoint,
+    MethodCheckpoint,
+    file_sha256,
     is_safetensors,
     load_method_checkpoint,
     optimizer_tensors,
     read_reference_file,
     reference_method,
-    save_prompt_checkpoint,
+    save_method_checkpoint,
 )
 from medclip_ad.modeling.clip_backbone import ClipBackbone
 from medclip_ad.modeling.text_encoder import TextEncoder
 
-METHOD = "adaclip"
-REFERENCE_ACTIVATION = "gelu"
 # Reference module -> ours; `{i}` is the same index on both sides.
 _REFERENCE_NAMES = {
     "text_prompter.static_prompts.{i}": "text_prompter.static",
@@ -54,7 +54,7 @@ def save_adaclip_checkpoint(path: Path, model: AdaCLIP, metadata: dict[str, obje
     tensors = {name: value.detach().float().cpu() for name, value in model.weights.state_dict().items()}
     if optimizer is not None:
         tensors.update(optimizer_tensors(model.weights, optimizer))
-    save_prompt_checkpoint(path, tensors, {**metadata, "method": METHOD, "activation": model.activation,
+    save_method_checkpoint(path, tensors, {**metadata, "method": METHOD, "activation": model.activation,
                                            "feature_layers": list(model.layers),
                                            "object_word": model.text_encoder.object_word})
 
@@ -64,7 +64,7 @@ def reference_feature_layers(depth: int) -> tuple[int, ...]:
     return tuple(depth // 4 * quarter for quarter in range(1, 5))
 
 
-def read_reference_adaclip(path: Path) -> PromptCheckpoint:
+def read_reference_adaclip(path: Path) -> MethodCheckpoint:
     """A reference AdaCLIP checkpoint as this project's tensors, with the reference's settings as metadata."""
     raw = read_reference_file(path)
     if reference_method(raw) != METHOD:
@@ -85,11 +85,11 @@ def read_reference_adaclip(path: Path) -> PromptCheckpoint:
         if sorted(layers) != list(range(len(layers))):
             raise UserInputError(f"{path}: {name} prompts of layers {sorted(layers)}, expected 0..{len(layers) - 1}")
         tensors[name] = torch.stack([layers[index] for index in range(len(layers))])
-    return PromptCheckpoint(tensors, {"method": METHOD, "activation": REFERENCE_ACTIVATION,
+    return MethodCheckpoint(tensors, {"method": METHOD, "activation": REFERENCE_ACTIVATION,
                                       "object_word": ADACLIP_OBJECT_WORD}, path)
 
 
-def read_adaclip_checkpoint(path: str | Path) -> PromptCheckpoint:
+def read_adaclip_checkpoint(path: str | Path) -> MethodCheckpoint:
     """Either format; this project's own must record its activation (earlier files computed another AdaCLIP)."""
     path = Path(path)
     if path.is_file() and not is_safetensors(path):
@@ -102,7 +102,7 @@ def read_adaclip_checkpoint(path: str | Path) -> PromptCheckpoint:
 
 
 def load_adaclip(path: str | Path, backbone: ClipBackbone, text_encoder: TextEncoder,
-                 image_size: int) -> tuple[AdaCLIP, PromptCheckpoint]:
+                 image_size: int) -> tuple[AdaCLIP, MethodCheckpoint]:
     """An AdaCLIP detector on `backbone` with a checkpoint's weights, or a `UserInputError` saying why not."""
     checkpoint = read_adaclip_checkpoint(path)
     try:
@@ -128,6 +128,22 @@ def load_adaclip(path: str | Path, backbone: ClipBackbone, text_encoder: TextEnc
     return model, checkpoint
 
 
+def import_reference(source: Path, out: Path, provenance: dict[str, object]) -> MethodCheckpoint:
+    """Convert a reference AdaCLIP file to this project's format with `provenance` added; `layers` (None:
+    the published ones) must give one feature layer per patch projection the file holds."""
+    checkpoint = read_reference_adaclip(source)
+    layers = list(provenance.get("layers") or ADACLIP_LAYERS)
+    projections = {name.split(".")[1] for name in checkpoint.tensors if name.startswith("patch_projections.")}
+    if len(layers) != len(projections):
+        raise UserInputError(f"--layers {' '.join(map(str, layers))}: {source} has {len(projections)} "
+                             f"patch projections, one per feature layer")
+    metadata = {key: value for key, value in provenance.items() if key != "layers"}
+    save_method_checkpoint(out, checkpoint.tensors, {
+        **checkpoint.metadata, **metadata, "feature_layers": layers, "imported_from": str(source),
+        "imported_sha256": file_sha256(source)})
+    return checkpoint
+
+
 def _our_name(reference_module: str) -> tuple[str, int] | None:
     """Our module name and the index `{i}` matched in a reference module name, or None for an unknown module."""
     for pattern, ours in _REFERENCE_NAMES.items():
@@ -136,4 +152,3 @@ def _our_name(reference_module: str) -> tuple[str, int] | None:
             index = int(match.group(1)) if match.groups() else 0
             return ours.format(i=index), index
     return None
-

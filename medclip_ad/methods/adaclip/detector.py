@@ -10,7 +10,7 @@ unlike the reference, a batch of B images gives the same results as B batches of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,12 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from medclip_ad.config import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
+from medclip_ad.methods.adaclip.recipe import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
 from medclip_ad.methods.adaclip.prompts import PROMPT_DEPTH, PROMPT_LENGTH, HybridPrompter
 from medclip_ad.methods.adaclip.semantic_fusion import fused_embedding
 from medclip_ad.methods.adaclip.text import HybridPromptTextEncoder
 from medclip_ad.methods.adaclip.vision import HybridPromptVisionEncoder
-from medclip_ad.methods.anomalyclip.detector import DetectorOutput
+from medclip_ad.methods.output import DetectorOutput
+from medclip_ad.modeling.anomaly_maps import upsample_patch_grid
 from medclip_ad.modeling.clip_backbone import model_activation
 from medclip_ad.modeling.precision import full_precision
 from medclip_ad.modeling.text_encoder import TextEncoder
@@ -32,10 +33,11 @@ LOGIT_SCALE = 100.0
 
 
 @dataclass
-class AdaCLIPOutput(DetectorOutput):
-    """`DetectorOutput` with one map (from the mean logits); training also gets each layer's own map."""
+class AdaCLIPTrainingOutput:
+    """What training needs: the fused image logits (B, 2) and each feature layer's own map (B, 2, S, S)."""
 
-    layer_probability_maps: list[torch.Tensor] = field(default_factory=list)
+    image_logits: torch.Tensor
+    layer_probability_maps: list[torch.Tensor]
 
 
 @dataclass
@@ -77,8 +79,10 @@ class AdaCLIPWeights(nn.Module):
 class AdaCLIP(nn.Module):
     """Images (B, 3, S, S), normalised -> image logits (B, 2) and one [normal, abnormal] map (B, 2, S, S).
 
-    The image logits always come from the fused embedding (hybrid semantic fusion), in training as at
-    test time; in training mode each layer's own map is returned too, for the loss.
+    The one map fuses every feature layer (from their mean logits), so the final map lies in [0, 1]. The
+    image logits always come from the fused embedding (hybrid semantic fusion), in training as at test
+    time; in training mode each layer's own map is returned instead of the fused one, for the loss
+    (`AdaCLIPTrainingOutput`).
     """
 
     def __init__(self, text_encoder: TextEncoder, clip: CLIP, image_size: int, weights: AdaCLIPWeights | None = None,
@@ -93,20 +97,11 @@ class AdaCLIP(nn.Module):
         self.text_encoder = HybridPromptTextEncoder(text_encoder, self.weights.text_prompter.length, object_word)
         self.image_size = image_size
         self.activation = model_activation(clip)
-        self.register_buffer("no_text_features", torch.zeros(0, vision.embed_dim), persistent=False)
+        self.map_range = 1.0
 
     @property
     def layers(self) -> tuple[int, ...]:
         return self.vision_encoder.layers
-
-    @property
-    def map_layers(self) -> tuple[int, ...]:
-        """The one returned map fuses every feature layer; it is named after the deepest, so its range is [0, 1]."""
-        return self.layers[-1:]
-
-    def text_features(self) -> torch.Tensor:
-        """An empty (0, D) tensor: text features depend on each image, so callers have nothing to cache."""
-        return self.no_text_features
 
     def hybrid_prompts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image's (text, visual) hybrid tokens, rounded through fp16 as the reference injects them.
@@ -130,22 +125,19 @@ class AdaCLIP(nn.Module):
             layer_logits = [LOGIT_SCALE * torch.einsum("bnd,bkd->bnk", tokens, text) for tokens in patches]
         return AdaCLIPFeatures(text, visual.image_embedding, global_embedding, patches, layer_logits)
 
-    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AdaCLIPOutput:
-        """`text_features` is accepted for the shared detector signature and not used."""
+    def forward(self, images: torch.Tensor) -> DetectorOutput | AdaCLIPTrainingOutput:
+        """Text features depend on each image here, so there is nothing to compute once per detector."""
         features = self.features(images)
         with full_precision(images):  # maps, fusion and clustering in fp32 whatever the backbone's precision
             mean_logits = torch.stack(features.layer_logits).mean(dim=0)
-            maps = [self._upsample(mean_logits).softmax(dim=1)]
             abnormal = mean_logits.softmax(dim=-1)[..., 1]
             fused = fused_embedding(features.patches, abnormal, features.global_embedding)
             image_logits = LOGIT_SCALE * torch.einsum("bd,bkd->bk", fused, features.text)
             if self.training:
                 layer_maps = [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits]
-                return AdaCLIPOutput(image_logits, maps, layer_maps)
-        return AdaCLIPOutput(image_logits, maps)
+                return AdaCLIPTrainingOutput(image_logits, layer_maps)
+            return DetectorOutput(image_logits, [self._upsample(mean_logits).softmax(dim=1)])
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         """Patch logits (B, N, 2) -> (B, 2, S, S), bilinear with aligned corners as the reference."""
-        grid = self.vision_encoder.grid
-        square = logits.transpose(1, 2).reshape(-1, 2, grid, grid)
-        return F.interpolate(square, size=(self.image_size, self.image_size), mode="bilinear", align_corners=True)
+        return upsample_patch_grid(logits, self.image_size, align_corners=True)

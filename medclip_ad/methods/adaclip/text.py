@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medclip_ad.config import ADACLIP_OBJECT_WORD
+from medclip_ad.methods.adaclip.recipe import ADACLIP_OBJECT_WORD
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.modeling.tokenizer import tokenize
 from medclip_ad.modeling.transformer_block import vanilla_block

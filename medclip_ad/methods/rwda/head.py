@@ -3,8 +3,7 @@
 The head is trained on text embeddings only (see random_word_prompts.py). Because CLIP puts images and
 text in one joint space, the same head can then score image embeddings: the DPAM global embedding gives
 the image logits, and every DPAM patch token of every chosen layer gives patch probabilities, which are
-upsampled exactly like AnomalyCLIP's maps. The detector therefore returns a `DetectorOutput`, and
-everything downstream (predictor, maps, blur, evaluation, export) works unchanged.
+upsampled exactly like AnomalyCLIP's maps: the detector returns the same `DetectorOutput`.
 """
 
 from __future__ import annotations
@@ -12,14 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from medclip_ad.config import RWDA_HIDDEN_UNITS
-from medclip_ad.methods.anomalyclip.detector import DetectorOutput
-from medclip_ad.modeling.anomaly_maps import upsample_patch_probabilities
+from medclip_ad.methods.output import DetectorOutput
+from medclip_ad.methods.rwda.recipe import RWDA_HIDDEN_UNITS
+from medclip_ad.modeling.anomaly_maps import upsample_patch_grid
 from medclip_ad.modeling.dpam import DPAMVisionEncoder
 from medclip_ad.modeling.precision import full_precision
-
-# Width of the head's single hidden layer.
-
 
 class RandomWordHead(nn.Module):
     """Joint-space embeddings (..., D) -> [normal, abnormal] logits (..., 2) through one hidden layer."""
@@ -45,28 +41,24 @@ class RandomWordHead(nn.Module):
 
 
 class RandomWordDetector(nn.Module):
-    """Images (B, 3, S, S), normalised -> the same `DetectorOutput` as AnomalyCLIP, scored by the head."""
+    """Images (B, 3, S, S), normalised -> image logits and per-layer maps, scored by the head."""
 
     def __init__(self, vision_encoder: DPAMVisionEncoder, head: RandomWordHead) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
         self.head = head
         self.image_size = vision_encoder.image_size
-        self.register_buffer("no_text_features", torch.zeros(0, head.embed_dim), persistent=False)
+        self.map_range = float(len(self.layers))
 
     @property
     def layers(self) -> tuple[int, ...]:
         return self.vision_encoder.layers
 
-    def text_features(self) -> torch.Tensor:
-        """An empty (0, D) tensor: the head replaces text features, so callers have nothing to cache."""
-        return self.no_text_features
-
-    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> DetectorOutput:
-        """`text_features` is accepted for AnomalyCLIP's signature and not used; the head runs in fp32."""
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        """The head runs in fp32 whatever the backbone's precision."""
         visual = self.vision_encoder(images)
         with full_precision(images):
             image_logits = self.head(visual.global_embedding.float())
-            maps = [upsample_patch_probabilities(self.head(tokens[:, 1:].float()).softmax(dim=-1), self.image_size)
+            maps = [upsample_patch_grid(self.head(tokens[:, 1:].float()).softmax(dim=-1), self.image_size)
                     for tokens in visual.layer_tokens]
         return DetectorOutput(image_logits, maps)

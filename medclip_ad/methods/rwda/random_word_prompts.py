@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medclip_ad.config import RandomWordSettings
 from medclip_ad.methods.ensemble.prompt_ensemble import ensemble_sentences
+from medclip_ad.methods.rwda.recipe import RandomWordSettings
 from medclip_ad.modeling.text_encoder import TextEncoder
 from medclip_ad.modeling.tokenizer import tokenize
 
