@@ -51,6 +51,14 @@ class Prediction:
     layer_maps: list[np.ndarray] | None = None
 
 
+@dataclass
+class PreparedBatch:
+    """A batch ready for the model: normalised images (B, 3, S, S) and each input's own (H, W)."""
+
+    images: torch.Tensor
+    sizes: list[tuple[int, int]]
+
+
 class AnomalyPredictor:
     """A loaded detector: weights, prompts, method, layers, image size and device fixed at construction."""
 
@@ -121,22 +129,35 @@ class AnomalyPredictor:
         batch, layers, size, _ = layer_maps.shape
         return scores, gaussian_blur(layer_maps.reshape(batch * layers, size, size)).reshape(layer_maps.shape)
 
+    def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
+        """8-bit images -> the model's input batch; pure CPU work, so a reader thread can run it ahead."""
+        tensor = preprocess(images, self.config.image_size)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()  # makes the copy to the device asynchronous
+        return PreparedBatch(tensor, [tuple(image.shape[:2]) for image in images])
+
+    def predict_prepared(self, batch: PreparedBatch, with_layers: bool = False) -> Prediction:
+        """Score one prepared batch; maps are resized on the device and come back in one transfer."""
+        scores, maps = self.predict_tensor(batch.images, with_layers)
+        resized = [resize_map(image_map, size) for image_map, size in zip(maps, batch.sizes)]
+        host = torch.cat([scores.float(), *(m.reshape(-1) for m in resized)]).cpu().numpy()
+        host_scores, offset = host[:len(resized)].astype(np.float32), len(resized)
+        host_maps = []
+        for image_map in resized:
+            host_maps.append(host[offset:offset + image_map.numel()].reshape(image_map.shape))
+            offset += image_map.numel()
+        if with_layers:
+            return Prediction(host_scores, [m.sum(axis=0) for m in host_maps], host_maps)
+        return Prediction(host_scores, host_maps)
+
     def predict(self, images: Sequence[np.ndarray], with_layers: bool = False) -> Prediction:
         """8-bit images (H, W) or (H, W, 3), any sizes -> scores and maps in each image's own grid."""
-        scores, maps, layer_maps = [], [], []
-        for start in range(0, len(images), self.config.batch_size):
-            chunk = images[start:start + self.config.batch_size]
-            batch_scores, batch_maps = self.predict_tensor(preprocess(chunk, self.config.image_size), with_layers)
-            scores.append(batch_scores.cpu())
-            for image, image_map in zip(chunk, batch_maps):
-                resized = resize_map(image_map, image.shape[:2]).cpu().numpy()
-                if with_layers:
-                    layer_maps.append(resized)
-                    maps.append(resized.sum(axis=0))
-                else:
-                    maps.append(resized)
-        all_scores = torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros(0, np.float32)
-        return Prediction(all_scores, maps, layer_maps if with_layers else None)
+        parts = [self.predict_prepared(self.prepare(images[start:start + self.config.batch_size]), with_layers)
+                 for start in range(0, len(images), self.config.batch_size)]
+        scores = np.concatenate([part.scores for part in parts]) if parts else np.zeros(0, np.float32)
+        maps = [image_map for part in parts for image_map in part.maps]
+        layer_maps = [layers for part in parts for layers in part.layer_maps] if with_layers else None
+        return Prediction(scores, maps, layer_maps)
 
     def _precision_name(self) -> str:
         if self.config.precision == "int8":

@@ -1,7 +1,8 @@
 """Slice-wise inference on 3-D scans: the 2-D detector over every slice along one axis, batched.
 
 Slices are read, mapped to 8 bits and scored a batch at a time, so memory beyond the input and the
-output volume stays bounded by the batch size, whatever the number of slices. Each slice reaches the
+output volume stays bounded by the batch size, whatever the number of slices; a reader thread prepares
+the next batch while the model scores the current one. Each slice reaches the
 model in radiological orientation (`medclip_ad.io.orientation`: the picture the viewer shows, whatever
 the storage order) and its map is put back into the scan's own voxel grid, so the map volume has
 exactly the input's shape and geometry and the same study stored in any order gets the same scores.
@@ -9,13 +10,14 @@ exactly the input's shape and geometry and the same study stored in any order ge
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from medclip_ad.config import AGGREGATIONS
-from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.inference.predictor import AnomalyPredictor, PreparedBatch
 from medclip_ad.io.orientation import PlaneLayout, extract_slice, insert_slice
 
 
@@ -63,13 +65,23 @@ def infer_volume(predictor: AnomalyPredictor, volume: np.ndarray, layout: PlaneL
     count = volume.shape[layout.slice_axis]
     slice_scores = np.empty(count, dtype=np.float32)
     batch_size = predictor.config.batch_size
-    for start in range(0, count, batch_size):
-        indices = range(start, min(count, start + batch_size))
-        slices = [to_uint8(extract_slice(volume, layout, index)) for index in indices]
-        prediction = predictor.predict(slices)
-        slice_scores[start:start + len(slices)] = prediction.scores
-        for index, slice_map in zip(indices, prediction.maps):
-            insert_slice(map_volume, layout, index, slice_map)
-        if progress:
-            progress(len(slices))
+    batches = [range(start, min(count, start + batch_size)) for start in range(0, count, batch_size)]
+
+    def read(indices: range) -> PreparedBatch:
+        return predictor.prepare([to_uint8(extract_slice(volume, layout, index)) for index in indices])
+
+    # One batch ahead: the reader thread slices, windows and resizes the next batch (numpy, PIL and torch
+    # release the GIL) while the model scores this one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-reader") as reader:
+        pending = reader.submit(read, batches[0]) if batches else None
+        for number, indices in enumerate(batches):
+            batch = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(read, batches[number + 1])
+            prediction = predictor.predict_prepared(batch)
+            slice_scores[indices.start:indices.stop] = prediction.scores
+            for index, slice_map in zip(indices, prediction.maps):
+                insert_slice(map_volume, layout, index, slice_map)
+            if progress:
+                progress(len(indices))
     return VolumeResult(map_volume, slice_scores, layout.slice_axis)
