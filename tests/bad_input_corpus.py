@@ -16,9 +16,9 @@ import gzip
 import json
 import os
 import struct
-from io import BytesIO
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import nibabel as nib
@@ -27,13 +27,12 @@ import pydicom
 import pytest
 import tifffile
 import torch
+from medclip_ad.methods.checkpoint import FORMAT_NAME
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 from safetensors.torch import save_file
-
-from medclip_ad.methods.checkpoint import FORMAT_NAME
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 TINY = ["--clip-weights", "random:tiny", "--image-size", "224", "--device", "cpu"]

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
-from medclip_ad.methods.adaclip.recipe import AdaCLIPTrainingConfig
 from medclip_ad.datasets import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.methods.adaclip.checkpoint import load_adaclip, save_adaclip_checkpoint
 from medclip_ad.methods.adaclip.detector import ADACLIP_LAYERS, AdaCLIP
+from medclip_ad.methods.adaclip.recipe import AdaCLIPTrainingConfig
 from medclip_ad.methods.adaclip.semantic_fusion import (
     KMEANS_SEED,
     fused_embedding,

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from bad_input_corpus import CORPUS, BadInput, Workspace, reuse_tiny_model
 from medclip_ad.cli.main import main
 from medclip_ad.inference.worklist import RESULTS_TABLE
+
+from bad_input_corpus import CORPUS, BadInput, Workspace, reuse_tiny_model
 
 # An entry that takes longer than this has hung (most finish in well under a second).
 HANG_SECONDS = 30

@@ -31,12 +31,12 @@ from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.synthetic import make_synthetic_study
 from medclip_ad.methods.adaclip.training import FINAL_CHECKPOINT as ADACLIP_FINAL_CHECKPOINT
 from medclip_ad.methods.adaclip.training import AdaCLIPTrainingConfig
-from medclip_ad.methods.anomalyclip.training import FINAL_CHECKPOINT, TrainingConfig
-from medclip_ad.training.loop import LOG_FILE
 from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.training import FINAL_CHECKPOINT, TrainingConfig
 from medclip_ad.methods.checkpoint import load_method_checkpoint
 from medclip_ad.methods.rwda.training import FINAL_CHECKPOINT as RWDA_FINAL_CHECKPOINT
 from medclip_ad.methods.rwda.training import RandomWordTrainingConfig
+from medclip_ad.training.loop import LOG_FILE
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from PIL import Image

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medclip_ad import __version__
+from medclip_ad.io.synthetic import make_synthetic_study
 from monai.bundle import ConfigParser
 from monai.bundle.scripts import run as bundle_run
 from monai.bundle.scripts import verify_net_in_out
 
 from conftest import REPO_ROOT
-from medclip_ad import __version__
-from medclip_ad.io.synthetic import make_synthetic_study
 
 BUNDLE = REPO_ROOT / "bundles" / "anomalyclip_zeroshot_medical"
 METADATA = BUNDLE / "configs" / "metadata.json"

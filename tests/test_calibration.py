@@ -12,13 +12,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import stats
 from medclip_ad.cli.main import main
 from medclip_ad.datasets.registry import prepare_dataset
 from medclip_ad.errors import UserInputError
 from medclip_ad.evaluation.operating_points import wilson_interval
 from medclip_ad.inference.calibration import Calibration, fit_operating_point, normals_needed, parse_fpr
 from medclip_ad.io.synthetic import SyntheticLesion, make_synthetic_study
+from scipy import stats
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 SHAPE = (32, 32, 1)  # one-slice studies: a study per model call, so dozens of them stay fast

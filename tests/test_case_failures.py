@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from medclip_ad.bundle.entrypoints import CaseInference
+from medclip_ad.cli.main import main
+from medclip_ad.errors import UserInputError, one_line
+from medclip_ad.inference.worklist import RESULTS_TABLE
+from medclip_ad.io.discovery import discover_cases
+from medclip_ad.output_files import ERROR_LOG_FILE, SCORES_FILE
 from PIL import Image
 
 from bad_input_corpus import FAST, reuse_tiny_model
 from dicom_factory import write_series
-from medclip_ad.bundle.entrypoints import CaseInference
-from medclip_ad.cli.main import main
-from medclip_ad.errors import UserInputError, one_line
-from medclip_ad.io.discovery import discover_cases
-from medclip_ad.inference.worklist import RESULTS_TABLE
-from medclip_ad.output_files import ERROR_LOG_FILE, SCORES_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +49,6 @@ def error_lines(text: str) -> list[str]:
 
 def test_unexpected_errors_in_some_cases_never_stop_the_run(three_images, tmp_path, capsys, monkeypatch):
     import torch
-
     from medclip_ad.inference import case
 
     predict_scan = case.predict_scan

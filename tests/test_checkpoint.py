@@ -7,13 +7,13 @@ import torch
 from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
 from medclip_ad.methods.anomalyclip.checkpoint import (
     PromptShape,
     learner_tensors,
     load_into_learner,
     load_prompt_checkpoint,
 )
+from medclip_ad.methods.anomalyclip.prompt_learner import ObjectAgnosticPromptLearner
 from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.text_encoder import TextEncoder

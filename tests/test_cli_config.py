@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from medclip_ad.cli.main import _parse, build_parser, main
+from PIL import Image
 
 
 def _args(*argv: str):

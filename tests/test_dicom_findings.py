@@ -15,6 +15,7 @@ import pytest
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.calibration import Calibration, fit_operating_point
 from medclip_ad.inference.lesions import lesion_mask, volume_components
+from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.dicom_export import (
     DerivedSeries,
     source_slice_overlays,
@@ -25,7 +26,6 @@ from medclip_ad.io.dicom_seg import write_segmentation
 from medclip_ad.io.dicom_sr import write_structured_report
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.intensity import IntensityMapping
-from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 

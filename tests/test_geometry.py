@@ -27,14 +27,15 @@ from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import make_synthetic_study
 
 from dicom_factory import write_series
+from probe_detector import PreparedFromPredict
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "112", "--device", "cpu"]
 
 
-class MeanProbe:
+class MeanProbe(PreparedFromPredict):
     """Stands in for the detector where only the outputs' geometry and provenance matter."""
 
-    layers = (24,)
+    map_range = 1.0
     random_weights = False
     config = type("Config", (), {"batch_size": 8})()
 

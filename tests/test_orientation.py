@@ -22,6 +22,8 @@ from medclip_ad.io.readers import read_study
 from medclip_ad.io.synthetic import SyntheticLesion, make_synthetic_study
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+from probe_detector import PreparedFromPredict
+
 PLANES = ("axial", "coronal", "sagittal")
 WINDOW = "400/40"  # one explicit window, so all storages share one intensity mapping
 
@@ -77,10 +79,10 @@ def test_four_storages_give_the_same_scores_and_world_maps_on_every_plane(four_s
             np.testing.assert_allclose(world_map, reference_map, atol=1e-5, rtol=0, err_msg=f"{name} {plane}")
 
 
-class RecordingProbe:
+class RecordingProbe(PreparedFromPredict):
     """Stands in for the detector: keeps every picture it is given; each map is the picture's brightness."""
 
-    layers = (24,)
+    map_range = 1.0
     random_weights = False
 
     def __init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+
 import highdicom as hd
 import numpy as np
 import pydicom

@@ -20,9 +20,9 @@ from medclip_ad.datasets.samples import SampleDataset, manifest_samples, read_di
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.inference.preprocessing import as_rgb, preprocess, resize_rgb
 from medclip_ad.methods.anomalyclip import training as anomalyclip_training
+from medclip_ad.methods.anomalyclip.checkpoint import load_into_learner, load_prompt_checkpoint, new_prompt_learner
 from medclip_ad.methods.anomalyclip.detector import AnomalyCLIP
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
-from medclip_ad.methods.anomalyclip.checkpoint import load_into_learner, load_prompt_checkpoint, new_prompt_learner
 from medclip_ad.modeling.anomaly_maps import layer_anomaly_maps
 from medclip_ad.modeling.clip_backbone import load_clip
 from medclip_ad.modeling.dpam import DPAMVisionEncoder

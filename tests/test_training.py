@@ -10,8 +10,8 @@ from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets import DatasetWarning, Manifest, prepare_dataset
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
 from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
 
 from mini_datasets import make_brainmri, make_endo, make_kvasir
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from medclip_ad.cli import view
 from medclip_ad.cli.main import build_parser, main
 from medclip_ad.resources import bundle_dir, viewer_script

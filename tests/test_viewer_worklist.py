@@ -29,7 +29,6 @@ sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Stre
 
 from medclip_viewer.cases import load_result  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
-from medclip_viewer.state import KEY_SHOW_PATIENT  # noqa: E402
 from medclip_viewer.review_capture import (  # noqa: E402
     REVIEW_FILE,
     Bookmark,
@@ -38,6 +37,7 @@ from medclip_viewer.review_capture import (  # noqa: E402
     reviews_csv,
     save_review,
 )
+from medclip_viewer.state import KEY_SHOW_PATIENT  # noqa: E402
 from medclip_viewer.verdict_panel import KEY_READER, verdict_keys  # noqa: E402
 from medclip_viewer.worklist import listed_folders, neighbour, ordered, read_row  # noqa: E402
 from medclip_viewer.worklist_panel import (  # noqa: E402

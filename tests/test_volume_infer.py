@@ -19,22 +19,23 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case import CaseOptions, predict_scan, run_case
 from medclip_ad.inference.predictor import Prediction
 from medclip_ad.inference.volume import volume_score
-from medclip_ad.io.orientation import slice_axis_for_plane
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.intensity import IntensityMapping
+from medclip_ad.io.orientation import slice_axis_for_plane
 from medclip_ad.io.readers import read_case, read_study
 from medclip_ad.io.synthetic import make_synthetic_study
 from nibabel.testing import data_path as nibabel_data
 from pydicom.data import get_testdata_file
 
 from dicom_factory import simpleitk_ras_affine, write_series
+from probe_detector import PreparedFromPredict
 
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 CT5N = Path(get_testdata_file("CT5N", download=False))
 MM = 1e-4
 
 
-class BrightnessProbe:
+class BrightnessProbe(PreparedFromPredict):
     """Stands in for the detector: each slice's map is its own display brightness in [0, 1]."""
 
     map_range = 1.0

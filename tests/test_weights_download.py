@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from medclip_ad.cli.main import main
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling import weights_download

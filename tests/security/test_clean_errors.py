@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from attack_tools import assert_one_line, assert_untouched, touched_paths
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case_folder import staged_case_folder
 from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
 from safetensors.torch import save_file
-
-from attack_tools import assert_one_line, assert_untouched, touched_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))
 
@@ -80,8 +79,9 @@ def test_an_upload_over_its_budget_leaves_nothing_behind(tmp_path):
 
 
 def test_session_folders_go_with_their_session_and_stale_ones_at_start(monkeypatch, tmp_path):
-    from medclip_viewer import state
     from streamlit.testing.v1 import AppTest
+
+    from medclip_viewer import state
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     stale = tmp_path / f"{state.WORKDIR_PREFIX}999999999-old"

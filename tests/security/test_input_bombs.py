@@ -20,9 +20,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian
-
 from attack_tools import assert_one_line
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 # Room the subprocess gets above its footprint after the imports; the bombs would need gigabytes.

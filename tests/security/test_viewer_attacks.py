@@ -14,10 +14,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from attack_tools import assert_one_line, assert_untouched, touched_paths
 from medclip_ad.io.synthetic import make_synthetic_study
 from streamlit.testing.v1 import AppTest
-
-from attack_tools import assert_one_line, assert_untouched, touched_paths
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 sys.path.insert(0, str(APP_DIR))
@@ -231,9 +230,10 @@ def test_a_hostile_archive_in_the_weights_folder_is_refused_on_run(viewer, monke
     import warnings
 
     import torch
+    from test_weights_archive import _WritesAFile
+
     from medclip_viewer.rendering import png_bytes
     from medclip_viewer.state import KEY_IMAGE_SIZE, KEY_RUN
-    from test_weights_archive import _WritesAFile
 
     weights = tmp_path / "models"
     weights.mkdir()
