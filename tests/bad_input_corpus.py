@@ -95,16 +95,16 @@ def reuse_tiny_model(patch: pytest.MonkeyPatch, tiny_backbone) -> None:
     """Within `patch`: `random:tiny` is `tiny_backbone`, and each detector configuration is built once
     (commands build theirs per call; in one test process, seconds saved per command)."""
     from medclip_ad.inference import predictor
-    from medclip_ad.methods import registry
+    from medclip_ad.modeling import clip_backbone
 
-    original = registry.load_clip
+    original = clip_backbone.load_clip
 
     def load_clip(weights: str, activation: str = "auto", *args):
         if weights == "random:tiny" and activation in ("auto", tiny_backbone.activation):
             return tiny_backbone
         return original(weights, activation, *args)
 
-    patch.setattr(registry, "load_clip", load_clip)
+    patch.setattr(clip_backbone, "load_clip", load_clip)  # the registry imports it when it builds
     predictors: dict = {}
 
     build = predictor.AnomalyPredictor
