@@ -223,6 +223,7 @@ def test_evaluate_config_scores_volume_manifests_with_its_volume_options(single_
     assert float(row["score"]) == pytest.approx(float(np.mean(slice_scores)), abs=1e-5)  # the mean, as asked
 
 
+@pytest.mark.slow
 def test_torchrun_data_parallel_training_equals_the_single_process_run(single_training, workspace):
     bundle_cli(workspace, "train", "multi_gpu_train", torchrun=True, manifests=MANIFESTS, output_dir="trained_ddp",
                **TINY, **TRAINING)
@@ -246,6 +247,7 @@ def test_torchrun_data_parallel_training_equals_the_single_process_run(single_tr
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_torchrun_sharded_inference_resumes_and_writes_each_case_once(single_inference, workspace):
     out = workspace / "sharded"
     out.mkdir()

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 import orthanc_server
 from dicom_factory import template_stored_volume, write_series
 
-pytestmark = pytest.mark.skipif(not orthanc_server.available(),
-                                reason="Orthanc and its DICOMweb plugin are installed by .ci/run")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not orthanc_server.available(),
+                                reason="Orthanc and its DICOMweb plugin are installed by .ci/run")]
 FAST = ["--clip-weights", "random:tiny", "--method", "ensemble", "--image-size", "224", "--device", "cpu"]
 N_SLICES = 4
 

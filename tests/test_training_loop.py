@@ -53,6 +53,7 @@ def test_every_trained_method_is_compared():
     assert set(RUNS) == set(TRAINED_METHOD_NAMES)
 
 
+@pytest.mark.slow
 def test_torchrun_training_equals_single_process_training_for_every_method(data, tmp_path):
     for method in RUNS:
         assert main(command(method, tmp_path / "single" / method, data)) == 0

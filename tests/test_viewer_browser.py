@@ -67,6 +67,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
+
 
 @pytest.fixture(scope="module")
 def results_folder(tmp_path_factory) -> tuple[Path, dict]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
 VIEWER_START_TIMEOUT_S = 90

@@ -23,6 +23,8 @@ import pytest
 from attack_tools import assert_one_line
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
+
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 # Room the subprocess gets above its footprint after the imports; the bombs would need gigabytes.
 HEADROOM_MB = 768
