@@ -203,6 +203,15 @@ def crosshair(driver) -> str:
     return driver.find_element(By.ID, "readout").get_attribute("data-crosshair") or ""
 
 
+def click_by_text(driver, selector: str, text: str) -> bool:
+    """Click the element matching `selector` whose text is `text` (a script click: no tooltip in the way)."""
+    for element in driver.find_elements(By.CSS_SELECTOR, selector):
+        if element.text.strip() == text:
+            driver.execute_script("arguments[0].click()", element)
+            return True
+    return False
+
+
 def main_text(driver) -> str:
     driver.switch_to.default_content()
     return driver.find_element(By.TAG_NAME, "body").text
@@ -255,12 +264,10 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     browser.switch_to.default_content()
     reader = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Reader']")
     reader.send_keys("Dr Browser", Keys.TAB)
-    agree = next(label for label in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio'] label")
-                 if label.text.strip() == "agree")
-    browser.execute_script("arguments[0].click()", agree)  # a click, not a hover: no tooltip in the way
+    # Streamlit re-renders the form while it reruns: look the elements up inside the wait (stale ones retry)
+    wait.until(lambda d: click_by_text(d, "[data-testid='stRadio'] label", "agree"))
     time.sleep(SETTLE_S)
-    save = next(button for button in browser.find_elements(By.TAG_NAME, "button") if button.text == "Save review")
-    browser.execute_script("arguments[0].click()", save)
+    wait.until(lambda d: click_by_text(d, "button", "Save review"))
     review_path = folder / SECOND_CASE / "review.json"
     wait.until(lambda d: review_path.exists())
     review = json.loads(review_path.read_text())
