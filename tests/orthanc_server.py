@@ -18,6 +18,8 @@ from typing import Iterator
 
 import requests
 
+from server_process import stop_process
+
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 START_TIMEOUT_SECONDS = 60.0
 
@@ -59,10 +61,5 @@ def orthanc(folder: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()

@@ -67,6 +67,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from server_process import stop_process  # noqa: E402
+
 pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
 
 
@@ -111,12 +113,7 @@ def _streamlit(tmp_path: Path, viewer_options: list[str]) -> Iterator[str]:
         _wait_for_health(port, process, log_path)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture()
