@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,10 @@ def test_bundle_path_prints_the_bundle_with_its_configs(capsys):
     printed = Path(capsys.readouterr().out.strip())
     assert printed == bundle_dir() and (printed / "configs" / "inference.json").is_file()
     assert (viewer_script().parent / "medclip_viewer" / "launch.py").is_file()
+
+
+def test_the_shipped_viewer_hides_streamlit_developer_options():
+    """Streamlit reads the .streamlit/config.toml beside the script it runs, so the installed viewer (and a
+    checkout's) shows readers no Deploy button nor rerun/clear-cache entries."""
+    config = tomllib.loads((viewer_script().parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] in ("viewer", "minimal")

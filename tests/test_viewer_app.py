@@ -31,6 +31,7 @@ from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
 from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.rwda.head import RandomWordHead
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -44,7 +45,17 @@ from medclip_viewer.intensity import default_mode, percentile_mapping, window_ma
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
 from medclip_viewer.model import METHOD_AUTO, detector_config  # noqa: E402
 from medclip_viewer.open_panel import SOURCE_BROWSE  # noqa: E402
-from medclip_viewer.rendering import compose_panels, display_shape, png_bytes, slice_position_mm  # noqa: E402
+from medclip_viewer.rendering import (  # noqa: E402
+    RANDOM_WEIGHTS_RED,
+    PanelMarks,
+    annotate,
+    compose_panels,
+    display_shape,
+    png_bytes,
+    scale_bar_mm,
+    slice_position_mm,
+)
+from medclip_viewer.score_plot import slice_score_figure  # noqa: E402
 from medclip_viewer.state import (  # noqa: E402
     JUMP_KEY_PREFIX,
     KEY_AGGREGATION,
@@ -54,6 +65,7 @@ from medclip_viewer.state import (  # noqa: E402
     KEY_DOWNLOAD_OVERLAY,
     KEY_IMAGE_SIZE,
     KEY_INTENSITY_MODE,
+    KEY_METHOD,
     KEY_PLANE,
     KEY_RUN,
     KEY_SCORED_PLANE,
@@ -73,6 +85,8 @@ VIEWER = APP_DIR / "viewer.py"
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
 APP_TIMEOUT_S = 180
 LESION_SLICE = 16
+# The random-weights mark of a 512 px panel lies within its top rows.
+MARK_ROWS = 48
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -140,6 +154,10 @@ def panel(at: AppTest, name: str) -> tuple[np.ndarray, str, str]:
     raise AssertionError(f"no {name} panel on the page")
 
 
+def has_colour(rgb: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    return bool((rgb[..., :3] == colour).all(axis=-1).any())
+
+
 def metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
@@ -203,7 +221,8 @@ def test_displayed_slice_is_the_scan_in_radiological_orientation(viewer, monkeyp
     mapping = window_mapping(CT_WINDOW_PRESETS["soft_tissue"].width, CT_WINDOW_PRESETS["soft_tissue"].level)
     expected, _ = compose_panels(mapping(extract_slice(scan.array, layout, LESION_SLICE)), None, OverlayStyle(),
                                  (512, 512))
-    np.testing.assert_array_equal(shown, expected)
+    # 128 pixels of 1.6 mm drawn on 512: 0.4 mm per display pixel, with the axial plane's letters
+    np.testing.assert_array_equal(shown, annotate(expected, PanelMarks(screen_labels("axial"), 0.4)))
     # The lesion lies at 35% of the column axis, which runs towards patient left: it shows left of centre.
     lesion_columns = np.flatnonzero(extract_slice(generated["study"].lesion_mask, layout, LESION_SLICE).any(axis=0))
     assert lesion_columns.mean() < 64
@@ -238,6 +257,28 @@ def test_window_presets_and_free_window_level(viewer, monkeypatch, generated):
     assert "percentiles 0.5-99.5" in panel(at, "Scan")[1]
 
 
+def test_custom_window_comes_back_after_presets_and_percentiles(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    ok(at.number_input(key=KEY_WINDOW_WIDTH).set_value(150.0).run())
+    ok(at.number_input(key=KEY_WINDOW_LEVEL).set_value(-30.0).run())
+    assert at.selectbox(key=KEY_WINDOW_PRESET).value == "custom"
+    ok(at.selectbox(key=KEY_WINDOW_PRESET).select("bone").run())
+    assert at.number_input(key=KEY_WINDOW_WIDTH).value == 2500.0
+    ok(at.selectbox(key=KEY_WINDOW_PRESET).select("custom").run())
+    assert (at.number_input(key=KEY_WINDOW_WIDTH).value, at.number_input(key=KEY_WINDOW_LEVEL).value) == (150.0, -30.0)
+    ok(at.radio(key=KEY_INTENSITY_MODE).set_value("percentiles").run())
+    ok(at.radio(key=KEY_INTENSITY_MODE).set_value("ct_window").run())
+    assert at.selectbox(key=KEY_WINDOW_PRESET).value == "custom"
+    assert "window 150/-30" in panel(at, "Scan")[1]
+
+
+def test_method_choices_fit_their_box(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    method = at.selectbox(key=KEY_METHOD)
+    assert max(len(label) for label in method.options) <= 12  # the sidebar's box shows about 25 characters
+    assert "checkpoint's method" in method.help
+
+
 def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, generated):
     at = opened_case(viewer, monkeypatch, generated["case"])
     scan_png, _, _ = panel(at, "Scan")
@@ -246,7 +287,9 @@ def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, g
     map_max = generated["document"]["map_range"][1]
     ok(at.slider(key=KEY_THRESHOLD).set_value(map_max).run())
     hidden, _, _ = panel(at, "Overlay")
-    np.testing.assert_array_equal(hidden, scan_png)  # every value is below the map's maximum: all grey
+    # every value is below the map's maximum: all grey, but for the random-weights mark at the top left
+    np.testing.assert_array_equal(hidden[MARK_ROWS:], scan_png[MARK_ROWS:])
+    assert has_colour(hidden[:MARK_ROWS], RANDOM_WEIGHTS_RED) and not has_colour(scan_png, RANDOM_WEIGHTS_RED)
 
 
 def test_jump_buttons_show_the_top_slices(viewer, monkeypatch, generated):
@@ -264,7 +307,9 @@ def test_overlay_export_is_the_displayed_png(viewer, monkeypatch, generated):
     download = at.download_button(key=KEY_DOWNLOAD_OVERLAY)
     content, mimetype = RecordingMediaStorage.files[Path(download.proto.url).stem]
     assert mimetype == "image/png"
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(content))), panel(at, "Overlay")[0])
+    exported = np.asarray(Image.open(io.BytesIO(content)))
+    np.testing.assert_array_equal(exported, panel(at, "Overlay")[0])
+    assert has_colour(exported[:MARK_ROWS, :256], RANDOM_WEIGHTS_RED)  # random weights: marked in the file
     assert any(button.label.startswith("Download map (NIfTI)") for button in at.download_button)
 
 
@@ -284,7 +329,8 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     at = ok(viewer.run())
     ok(at.radio(key=KEY_SOURCE).set_value(SOURCE_BROWSE).run())
     entries = at.selectbox(key=KEY_BROWSE).options
-    assert "study/dicom/" in entries and "study/synthetic_ct.nii.gz" in entries
+    assert "study/dicom/ (DICOM, 32 files)" in entries and "study/synthetic_ct.nii.gz" in entries
+    assert not any(entry.endswith(".dcm") for entry in entries)  # the series once, not slice by slice
     assert all(not entry.startswith("/") and ".." not in entry for entry in entries)
     at.selectbox(key=KEY_BROWSE).select("study/synthetic_ct.nii.gz")
     ok(at.button(key=KEY_BROWSE_OPEN).click().run())
@@ -339,12 +385,18 @@ def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
     at = ok(viewer.run())
     ok(at.file_uploader(key=KEY_UPLOAD).upload("photo.png", image, "image/png").run())
     assert at.subheader[0].value == "case 1"
-    assert "8-bit image, unchanged" in panel(at, "Scan")[1]
+    caption = panel(at, "Scan")[1]
+    assert "8-bit image, unchanged" in caption
+    # a PNG records no pixel size: said so, never "1.00 x 1.00 mm"
+    assert "no physical spacing" in caption and " mm" not in caption
+    assert "no physical spacing" in page_text(at) and "spacing 1.00 x 1.00 mm" not in page_text(at)
     at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
     ok(at.button(key=KEY_RUN).click().run())
     assert 0.0 < float(metric(at, "Case score")) < 1.0
-    assert panel(at, "Overlay")[0].shape == (341, 512, 3)  # 60 x 90 enlarged to a 512 px long side
+    overlay_png = panel(at, "Overlay")[0]
+    assert overlay_png.shape == (341, 512, 3)  # 60 x 90 enlarged to a 512 px long side
+    assert has_colour(overlay_png[:MARK_ROWS], RANDOM_WEIGHTS_RED)
 
 
 def test_zipped_dicom_series_upload_opens_without_identifiers(viewer, generated):
@@ -496,6 +548,47 @@ def test_colour_scale_is_fixed_not_per_slice():
     np.testing.assert_array_equal(hidden, scan_rgb)
 
 
+def _bright_box(rgb: np.ndarray) -> tuple[float, float]:
+    """Centre (row, column) of the white pixels of a mark."""
+    rows, columns = np.nonzero((rgb == 255).all(axis=-1))
+    return float(rows.mean()), float(columns.mean())
+
+
+def test_panel_marks_put_each_letter_at_its_edge():
+    black = np.zeros((400, 600, 3), np.uint8)
+    marked = annotate(black, PanelMarks(ScreenLabels(left="R", right="L", top="A", bottom="P")))
+    edges = {"left": marked[:, :60], "right": marked[:, -60:], "top": marked[:60, 200:400],
+             "bottom": marked[-60:, 200:400]}
+    row, _ = _bright_box(edges["left"])
+    assert abs(row - 200) < 10 and abs(_bright_box(edges["right"])[0] - 200) < 10
+    assert abs(_bright_box(edges["top"])[1] - 100) < 10 and abs(_bright_box(edges["bottom"])[1] - 100) < 10
+    assert (marked[60:-60, 60:-60] == 0).all()  # nothing but the letters, at the edges
+    swapped = annotate(black, PanelMarks(ScreenLabels(left="L", right="R", top="A", bottom="P")))
+    assert not np.array_equal(swapped[:, :60], marked[:, :60])  # the letter drawn is the label given
+    assert not has_colour(marked, RANDOM_WEIGHTS_RED)
+
+
+def test_panel_marks_scale_bar_and_random_weights():
+    black = np.zeros((512, 512, 3), np.uint8)
+    assert scale_bar_mm(512, 0.4) == 20 and scale_bar_mm(512, 0.1) == 10 and scale_bar_mm(10, 0.1) is None
+    marked = annotate(black, PanelMarks(mm_per_pixel=0.4, random_weights=True))
+    bar_row = (marked[-20:, 256:] == 255).all(axis=-1)
+    assert bar_row.sum(axis=1).max() == 50  # 20 mm at 0.4 mm per pixel
+    assert has_colour(marked[:MARK_ROWS, :256], RANDOM_WEIGHTS_RED)
+    assert not (annotate(black, PanelMarks()) != 0).any()  # no spacing, no orientation, real weights: no marks
+
+
+def test_score_plot_legend_is_off_the_data():
+    scores = np.linspace(0.5, 0.6, 40)  # the highest scores at the right, where a legend used to sit
+    figure = slice_score_figure(scores, [39, 38, 37], 39, "axial")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    [axes] = figure.axes
+    [legend] = figure.legends
+    assert not legend.get_window_extent(renderer).overlaps(axes.get_window_extent(renderer))
+
+
 def test_png_is_lossless():
     rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(rgb)))), rgb)
@@ -525,12 +618,24 @@ def test_browsing_is_confined_to_the_data_root(tmp_path):
     (root / "notes.txt").write_text("x")
     (tmp_path / "secret").mkdir()
     os.symlink(tmp_path / "secret", root / "escape")
-    entries, truncated = list_entries(root)
-    assert entries == ["./", "brain.nii.gz", "series/"] and not truncated
+    listing = list_entries(root)
+    assert listing.entries == ["./", "brain.nii.gz", "series/"] and not listing.truncated
     assert resolve_under_root(root, "series/") == (root / "series").resolve()
     for outside in ("../secret", "escape", str(tmp_path / "secret")):
         with pytest.raises(UserInputError, match="not available here"):
             resolve_under_root(root, outside)
+
+
+def test_a_dicom_series_is_listed_once_with_its_file_count(tmp_path):
+    for index in range(3):
+        (tmp_path / "ct" / "series").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ct" / "series" / f"IM{index:04d}.dcm").write_bytes(b"")
+    (tmp_path / "xray.DCM").write_bytes(b"")
+    (tmp_path / "ct" / "mask.nii.gz").write_bytes(b"")
+    listing = list_entries(tmp_path)
+    assert listing.entries == ["./", "ct/", "ct/mask.nii.gz", "ct/series/"]
+    assert [listing.label(entry) for entry in listing.entries] == [
+        "./ (DICOM, 1 file)", "ct/", "ct/mask.nii.gz", "ct/series/ (DICOM, 3 files)"]
 
 
 def test_zip_upload_cannot_escape_its_folder(tmp_path):

@@ -33,6 +33,7 @@ from medclip_viewer.state import (
     KEY_PERCENTILES,
     KEY_THRESHOLD,
     KEY_WINDOW_LEVEL,
+    KEY_WINDOW_MEMORY,
     KEY_WINDOW_PRESET,
     KEY_WINDOW_WIDTH,
     ViewerSession,
@@ -65,18 +66,29 @@ def intensity_controls(session: ViewerSession, scan: Scan, model_intensity: str 
 
 
 def _window_controls(model_window: str | None) -> IntensityMapping:
-    """Preset selector plus free width/level in HU, initialised to the model's window."""
+    """Preset selector plus free width/level in HU, initialised to the model's window. Streamlit forgets a
+    widget's value on runs where it is not drawn (grey levels switched to percentiles), so the window is
+    also kept in `KEY_WINDOW_MEMORY`, with the reader's own custom window, which "custom" brings back."""
+    memory = st.session_state.setdefault(KEY_WINDOW_MEMORY, _initial_window(model_window))
     if KEY_WINDOW_PRESET not in st.session_state:
-        initial = resolve_window(model_window or DEFAULT_CT_PRESET)
-        st.session_state[KEY_WINDOW_PRESET] = initial.name if initial.name in CT_WINDOW_PRESETS else CUSTOM_WINDOW
-        st.session_state[KEY_WINDOW_WIDTH] = float(initial.width)
-        st.session_state[KEY_WINDOW_LEVEL] = float(initial.level)
-    st.selectbox("Window preset", [*CT_WINDOW_PRESETS, CUSTOM_WINDOW], key=KEY_WINDOW_PRESET,
-                 on_change=_apply_preset, format_func=_preset_label)
+        st.session_state[KEY_WINDOW_PRESET] = memory["preset"]
+        st.session_state[KEY_WINDOW_WIDTH], st.session_state[KEY_WINDOW_LEVEL] = memory["window"]
+    preset = st.selectbox("Window preset", [*CT_WINDOW_PRESETS, CUSTOM_WINDOW], key=KEY_WINDOW_PRESET,
+                          on_change=_apply_preset, format_func=_preset_label)
     width = st.number_input("Window width (HU)", min_value=1.0, step=WINDOW_STEP_HU, key=KEY_WINDOW_WIDTH,
                             on_change=_mark_custom)
     level = st.number_input("Window level (HU)", step=WINDOW_STEP_HU, key=KEY_WINDOW_LEVEL, on_change=_mark_custom)
+    memory.update(preset=preset, window=(width, level))
+    if preset == CUSTOM_WINDOW:
+        memory["custom"] = (width, level)
     return window_mapping(width, level)
+
+
+def _initial_window(model_window: str | None) -> dict:
+    initial = resolve_window(model_window or DEFAULT_CT_PRESET)
+    window = (float(initial.width), float(initial.level))
+    preset = initial.name if initial.name in CT_WINDOW_PRESETS else CUSTOM_WINDOW
+    return {"preset": preset, "window": window, "custom": window if preset == CUSTOM_WINDOW else None}
 
 
 def _preset_label(name: str) -> str:
@@ -85,10 +97,12 @@ def _preset_label(name: str) -> str:
 
 
 def _apply_preset() -> None:
+    """A preset fills width and level; "custom" brings back the reader's last custom window."""
     preset = CT_WINDOW_PRESETS.get(st.session_state[KEY_WINDOW_PRESET])
-    if preset is not None:
-        st.session_state[KEY_WINDOW_WIDTH] = float(preset.width)
-        st.session_state[KEY_WINDOW_LEVEL] = float(preset.level)
+    custom = st.session_state.get(KEY_WINDOW_MEMORY, {}).get("custom")
+    window = (float(preset.width), float(preset.level)) if preset is not None else custom
+    if window is not None:
+        st.session_state[KEY_WINDOW_WIDTH], st.session_state[KEY_WINDOW_LEVEL] = window
 
 
 def _mark_custom() -> None:

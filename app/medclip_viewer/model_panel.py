@@ -52,7 +52,6 @@ from medclip_viewer.state import (
 BUILT_IN_WEIGHTS: tuple[str, ...] = (DetectorConfig().clip_weights, "random:tiny")
 NO_CHECKPOINT = "(none)"
 WEIGHT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".safetensors")
-AUTO_METHOD_LABEL = f"{METHOD_AUTO} (the checkpoint's method, else ensemble)"
 # ViT patches are 14 px: sizes are offered in whole patches.
 PATCH_PX = 14
 
@@ -69,7 +68,7 @@ def model_panel(weights_dir: Path | None) -> tuple[DetectorConfig, CaseOptions]:
                            help="anomalyclip prompts (.safetensors or the reference .pth), an rwda head or adaclip "
                                 "weights from the weights folder; without one the ensemble method runs.")
     method = st.selectbox("Method", METHOD_CHOICES, key=KEY_METHOD,
-                          format_func=lambda name: AUTO_METHOD_LABEL if name == METHOD_AUTO else name)
+                          help=f"{METHOD_AUTO}: the checkpoint's method, else ensemble")
     device = st.selectbox("Device", DEVICES, key=KEY_DEVICE)
     image_size = st.number_input("Image size (px)", min_value=PATCH_PX * 8, value=IMAGE_SIZE, step=PATCH_PX,
                                  key=KEY_IMAGE_SIZE, help=f"{IMAGE_SIZE} is the published setting")

@@ -15,7 +15,7 @@ import streamlit as st
 from medclip_ad.errors import UserInputError
 from medclip_ad.io.readers import MAX_VOXELS, nifti_volume_count, read_case
 
-from medclip_viewer.browse import list_entries, resolve_under_root
+from medclip_viewer.browse import BrowseListing, list_entries, resolve_under_root
 from medclip_viewer.case_cache import open_result_shared
 from medclip_viewer.cases import Catalogue, Openable, ResultFolder, catalogue, item_key, item_label
 from medclip_viewer.confinement import Scope
@@ -71,18 +71,20 @@ def _results_source(session: ViewerSession, launch: LaunchOptions) -> None:
 
 
 @st.cache_data(ttl=LISTING_TTL_S, show_spinner=False)
-def _listing(root: str) -> tuple[list[str], bool]:
+def _listing(root: str) -> BrowseListing:
     """The data root's entries, re-walked at most every LISTING_TTL_S seconds."""
     return list_entries(Path(root))
 
 
 def _browse_source(session: ViewerSession, root: Path) -> None:
-    entries, truncated = _listing(str(root))
+    listing = _listing(str(root))
     st.text(f"Under the data root ({root.name})")
-    choice = st.selectbox("Folder or file", entries, key=KEY_BROWSE,
-                          help="A DICOM series is a folder; a folder of results opens its cases.")
-    if truncated:
-        st.caption(f"Only the first {len(entries) - 1:,} entries are listed: open a sub-folder to narrow down.")
+    choice = st.selectbox("Folder or file", listing.entries, key=KEY_BROWSE, format_func=listing.label,
+                          help="A DICOM series is a folder (its file count is shown); a folder of results opens "
+                               "its cases.")
+    if listing.truncated:
+        st.caption(f"Only the first {len(listing.entries) - 1:,} entries are listed: open a sub-folder to narrow "
+                   "down.")
     if st.button("Open", key=KEY_BROWSE_OPEN) and choice is not None:
         try:
             location = resolve_under_root(root, choice)

@@ -7,22 +7,58 @@ Voxels are rarely cubes (4 mm slices under 0.8 mm pixels), so every panel is res
 display pixels from the voxel spacing. The anomaly map is coloured on the scale fixed by the caller
 (the map's full range), never stretched per slice, and panels are encoded as PNG: lossless, so review
 images carry exactly the grey levels and colours computed here.
+
+A panel leaves the viewer (PNG export, a report) without the page around it, so it carries its own
+marks: the patient side at each edge, a scale bar when the pixels have a physical size, and the
+random-weights mark on a map made with random CLIP weights.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
-from medclip_ad.inference.overlay import OverlayStyle, overlay
 from medclip_ad.config import PLANE_NORMALS
-from medclip_ad.io.orientation import PlaneLayout
-from PIL import Image
+from medclip_ad.inference.overlay import OverlayStyle, overlay
+from medclip_ad.io.orientation import PlaneLayout, ScreenLabels
+from medclip_ad.io.scan import Scan
+from PIL import Image, ImageDraw, ImageFont
 
 # Panels are drawn with their longer side between these many pixels: small scans are enlarged to be
 # readable, large ones reduced to fit beside each other (Streamlit itself would re-encode wider images).
 MIN_DISPLAY_SIDE: int = 512
 MAX_DISPLAY_SIDE: int = 1024
+# Marks on a panel, as fractions of its shorter side: letter height and the gap to the edge.
+MARK_FONT_FRACTION = 0.045
+MARK_MARGIN_FRACTION = 0.015
+MARK_OUTLINE_FRACTION = 0.1  # of the letter height: a dark outline keeps marks readable on bright tissue
+# The scale bar is the longest of these lengths that fits in a fifth of the panel's width.
+SCALE_BAR_LENGTHS_MM: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+SCALE_BAR_WIDTH_FRACTION = 0.2
+MARK_WHITE = (255, 255, 255)
+MARK_DARK = (0, 0, 0)
+RANDOM_WEIGHTS_RED = (255, 32, 32)
+RANDOM_WEIGHTS_MARK = "RANDOM WEIGHTS"
+NO_PHYSICAL_SPACING = "no physical spacing"
+
+
+@dataclass(frozen=True)
+class PanelMarks:
+    """What a panel carries on its own. `labels`: the patient side at each edge (None when the picture
+    has no patient orientation: a photograph, an endoscopy frame). `mm_per_pixel`: a display pixel's
+    size, for the scale bar (None without physical spacing). `random_weights`: the map came from random
+    CLIP weights and means nothing."""
+
+    labels: ScreenLabels | None = None
+    mm_per_pixel: float | None = None
+    random_weights: bool = False
+
+
+def has_physical_spacing(scan: Scan) -> bool:
+    """Whether the scan's pixel sizes are millimetres: volumes carry them in their affine; the 2-D image
+    readers (PNG, JPEG, TIFF) give square unit pixels because those files record no spacing."""
+    return scan.kind == "volume" and scan.affine is not None
 
 
 def image_layout(spacing: tuple[float, ...] = ()) -> PlaneLayout:
@@ -87,3 +123,47 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def annotate(rgb: np.ndarray, marks: PanelMarks) -> np.ndarray:
+    """The panel with its marks drawn in: orientation letters at the middle of each edge, the scale bar
+    at the bottom right, the random-weights mark at the top left."""
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(image)
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    font = ImageFont.load_default(size=max(10, round(side * MARK_FONT_FRACTION)))
+    margin = max(2, round(side * MARK_MARGIN_FRACTION))
+    outline = max(1, round(font.size * MARK_OUTLINE_FRACTION))
+    text = {"stroke_width": outline, "stroke_fill": MARK_DARK, "font": font}
+    if marks.labels is not None:
+        for where, anchor, letter in (((margin, height / 2), "lm", marks.labels.left),
+                                      ((width - margin, height / 2), "rm", marks.labels.right),
+                                      ((width / 2, margin), "mt", marks.labels.top),
+                                      ((width / 2, height - margin), "mb", marks.labels.bottom)):
+            draw.text(where, letter, fill=MARK_WHITE, anchor=anchor, **text)
+    if marks.mm_per_pixel:
+        _scale_bar(draw, width, height, margin, marks.mm_per_pixel, text)
+    if marks.random_weights:
+        draw.text((margin, margin), RANDOM_WEIGHTS_MARK, fill=RANDOM_WEIGHTS_RED, anchor="lt", **text)
+    return np.asarray(image)
+
+
+def scale_bar_mm(width_px: int, mm_per_pixel: float) -> float | None:
+    """The scale bar's length: the longest round length within SCALE_BAR_WIDTH_FRACTION of the width."""
+    fitting = [mm for mm in SCALE_BAR_LENGTHS_MM if mm / mm_per_pixel <= width_px * SCALE_BAR_WIDTH_FRACTION]
+    return fitting[-1] if fitting else None
+
+
+def _scale_bar(draw: ImageDraw.ImageDraw, width: int, height: int, margin: int, mm_per_pixel: float,
+               text: dict) -> None:
+    length_mm = scale_bar_mm(width, mm_per_pixel)
+    if length_mm is None:
+        return
+    length = round(length_mm / mm_per_pixel)
+    thickness = max(2, text["stroke_width"] * 2)
+    right, bottom = width - margin, height - margin
+    draw.rectangle((right - length, bottom - thickness, right + 1, bottom + 1), fill=MARK_DARK)
+    draw.rectangle((right - length + 1, bottom - thickness + 1, right, bottom), fill=MARK_WHITE)
+    draw.text((right - length / 2, bottom - thickness - margin), f"{length_mm:g} mm", fill=MARK_WHITE, anchor="mb",
+              **text)

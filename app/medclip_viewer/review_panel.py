@@ -10,6 +10,7 @@ Every value read from a file is shown as text (display_text.py), never as markdo
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,17 @@ from medclip_ad.io.scan import Scan
 
 from medclip_viewer.cases import CaseResult
 from medclip_viewer.display_text import plain
-from medclip_viewer.rendering import compose_panels, display_shape, image_layout, png_bytes, slice_position_mm
+from medclip_viewer.rendering import (
+    NO_PHYSICAL_SPACING,
+    PanelMarks,
+    annotate,
+    compose_panels,
+    display_shape,
+    has_physical_spacing,
+    image_layout,
+    png_bytes,
+    slice_position_mm,
+)
 from medclip_viewer.score_plot import slice_score_figure
 from medclip_viewer.state import (
     JUMP_KEY_PREFIX,
@@ -50,10 +61,10 @@ def case_header(scan: Scan, title: str, show_patient: bool) -> None:
     """Title, geometry and modality; patient identifiers only when switched on."""
     st.subheader(plain(title))
     shape = " x ".join(str(n) for n in scan.array.shape)
-    spacing = " x ".join(f"{mm:.2f}" for mm in scan.spacing) if scan.spacing else "unknown"
+    spacing = (f"spacing {' x '.join(f'{mm:.2f}' for mm in scan.spacing)} mm" if has_physical_spacing(scan)
+               else NO_PHYSICAL_SPACING)
     hidden = "" if show_patient else " · patient identifiers hidden"
-    st.text(f"{scan.kind} · {scan.modality or 'modality not recorded'} · {shape} voxels · spacing {spacing} mm"
-            f"{hidden}")
+    st.text(f"{scan.kind} · {scan.modality or 'modality not recorded'} · {shape} voxels · {spacing}{hidden}")
     if not show_patient:
         return
     patient = scan.metadata.get("patient") or {}
@@ -126,13 +137,18 @@ def image_panels(session: ViewerSession, layout: PlaneLayout, index: int, mappin
     shape = display_shape(grey.shape[0], grey.shape[1], layout)
     scan_rgb, overlay_rgb = compose_panels(grey, map_slice, style or OverlayStyle(), shape)
     caption = _panel_caption(scan, layout, index, shape, mapping)
+    physical = has_physical_spacing(scan)
+    marks = PanelMarks(labels=screen_labels(layout.plane) if scan.kind == "volume" else None,
+                       mm_per_pixel=layout.col_mm * grey.shape[1] / shape[1] if physical else None)
     left, right = st.columns(2)
-    left.image(png_bytes(scan_rgb), caption=f"Scan · {caption}", output_format="PNG", width="stretch",
-               alt=f"scan, {caption}")
+    left.image(png_bytes(annotate(scan_rgb, marks)), caption=f"Scan · {caption}", output_format="PNG",
+               width="stretch", alt=f"scan, {caption}")
     if overlay_rgb is None:
         right.info("No anomaly map yet: run inference from the sidebar.")
         return None
-    overlay_png = png_bytes(overlay_rgb)
+    result = session.shown()
+    random_weights = bool(result is not None and result.random_weights)
+    overlay_png = png_bytes(annotate(overlay_rgb, replace(marks, random_weights=random_weights)))
     right.image(overlay_png, caption=f"Overlay · {caption}", output_format="PNG", width="stretch",
                 alt=f"overlay, {caption}")
     return overlay_png
@@ -149,9 +165,9 @@ def _shown_map(session: ViewerSession) -> np.ndarray | None:
 def _panel_caption(scan: Scan, layout: PlaneLayout, index: int, shape: tuple[int, int],
                    mapping: IntensityMapping) -> str:
     """Where the slice is, how it is oriented and sized, and which grey-level mapping it shows."""
+    if not has_physical_spacing(scan):
+        return f"{shape[1]}x{shape[0]} px ({NO_PHYSICAL_SPACING}) · {mapping.description}"
     size = f"{shape[1]}x{shape[0]} px ({layout.col_mm:.2f} x {layout.row_mm:.2f} mm pixels)"
-    if scan.kind == "image":
-        return f"{size} · {mapping.description}"
     count = scan.array.shape[layout.slice_axis]
     labels = screen_labels(layout.plane)
     where = slice_position_mm(scan.affine, scan.array.shape, layout, index)

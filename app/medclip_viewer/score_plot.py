@@ -30,5 +30,6 @@ def slice_score_figure(slice_scores: Sequence[float], top_slices: Sequence[int],
     axes.set_xlabel(f"{plane} slice index")
     axes.set_ylabel("slice score")
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right", fontsize="small")
+    # Above the axes, never over the curve (its peak is often in a corner).
+    figure.legend(loc="outside upper right", ncols=2, fontsize="small", frameon=False)
     return figure

@@ -47,6 +47,8 @@ KEY_WINDOW_PRESET = "display.window_preset"
 KEY_WINDOW_WIDTH = "display.window_width"
 KEY_WINDOW_LEVEL = "display.window_level"
 KEY_PERCENTILES = "display.percentiles"
+# Not a widget: the last window (and the reader's own custom one), kept while the window controls are hidden.
+KEY_WINDOW_MEMORY = "display.window_memory"
 KEY_OPACITY = "overlay.opacity"
 KEY_COLORMAP = "overlay.colormap"
 KEY_THRESHOLD = "overlay.threshold"
@@ -60,7 +62,7 @@ JUMP_KEY_PREFIX = "view.jump."
 # Controls whose valid values depend on the case (slice ranges, windows, the map's scale): forgotten
 # whenever another case opens, so they start from that case's defaults.
 CASE_DEPENDENT_KEYS: tuple[str, ...] = (KEY_PLANE, KEY_INTENSITY_MODE, KEY_WINDOW_PRESET, KEY_WINDOW_WIDTH,
-                                        KEY_WINDOW_LEVEL, KEY_PERCENTILES, KEY_THRESHOLD)
+                                        KEY_WINDOW_LEVEL, KEY_WINDOW_MEMORY, KEY_PERCENTILES, KEY_THRESHOLD)
 
 _SESSION_KEY = "viewer.session"
 # Session folders are named after the server's process id, so a new server knows which are stale.
