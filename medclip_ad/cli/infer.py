@@ -43,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     parser.add_argument("--resume", action="store_true",
                         help="skip cases whose folder an earlier run finished (continue an interrupted batch)")
+    add_findings_arguments(parser)
+    parser.add_argument("--dicomweb-url", metavar="URL",
+                        help="send every DICOM output to this DICOMweb server (STOW-RS); needs --dicom-out")
+    add_case_arguments(parser)
+    add_detector_arguments(parser)
+
+
+def add_findings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DICOM outputs and the calibration that turns scores into findings (shared with the Deploy app)."""
     parser.add_argument("--dicom-out", choices=DICOM_OUTPUTS,
                         help="also write DICOM for PACS (DICOM inputs only): a Parametric Map of the anomaly map, "
                              "RGB Secondary Capture overlays of the top slices, or both; always a Structured Report "
@@ -54,10 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "their components")
     parser.add_argument("--operating-point", metavar="FPR",
                         help="operating point of the calibration, e.g. 5%% (default: its middle one)")
-    parser.add_argument("--dicomweb-url", metavar="URL",
-                        help="send every DICOM output to this DICOMweb server (STOW-RS); needs --dicom-out")
-    add_case_arguments(parser)
-    add_detector_arguments(parser)
 
 
 def add_case_arguments(parser: argparse.ArgumentParser, overlays: bool = True) -> None:

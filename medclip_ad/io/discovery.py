@@ -146,7 +146,7 @@ def _discover_file(path: Path) -> tuple[list[CaseSource], list[InputProblem]]:
     """A file named directly by the user: unlike files found in folders, an unknown type is a problem."""
     kind = _kind_by_suffix(path)
     if kind is not None:
-        return [CaseSource(_safe_name(_stem(path)), kind, (path,), path, description=path.name)], []
+        return [CaseSource(safe_name(_stem(path)), kind, (path,), path, description=path.name)], []
     probe = _probe_dicom(path)
     if isinstance(probe, InputProblem):
         return [], [probe]
@@ -154,7 +154,7 @@ def _discover_file(path: Path) -> tuple[list[CaseSource], list[InputProblem]]:
         if pydicom.misc.is_dicom(path):
             return [], [InputProblem(path, "DICOM file holds no image to screen (index, report or segmentation)")]
         return [], [InputProblem(path, "not a DICOM, NIfTI (.nii/.nii.gz) or 2-D image (PNG, JPEG, TIFF) file")]
-    return [_dicom_file_case(probe, path, _safe_name(_stem(path)))], []
+    return [_dicom_file_case(probe, path, safe_name(_stem(path)))], []
 
 
 def _discover_folder(root: Path, exclude: set[Path]) -> tuple[list[CaseSource], list[InputProblem]]:
@@ -340,10 +340,10 @@ def _dicom_cases(root: Path, probes: list[_DicomProbe]) -> list[CaseSource]:
         series_uid, first, folder = key[0], members[0], folders[key]
         name = _name_below(root, folder)
         if stacks_per_folder[folder] > 1:
-            name = _safe_name(f"{name}_{_series_label(first)}")
+            name = safe_name(f"{name}_{_series_label(first)}")
         if stacks_per_series[series_uid] > 1:
             stack_counter[series_uid] += 1
-            name = _safe_name(f"{name}_stack{stack_counter[series_uid]}")
+            name = safe_name(f"{name}_stack{stack_counter[series_uid]}")
         paths = tuple(sorted(m.path for m in members))
         cases.append(CaseSource(name, "dicom", paths, root, series_uid, first.description))
     for probe in singles:
@@ -391,11 +391,11 @@ def _name_below(root: Path, path: Path) -> str:
     suffix), or the folder's own name for a series lying directly in it."""
     relative = path.relative_to(root)
     if not relative.parts:
-        return _safe_name(root.resolve().name)  # resolve: "." names the working folder
-    return _safe_name("_".join([*relative.parent.parts, _stem(relative)]))
+        return safe_name(root.resolve().name)  # resolve: "." names the working folder
+    return safe_name("_".join([*relative.parent.parts, _stem(relative)]))
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
     """Letters, digits, dot, dash and underscore only: safe as a folder name on every filesystem."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
     return cleaned[:_MAX_NAME_LENGTH] or "case"
