@@ -17,12 +17,22 @@ import numpy as np
 import pytest
 import torch
 from medclip_ad import __version__
+from medclip_ad.config import DetectorConfig
+from medclip_ad.datasets import prepare_dataset
+from medclip_ad.datasets.manifest import Manifest
+from medclip_ad.errors import UserInputError
 from medclip_ad.io.synthetic import make_synthetic_study
-from monai.bundle import ConfigParser
+from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
+from medclip_ad.methods.anomalyclip.recipe import TrainingConfig
+from medclip_ad.training.loop import LOG_FILE
+from medclip_ad.training.runs import train_method
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.engines import SupervisedTrainer
 from monai.bundle.scripts import run as bundle_run
 from monai.bundle.scripts import verify_net_in_out
 
 from conftest import REPO_ROOT
+from mini_datasets import make_endo, make_kvasir
 
 BUNDLE = REPO_ROOT / "bundles" / "anomalyclip_zeroshot_medical"
 METADATA = BUNDLE / "configs" / "metadata.json"
@@ -99,3 +109,79 @@ def test_the_inferer_takes_inputs_and_network_as_monai_calls_it(tmp_path):
     assert monai_style["prediction"].score == pytest.approx(plain["prediction"].score, abs=1e-6)
     np.testing.assert_allclose(monai_style["prediction"].map, plain["prediction"].map, atol=1e-6)
     assert monai_style["prediction"].map.shape == scan.array.shape[:3]
+
+
+TRAIN = BUNDLE / "configs" / "train.json"
+TINY_TRAINING = {"clip_weights": "random:tiny", "device": "cpu", "image_size": 56, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    """The zoo's `dataset_dir`: a folder holding the training manifests (`prepare-data` output)."""
+    root = tmp_path_factory.mktemp("training_data")
+    prepare_dataset("kvasir", [make_kvasir(root / "Kvasir-SEG")]).save(root / "manifests" / "kvasir.json")
+    prepare_dataset("endo", [make_endo(root / "endo")]).save(root / "manifests" / "endo.json")
+    return root / "manifests"
+
+
+def _train_parser(dataset_dir: Path, output_dir: Path, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser.update({**TINY_TRAINING, "bundle_root": str(output_dir.parent), "dataset_dir": str(dataset_dir),
+                   "output_dir": str(output_dir), **overrides})
+    return parser
+
+
+def test_train_config_has_every_property_the_zoo_requires(dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    workflow = ConfigWorkflow(config_file=str(TRAIN), meta_file=str(METADATA), workflow_type="train",
+                              logging_file=False, **TINY_TRAINING, dataset_dir=str(dataset_dir),
+                              output_dir=str(tmp_path / "run"), bundle_root=str(tmp_path))
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert isinstance(workflow.trainer, SupervisedTrainer) and workflow.max_epochs == 15  # the published recipe
+
+
+def test_one_epoch_through_the_supervised_trainer_is_the_cli_run_and_resumes_exactly(dataset_dir, tmp_path):
+    """`train#trainer` (MONAI's SupervisedTrainer, with a StatsHandler) drives the package's own loop: its epoch
+    checkpoint is `medclip-ad train`'s to the bit, and resuming it through the trainer matches a straight run."""
+    parser = _train_parser(dataset_dir, tmp_path / "engine", epochs=1)
+    trainer = parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer, SupervisedTrainer) and trainer.state.max_epochs == 1
+    for expression in parser["run"]:
+        parser.get_parsed_content(f"run#{parser['run'].index(expression)}")
+    assert trainer.state.epoch == 1 and trainer.state.iteration == 3  # 10 images in batches of 4
+    assert set(trainer.state.output) == {"total", "global", "local"}
+
+    manifests = [Manifest.load(path) for path in sorted(dataset_dir.glob("*.json"))]
+    detector = DetectorConfig(clip_weights="random:tiny", device="cpu", image_size=56)
+    recipe = TrainingConfig(epochs=2, batch_size=4)
+    train_method("anomalyclip", detector, manifests, tmp_path / "cli", recipe, show_progress=False)
+    by_engine, by_cli = (load_prompt_checkpoint(folder / "epoch_001.safetensors")
+                         for folder in (tmp_path / "engine", tmp_path / "cli"))
+    for name, value in by_cli.tensors.items():
+        assert torch.equal(by_engine.tensors[name], value), name
+    different = {key for key in by_cli.metadata if by_engine.metadata.get(key) != by_cli.metadata[key]}
+    assert different == {"recipe", "epochs"}  # the planned epochs (1 and 2), nothing else
+    assert {**by_engine.metadata["recipe"], "epochs": 2} == by_cli.metadata["recipe"]
+
+    resumed = _train_parser(dataset_dir, tmp_path / "engine", epochs=2,
+                            resume=str(tmp_path / "engine" / "epoch_001.safetensors"))
+    resumed.get_parsed_content("run#0")
+    assert resumed.get_parsed_content("train#trainer").state.epoch == 2
+    straight, continued = (load_prompt_checkpoint(folder / "epoch_002.safetensors")
+                           for folder in (tmp_path / "cli", tmp_path / "engine"))
+    for name, value in straight.tensors.items():
+        assert torch.equal(continued.tensors[name], value), name
+    engine_log = (tmp_path / "engine" / LOG_FILE).read_text().splitlines()
+    assert engine_log == (tmp_path / "cli" / LOG_FILE).read_text().splitlines()
+
+
+def test_a_missing_dataset_dir_is_one_clear_line(tmp_path):
+    parser = _train_parser(tmp_path / "absent", tmp_path / "run")
+    with pytest.raises(Exception) as raised:
+        parser.get_parsed_content("train#dataset")
+    cause = raised.value
+    while cause is not None and not isinstance(cause, UserInputError):
+        cause = cause.__cause__
+    assert cause is not None and "dataset_dir" in str(cause) and "prepare-data" in str(cause)

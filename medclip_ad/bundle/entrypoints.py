@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,9 +37,9 @@ from medclip_ad.io.scan import Scan
 from medclip_ad.io.writers import check_output_folder
 from medclip_ad.methods.registry import get_method
 from medclip_ad.output_files import SCORES_FILE
-from medclip_ad.training.distributed import train_method_data_parallel
-from medclip_ad.training.loop import TrainingRun
-from medclip_ad.training.runs import train_method
+from medclip_ad.training.distributed import finish_rank, start_rank_training, train_method_data_parallel
+from medclip_ad.training.loop import TrainingRun, TrainingSession
+from medclip_ad.training.runs import start_training, train_method
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,45 @@ def run_training(detector: DetectorConfig, manifests: PathList | None, output_di
     run = train(detector.method, detector, loaded, Path(output_dir), training,
                 resume=Path(resume) if resume else None, overwrite=overwrite)
     logger.info("%s: %s (epoch losses: %s)", detector.method, run.final_checkpoint,
+                ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
+    return run
+
+
+def manifests_in(dataset_dir: str | os.PathLike) -> list[Path]:
+    """The model zoo's `dataset_dir`: the dataset manifests (`medclip-ad prepare-data` JSON files) in it, by name."""
+    folder = Path(dataset_dir)
+    if not folder.is_dir():
+        raise UserInputError(f"dataset_dir {folder}: no such folder; put the manifests `medclip-ad prepare-data` "
+                             "writes there, or pass --manifests \"['a.json']\"")
+    return sorted(folder.glob("*.json"))
+
+
+@dataclass
+class TrainingData:
+    """`train#dataset` as the model zoo names it: `data` is the training manifests (paths), loaded when training
+    starts; the method turns their images into its own dataset."""
+
+    data: PathList | None
+
+    def manifests(self) -> list[Manifest]:
+        return load_manifests(self.data) if self.data else []
+
+
+def start_training_run(detector: DetectorConfig, dataset: TrainingData, output_dir: str | os.PathLike,
+                       training: object | None = None, resume: str | os.PathLike | None = None,
+                       data_parallel: bool = False, overwrite: bool = False,
+                       tensorboard: bool = False) -> TrainingSession:
+    """The training session `train#trainer` (a MONAI SupervisedTrainer) drives: `medclip-ad train`'s run, alone or
+    as one torchrun rank."""
+    start = start_rank_training if data_parallel else start_training
+    return start(detector.method, detector, dataset.manifests(), Path(output_dir), training,
+                 resume=Path(resume) if resume else None, overwrite=overwrite, tensorboard=tensorboard)
+
+
+def report_training(trainer: Any, data_parallel: bool = False) -> TrainingRun:
+    """After `train#trainer.run()`: every rank waits for rank 0's checkpoint; the run's summary is logged."""
+    run = finish_rank(trainer.training_run) if data_parallel else trainer.training_run
+    logger.info("%s: %s (epoch losses: %s)", trainer.session.provenance.get("method"), run.final_checkpoint,
                 ", ".join(f"{loss:.4f}" for loss in run.epoch_losses))
     return run
 

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after each epoch score a held-out manifest with the method's validation metric ("
                              + ", ".join(f"{name}: {get_trainer(name).validation_metric}"
                                          for name in TRAINED_METHOD_NAMES) + ") and keep the best epoch")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log each step's loss parts and learning rate for TensorBoard, in --out/tensorboard "
+                             "(needs the [tensorboard] extra)")
     recipe = parser.add_argument_group("recipe (defaults: the method's published one)")
     for name in ("epochs", "batch_size", "seed", "workers"):
         recipe.add_argument(f"--{name.replace('_', '-')}", type=int, help=_defaults(name))
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = trainer.recipe_with(args.method, {name: getattr(args, name) for name in RECIPE_OPTIONS})
     manifests = [Manifest.load(path) for path in args.manifest or []]
     val_manifest = Manifest.load(args.val_manifest) if args.val_manifest else None
-    options = {"resume": args.resume, "init": args.init, "val_manifest": val_manifest, "overwrite": args.overwrite}
+    options = {"resume": args.resume, "init": args.init, "val_manifest": val_manifest, "overwrite": args.overwrite,
+               "tensorboard": args.tensorboard}
     if distributed.under_torchrun():  # one rank of a data-parallel run; rank 0 reports
         joined = distributed.start(args.device)
         try:

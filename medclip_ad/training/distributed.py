@@ -22,8 +22,8 @@ import torch.distributed as dist
 from medclip_ad.config import DetectorConfig
 from medclip_ad.datasets.manifest import Manifest
 from medclip_ad.errors import UserInputError
-from medclip_ad.training.loop import TrainingRun
-from medclip_ad.training.runs import train_method
+from medclip_ad.training.loop import TrainingRun, TrainingSession, run_epochs
+from medclip_ad.training.runs import start_training
 
 TORCHRUN_VARIABLES: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 PACKAGE_LOGGER = "medclip_ad"
@@ -97,10 +97,22 @@ class RankProcess:
 def train_method_data_parallel(method: str, detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
                                recipe: object | None = None, **options) -> TrainingRun:
     """`train_method` as this rank of a torchrun job; the recipe's batch size is the global batch."""
+    show_progress = options.pop("show_progress", True)
+    return finish_rank(run_epochs(start_rank_training(method, detector, manifests, out_dir, recipe, **options),
+                                  show_progress))
+
+
+def start_rank_training(method: str, detector: DetectorConfig, manifests: list[Manifest], out_dir: Path,
+                        recipe: object | None = None, **options) -> TrainingSession:
+    """`start_training` as this rank of a torchrun job (on this rank's device)."""
     detector = dataclasses.replace(detector, device=rank_device(detector.device))
-    run = train_method(method, detector, manifests, out_dir, recipe,
-                       process=RankProcess(torch.device(detector.device)), **options)
-    _barrier()  # the checkpoint rank 0 writes exists for everyone once this returns
+    return start_training(method, detector, manifests, out_dir, recipe,
+                          process=RankProcess(torch.device(detector.device)), **options)
+
+
+def finish_rank(run: TrainingRun) -> TrainingRun:
+    """Wait for every rank: the checkpoint rank 0 writes exists for everyone once this returns."""
+    _barrier()
     return run
 
 

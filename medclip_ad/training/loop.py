@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from medclip_ad.training.validation import Validation
 
 LOG_FILE = "train_log.csv"
+TENSORBOARD_FOLDER = "tensorboard"  # beside train_log.csv, with --tensorboard
 BEST_CHECKPOINT = "best.safetensors"
 EPOCH_CHECKPOINT = "epoch_{epoch:03d}.safetensors"
 
@@ -135,80 +136,157 @@ def check_run_folder(out_dir: Path, overwrite: bool, resume: Path | None, final_
                              f"--resume to continue it")
 
 
+class TrainingSession:
+    """One run of the loop, taken step by step: `train` drives it, and so does the bundle's SupervisedTrainer.
+
+    Created ready to run (folder checked, resumed or initialised, data built); `with session:` keeps the
+    log open; `epoch_steps`, `step` and `end_epoch` are one epoch; `finish` copies the final checkpoint.
+    """
+
+    def __init__(self, method: MethodTraining, settings: LoopSettings, out_dir: Path, *, resume: Path | None = None,
+                 init: Path | None = None, validation: Validation | None = None, overwrite: bool = False,
+                 process: TrainingProcess = SingleProcess(), tensorboard: bool = False) -> None:
+        if tensorboard:
+            check_tensorboard()
+        if settings.epochs < 1 or settings.batch_size < 1:
+            raise UserInputError(f"--epochs {settings.epochs} / --batch-size {settings.batch_size}: both must be at "
+                                 f"least 1")
+        if resume and init:
+            raise UserInputError("--init: not with --resume (a resumed run already has its weights)")
+        self.method, self.settings, self.out_dir = method, settings, Path(out_dir)
+        self.validation, self.process, self.tensorboard = validation, process, tensorboard
+        check_run_folder(self.out_dir, overwrite, resume, method.final_checkpoint, process)
+        self.optimizer = method.optimizer()
+        self.run = TrainingRun(self.out_dir / method.final_checkpoint, loss_mode=method.loss_mode)
+        self.history: list[float] = []
+        self.start_epoch = 0
+        self.provenance = method.provenance()
+        if resume:
+            self.start_epoch, self.history = _resume(method, self.optimizer, resume, settings.epochs, self.provenance)
+        elif init:
+            method.load(init)
+        self.dataset = method.dataset()
+        if len(self.dataset) == 0:
+            raise UserInputError("training data: nothing to train on")
+        if process.is_main:
+            if overwrite and not resume:
+                for earlier in _run_files(self.out_dir, method.final_checkpoint):
+                    earlier.unlink()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            values = sum(parameter.numel() for parameter in method.module.parameters() if parameter.requires_grad)
+            print(f"training {values} values of {self.provenance.get('method')} on {len(self.dataset)} items "
+                  f"({method.loss_mode}), epochs {self.start_epoch + 1}..{settings.epochs}", file=sys.stderr)
+        self.parameters = [parameter for parameter in method.module.parameters() if parameter.requires_grad]
+        self.checkpoint = self.out_dir / EPOCH_CHECKPOINT.format(epoch=self.start_epoch)
+        self.steps_per_epoch = len(_epoch_batches(len(self.dataset), settings, 0))
+        self._log_handle = None
+        self._board = None
+        self._totals: list[float] = []
+        self._loader = None
+
+    def __enter__(self) -> TrainingSession:
+        # Only the main process keeps the log; the others write theirs to nowhere.
+        self._log_handle = open(self.out_dir / LOG_FILE if self.process.is_main else os.devnull, "a", newline="")
+        self._log = csv.writer(self._log_handle)
+        if self._log_handle.tell() == 0:
+            self._log.writerow(["epoch", "step", "loss", *(f"{part}_loss" for part in self.method.loss_parts)])
+        if self.tensorboard and self.process.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._board = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_FOLDER))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._log_handle.close()
+        if self._board is not None:
+            self._board.close()
+
+    def epoch_steps(self, epoch: int) -> list[tuple[list[int], list[int]]]:
+        """Start epoch `epoch` (0-based): its (global batch, this process's share) pairs, in the seeded order."""
+        self.method.start_epoch(epoch)
+        self._totals = []
+        batches = _epoch_batches(len(self.dataset), self.settings, epoch)
+        shares = [batch[self.process.rank::self.process.world_size] for batch in batches]
+        self._loader = iter(DataLoader(self.dataset, batch_sampler=[share for share in shares if share],
+                                       num_workers=self.settings.workers))
+        return list(zip(batches, shares))
+
+    def step(self, epoch: int, index: int, batch: list[int], share: list[int]) -> dict[str, float]:
+        """One optimiser step of the epoch on the next batch; its loss parts, logged."""
+        parts = _step(self.method, self.optimizer, self.parameters, next(self._loader) if share else None,
+                      len(share) / len(batch), self.process)
+        self._totals.append(parts["total"])
+        self._log.writerow([epoch + 1, index, *(f"{parts[key]:.6f}" for key in ("total", *self.method.loss_parts))])
+        if self._board is not None:  # the same values as the log row, by global step (continuing on resume)
+            global_step = epoch * self.steps_per_epoch + index
+            self._board.add_scalar("train/loss", parts["total"], global_step)
+            for part in self.method.loss_parts:
+                self._board.add_scalar(f"train/{part}_loss", parts[part], global_step)
+            self._board.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], global_step)
+        return parts
+
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch's checkpoint (main process), validation and best checkpoint."""
+        self._log_handle.flush()
+        run = self.run
+        run.epoch_losses.append(sum(self._totals) / len(self._totals))
+        self.history.append(run.epoch_losses[-1])
+        if self._board is not None:
+            self._board.add_scalar("train/epoch_mean_loss", run.epoch_losses[-1], epoch + 1)
+            self._board.flush()
+        self.checkpoint = self.out_dir / EPOCH_CHECKPOINT.format(epoch=epoch + 1)
+        metadata = {**self.provenance, "epoch": epoch + 1, "epoch_losses": [round(loss, 6) for loss in self.history]}
+        if not self.process.is_main:
+            return
+        self.method.save(self.checkpoint, self.optimizer, metadata)
+        line = f"epoch {epoch + 1}/{self.settings.epochs}: mean loss {run.epoch_losses[-1]:.4f}"
+        if self.validation is not None:
+            score = self.validation.score(self.checkpoint)
+            run.validation_scores.append(score)
+            line += f", {self.validation.describe(score)}"
+            if self.validation.is_best(score):
+                with atomic_write(self.out_dir / BEST_CHECKPOINT) as temporary:
+                    shutil.copyfile(self.checkpoint, temporary)
+                run.best_checkpoint = self.out_dir / BEST_CHECKPOINT
+        print(f"{line} -> {self.checkpoint}", file=sys.stderr)
+
+    def finish(self) -> TrainingRun:
+        """The last epoch's checkpoint copied to the method's final file (main process); the run."""
+        if self.process.is_main:
+            with atomic_write(self.run.final_checkpoint) as temporary:
+                shutil.copyfile(self.checkpoint, temporary)
+        return self.run
+
+
+def check_tensorboard() -> None:
+    """Refuse --tensorboard, before any model loads, where the optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserInputError('--tensorboard: needs the tensorboard package (pip install "medclip-ad[tensorboard]")')
+
+
 def train(method: MethodTraining, settings: LoopSettings, out_dir: Path, *, resume: Path | None = None,
           init: Path | None = None, validation: Validation | None = None, overwrite: bool = False,
           process: TrainingProcess = SingleProcess(), show_progress: bool = True) -> TrainingRun:
     """Train `method` for `settings.epochs` into `out_dir`; `resume` continues an epoch checkpoint exactly,
     `init` starts from another checkpoint's weights (fresh optimiser, epoch 1)."""
-    if settings.epochs < 1 or settings.batch_size < 1:
-        raise UserInputError(f"--epochs {settings.epochs} / --batch-size {settings.batch_size}: both must be at "
-                             f"least 1")
-    if resume and init:
-        raise UserInputError("--init: not with --resume (a resumed run already has its weights)")
-    out_dir = Path(out_dir)
-    check_run_folder(out_dir, overwrite, resume, method.final_checkpoint, process)
-    optimizer = method.optimizer()
-    run = TrainingRun(out_dir / method.final_checkpoint, loss_mode=method.loss_mode)
-    history: list[float] = []
-    start_epoch = 0
-    provenance = method.provenance()
-    if resume:
-        start_epoch, history = _resume(method, optimizer, resume, settings.epochs, provenance)
-    elif init:
-        method.load(init)
-    dataset = method.dataset()
-    if len(dataset) == 0:
-        raise UserInputError("training data: nothing to train on")
-    if process.is_main:
-        if overwrite and not resume:
-            for earlier in _run_files(out_dir, method.final_checkpoint):
-                earlier.unlink()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        values = sum(parameter.numel() for parameter in method.module.parameters() if parameter.requires_grad)
-        print(f"training {values} values of {provenance.get('method')} on {len(dataset)} items ({method.loss_mode}), "
-              f"epochs {start_epoch + 1}..{settings.epochs}", file=sys.stderr)
-    parameters = [parameter for parameter in method.module.parameters() if parameter.requires_grad]
-    checkpoint = out_dir / EPOCH_CHECKPOINT.format(epoch=start_epoch)
-    # Only the main process keeps the log; the others write theirs to nowhere.
-    with open(out_dir / LOG_FILE if process.is_main else os.devnull, "a", newline="") as log_handle:
-        log = csv.writer(log_handle)
-        if log_handle.tell() == 0:
-            log.writerow(["epoch", "step", "loss", *(f"{part}_loss" for part in method.loss_parts)])
-        for epoch in range(start_epoch, settings.epochs):
-            method.start_epoch(epoch)
-            totals = []
-            batches = _epoch_batches(len(dataset), settings, epoch)
-            shares = [batch[process.rank::process.world_size] for batch in batches]
-            loader = iter(DataLoader(dataset, batch_sampler=[share for share in shares if share],
-                                     num_workers=settings.workers))
-            steps = tqdm(zip(batches, shares), total=len(batches), desc=f"epoch {epoch + 1}/{settings.epochs}",
-                         disable=not (show_progress and process.is_main), leave=False)
-            for step, (batch, share) in enumerate(steps):
-                parts = _step(method, optimizer, parameters, next(loader) if share else None,
-                              len(share) / len(batch), process)
-                totals.append(parts["total"])
-                log.writerow([epoch + 1, step, *(f"{parts[key]:.6f}" for key in ("total", *method.loss_parts))])
-            log_handle.flush()
-            run.epoch_losses.append(sum(totals) / len(totals))
-            history.append(run.epoch_losses[-1])
-            checkpoint = out_dir / EPOCH_CHECKPOINT.format(epoch=epoch + 1)
-            metadata = {**provenance, "epoch": epoch + 1, "epoch_losses": [round(loss, 6) for loss in history]}
-            if process.is_main:
-                method.save(checkpoint, optimizer, metadata)
-                line = f"epoch {epoch + 1}/{settings.epochs}: mean loss {run.epoch_losses[-1]:.4f}"
-                if validation is not None:
-                    score = validation.score(checkpoint)
-                    run.validation_scores.append(score)
-                    line += f", {validation.describe(score)}"
-                    if validation.is_best(score):
-                        with atomic_write(out_dir / BEST_CHECKPOINT) as temporary:
-                            shutil.copyfile(checkpoint, temporary)
-                        run.best_checkpoint = out_dir / BEST_CHECKPOINT
-                print(f"{line} -> {checkpoint}", file=sys.stderr)
-    if process.is_main:
-        with atomic_write(run.final_checkpoint) as temporary:
-            shutil.copyfile(checkpoint, temporary)
-    return run
+    session = TrainingSession(method, settings, out_dir, resume=resume, init=init, validation=validation,
+                              overwrite=overwrite, process=process)
+    return run_epochs(session, show_progress)
+
+
+def run_epochs(session: TrainingSession, show_progress: bool = True) -> TrainingRun:
+    """The session's remaining epochs, step by step (with a progress bar on the main process)."""
+    epochs = session.settings.epochs
+    with session:
+        for epoch in range(session.start_epoch, epochs):
+            steps = tqdm(session.epoch_steps(epoch), desc=f"epoch {epoch + 1}/{epochs}",
+                         disable=not (show_progress and session.process.is_main), leave=False)
+            for index, (batch, share) in enumerate(steps):
+                session.step(epoch, index, batch, share)
+            session.end_epoch(epoch)
+    return session.finish()
 
 
 def _epoch_batches(size: int, settings: LoopSettings, epoch: int) -> list[list[int]]:
