@@ -3,6 +3,8 @@
 #   cpu:  torch's CPU build from PyTorch's CPU index (no CUDA wheels, a much smaller image)
 #   cuda: torch from PyPI, which brings its CUDA runtime wheels (the host needs the NVIDIA driver and
 #         container toolkit: docker run --gpus all ...)
+#   deploy: the cuda image plus the MONAI Deploy application (python -m medclip_ad.deploy), study in /input,
+#         models (settings.yaml, weights, checkpoint) in /models, DICOM outputs in /output
 # Build and run: see README.md ("Containers"). Not built in CI.
 
 FROM python:3.11-slim AS common
@@ -32,3 +34,14 @@ USER medclip
 VOLUME ["/cache", "/results"]
 ENTRYPOINT ["medclip-ad"]
 CMD ["infer", "/data", "--out", "/results", "--device", "cuda"]
+
+FROM cuda AS deploy
+USER root
+RUN pip install ".[deploy]" -c constraints.txt \
+    && pip check \
+    && mkdir -p /input /output /models && chown medclip:medclip /output
+USER medclip
+ENV HOLOSCAN_INPUT_PATH=/input HOLOSCAN_OUTPUT_PATH=/output HOLOSCAN_MODEL_PATH=/models
+VOLUME ["/output"]
+ENTRYPOINT ["python", "-m", "medclip_ad.deploy"]
+CMD []
