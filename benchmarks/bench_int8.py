@@ -9,14 +9,13 @@ Random weights say nothing about accuracy with real CLIP weights: measure that b
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 from medclip_ad.config import DetectorConfig
 from medclip_ad.inference.predictor import AnomalyPredictor
 
-from machine import machine_line
+from machine import load_line, machine_line
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     fp32_time, int8_time = (float(np.median(timings[name])) for name in ("fp32", "int8"))
     score_difference = float(np.abs(results["fp32"].scores - results["int8"].scores).max())
     map_difference = float(max(np.abs(a - b).max() for a, b in zip(results["fp32"].maps, results["int8"].maps)))
-    print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    print(load_line())
     print(f"random:{args.preset} @{args.image_size}, {args.slices} slices x {args.rounds} rounds (median)")
     print(f"fp32: {fp32_time:.2f} s/slice")
     print(f"int8: {int8_time:.2f} s/slice ({fp32_time / int8_time:.2f}x)")

@@ -1,12 +1,13 @@
 """Slices per second of volume inference, batched, against a loop shaped like the reference's test loop.
 
-    python benchmarks/bench_volume.py [--presets tiny vit-b] [--slices 16] [--batch-sizes 1 4 8 16]
+    python benchmarks/bench_volume.py [--presets tiny vit-b] [--slices 16] [--batch-sizes 1 4 8 16] [--rounds 1]
 
 The naive loop scores one slice at a time and blurs each map with scipy on the CPU, as the reference
 test script does; ours batches slices, blurs on the model's device and keeps text features cached.
 Both run in the same process on the same volume, so the ratio is meaningful on any machine. Each batch
 size is also run without the reader thread (the batches read, then scored, one after the other) to
-show what overlapping reading with scoring gains.
+show what overlapping reading with scoring gains; with `--rounds N` the two alternate N times and the
+medians are compared, so a change in machine load hits both. The load average is printed with each line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from medclip_ad.io.orientation import extract_slice, insert_slice, plane_layout
 from medclip_ad.modeling.anomaly_maps import layer_anomaly_maps
 from scipy.ndimage import gaussian_filter
 
-from machine import machine_line
+from machine import load_line, machine_line
 
 # ViT-B/16 needs a multiple of 16; the other presets use the published 518. Maps from the last block.
 IMAGE_SIZES = {"tiny": 518, "vit-b": 512, "vit-l-14-336": 518}
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of overlapped and sequential runs")
     args = parser.parse_args()
 
     print(machine_line(args.device))
@@ -101,12 +103,14 @@ def main() -> None:
             predictor = AnomalyPredictor(DetectorConfig(**{**base.__dict__, "batch_size": batch_size}),
                                          backbone=naive.backbone)
             infer_volume(predictor, volume[:, :, :batch_size], AXIAL, soft_tissue)  # warm-up
-            seconds = _timed(lambda: infer_volume(predictor, volume, AXIAL, soft_tissue))
-            rate = args.slices / seconds
-            sequential_rate = args.slices / _timed(lambda: sequential_batches(predictor, volume))
+            overlapped, sequential = [], []
+            for _ in range(args.rounds):
+                overlapped.append(_timed(lambda: infer_volume(predictor, volume, AXIAL, soft_tissue)))
+                sequential.append(_timed(lambda: sequential_batches(predictor, volume)))
+            rate, sequential_rate = args.slices / np.median(overlapped), args.slices / np.median(sequential)
             print(f"{weights} @{base.image_size} {predictor.provenance()['precision']} batch {batch_size:>2}: "
                   f"{rate:.2f} slices/s ({rate / naive_rate:.2f}x the naive loop; without the reader thread "
-                  f"{sequential_rate:.2f} slices/s, overlap {rate / sequential_rate:.2f}x)")
+                  f"{sequential_rate:.2f} slices/s, overlap {rate / sequential_rate:.2f}x; {load_line()})")
 
 
 if __name__ == "__main__":

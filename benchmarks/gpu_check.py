@@ -6,8 +6,9 @@
 (a) the reference-parity fixtures on the device in fp32 (TF32 off), max differences against the
 fixture tolerances; (b) bf16 against fp32 on the same inputs (scores and maps); (c) model throughput of
 ViT-L/14@518 with random weights at several batch sizes in fp32 and bf16 (slices/s, peak memory);
-(d) end-to-end `medclip-ad infer` on a generated CT series (slices/s including reading and writing).
-Prints one table and exits 1 when a parity check fails.
+(d) end-to-end `medclip-ad infer` on a generated CT series (slices/s including reading and writing);
+(e) `--compile inductor` and `--compile cuda-graphs` against eager at one batch size (compile time,
+slices/s, largest score and map change). Prints one table and exits 1 when a parity check fails.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ class CheckSizes:
     repeats: int
     ct_shape: tuple[int, int, int]
     infer_batch: int
+    compile_batch: int
 
 
-FULL = CheckSizes("vit-l-14-336", 518, (1, 8, 32, 64), 5, (512, 512, 300), 32)
-QUICK = CheckSizes("tiny", 224, (1, 2), 1, (64, 64, 4), 2)
+FULL = CheckSizes("vit-l-14-336", 518, (1, 8, 32, 64), 5, (512, 512, 300), 32, 8)
+QUICK = CheckSizes("tiny", 224, (1, 2), 1, (64, 64, 4), 2, 2)
 
 
 @dataclass
@@ -156,6 +158,38 @@ def end_to_end_rows(device: str, sizes: CheckSizes) -> list[Row]:
                 f"{slices / seconds:.1f} slices/s ({seconds:.1f} s, model load included)", "exit 0", code == 0)]
 
 
+def compile_rows(device: str, sizes: CheckSizes) -> list[Row]:
+    """(e) each --compile mode against eager on the same batch, in the device's default precision."""
+    images = torch.randn(sizes.compile_batch, 3, sizes.image_size, sizes.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    base = DetectorConfig(clip_weights=f"random:{sizes.preset}", method="ensemble", image_size=sizes.image_size,
+                          device=device)
+    eager = AnomalyPredictor(base)
+    label = f"(e) {sizes.preset}@{sizes.image_size} {eager.provenance()['precision']} batch {sizes.compile_batch}"
+    eager_scores, eager_maps = eager.predict_tensor(images)  # warm-up, and the outputs compared against
+    seconds = _timed(lambda: [eager.predict_tensor(images) for _ in range(sizes.repeats)], eager.device)
+    rows = [Row(f"{label} eager", f"{sizes.compile_batch * sizes.repeats / seconds:.1f} slices/s")]
+    for mode in ("inductor", "cuda-graphs"):
+        try:
+            compiled = AnomalyPredictor(DetectorConfig(**{**base.__dict__, "compile": mode}), backbone=eager.backbone)
+            first = _timed(lambda: compiled.predict_tensor(images), compiled.device)
+            compiled.predict_tensor(images)  # CUDA graphs record on a warm call
+            seconds = _timed(lambda: [compiled.predict_tensor(images) for _ in range(sizes.repeats)], compiled.device)
+            scores, maps = compiled.predict_tensor(images)
+        except UserInputError as error:
+            rows.append(Row(f"{label} compile {mode}", f"not run: {error}"))
+            continue
+        except Exception as error:  # a compiler failure must not cost the rest of the table
+            rows.append(Row(f"{label} compile {mode}", f"failed: {type(error).__name__}: {str(error).splitlines()[0]}"))
+            continue
+        score_difference = float((scores - eager_scores).abs().max())
+        map_difference = float((maps - eager_maps).abs().max())
+        rows.append(Row(f"{label} compile {mode}",
+                        f"{sizes.compile_batch * sizes.repeats / seconds:.1f} slices/s, first batch {first:.0f} s; "
+                        f"vs eager scores {score_difference:.1e}, maps {map_difference:.1e}"))
+    return rows
+
+
 def _timed(function, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -186,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += bf16_rows(args.device, sizes)
     rows += throughput_rows(args.device, sizes)
     rows += end_to_end_rows(args.device, sizes)
+    rows += compile_rows(args.device, sizes)
     print_table(rows)
     return 1 if any(row.ok is False for row in rows) else 0
 

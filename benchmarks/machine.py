@@ -14,3 +14,8 @@ def machine_line(device: str = "cpu") -> str:
         platform.processor() or platform.machine()
     return (f"machine: {name}, {os.cpu_count()} CPU cores, {platform.platform()}, torch {torch.__version__}, "
             f"threads {torch.get_num_threads()}")
+
+
+def load_line() -> str:
+    """`load average <1 min> <5 min> <15 min>`: other jobs on the machine, printed with every timed number."""
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())

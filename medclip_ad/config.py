@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # This module imports nothing heavy: the command line builds its options (choices, defaults) from it
 # without loading torch.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
+# `--compile`: the vision encoders eager, compiled by TorchInductor, or compiled and replayed as CUDA graphs.
+COMPILE_MODES: tuple[str, ...] = ("off", "inductor", "cuda-graphs")
 # CLIP MLP activations (`auto`: decided from the checkpoint, the method and the weights; see DetectorConfig).
 ACTIVATIONS: tuple[str, ...] = ("auto", "quick_gelu", "gelu")
 # Volume slicing planes (by the array axis normal to each in RAS) and slice-score aggregations.
@@ -49,6 +51,8 @@ class DetectorConfig:
         project's .safetensors format or, where the method reads one, its reference format.
     precision: `auto` is fp32 on CPU and bf16 autocast on CUDA; `int8` (CPU only) quantises the vision
         encoder's linear layers (faster, less exact: see benchmarks/bench_int8.py).
+    compile: one of COMPILE_MODES (see `medclip_ad.modeling.compilation`); changes speed, not outputs
+        beyond fp32 rounding, so it is not part of the provenance.
     activation: `quick_gelu`, `gelu`, or `auto`: the one recorded in the checkpoint, else the method's
         own (see `Method.activation`), else the weights' (see `modeling.clip_backbone`).
     """
@@ -62,6 +66,7 @@ class DetectorConfig:
     batch_size: int = 8
     precision: str = "auto"
     activation: str = "auto"
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         """Refuse values that cannot work before anything loads (options are named as on the command line)."""
@@ -70,6 +75,8 @@ class DetectorConfig:
         get_method(self.method)  # one line naming the choices for an unknown one
         if self.precision not in PRECISIONS:
             raise UserInputError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
+        if self.compile not in COMPILE_MODES:
+            raise UserInputError(f"--compile {self.compile}: choose from {', '.join(COMPILE_MODES)}")
         _at_least(1, image_size=self.image_size, batch_size=self.batch_size)
         if not self.layers:
             raise UserInputError("--layers: name at least one layer")

@@ -27,3 +27,7 @@ def test_gpu_check_runs_quick_on_the_cpu(parity_dir: Path) -> None:
     assert sum(line.startswith("(c) tiny@224") for line in lines) >= 2
     end_to_end = [line for line in lines if line.startswith("(d) infer")]
     assert len(end_to_end) == 1 and end_to_end[0].endswith("PASS") and "slices/s" in end_to_end[0]
+    compiled = {line.split(" batch 2 ")[1].split("  ")[0]: line for line in lines if line.startswith("(e) tiny@224")}
+    assert set(compiled) == {"eager", "compile inductor", "compile cuda-graphs"}
+    assert "slices/s" in compiled["eager"] and "vs eager scores" in compiled["compile inductor"]
+    assert "not run: --compile cuda-graphs: CUDA graphs need a CUDA device" in compiled["compile cuda-graphs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medclip_ad.config import ACTIVATIONS, PRECISIONS, DetectorConfig
+from medclip_ad.config import ACTIVATIONS, COMPILE_MODES, PRECISIONS, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods import DEFAULT_METHOD
@@ -45,6 +45,10 @@ def add_detector_arguments(parser: argparse.ArgumentParser, batch_size: int = 8)
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: fp32 on CPU, bf16 autocast on CUDA; int8: the vision encoder's linear "
                             "layers quantised, CPU only (faster, less exact; not for published numbers)")
+    group.add_argument("--compile", choices=COMPILE_MODES, nargs="?", const="inductor", default="off",
+                       help="compile the vision encoder with torch.compile (`--compile` alone: inductor); "
+                            "cuda-graphs: also replay it as one CUDA graph per batch size (CUDA only). Each "
+                            "batch size compiles once at its first batch (minutes for ViT-L); off by default")
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:
@@ -72,4 +76,5 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
                           device=args.device,
                           activation=getattr(args, "activation", "auto"),
                           batch_size=DetectorConfig.batch_size if batch_size is None else batch_size,
-                          precision=getattr(args, "precision", "auto"))
+                          precision=getattr(args, "precision", "auto"),
+                          compile=getattr(args, "compile", "off"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medclip_ad.cli.detector_options import add_detector_arguments, detector_config
 from medclip_ad.config import EXPORT_FORMATS
+from medclip_ad.errors import UserInputError
 from medclip_ad.output_files import EXPORT_FILE_NAMES, EXPORT_MANIFEST_FILE
 
 HELP = "export a detector (text side baked in) to TorchScript and ONNX, checked against the eager outputs"
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
 
+    if args.compile != "off":
+        raise UserInputError(f"--compile {args.compile}: exports are traced from the eager model; leave it off")
     formats = args.formats or list(available_formats())
     check_export_request(args.out, formats, args.overwrite)
     # Exports are fp32: `auto` means fp32 here; an explicit reduced precision is refused by the export.

@@ -27,13 +27,24 @@ from medclip_ad.devices import resolve_device
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.preprocessing import preprocess
 from medclip_ad.methods.checkpoint import file_sha256
+from medclip_ad.methods.output import DetectorOutput
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.anomaly_maps import anomaly_map, layer_anomaly_maps
 from medclip_ad.modeling.clip_backbone import ClipBackbone
+from medclip_ad.modeling.compilation import check_compile_request, compile_vision_encoders, mark_step
 from medclip_ad.modeling.gaussian_blur import gaussian_blur
 from medclip_ad.modeling.int8 import int8_available, int8_blocks
 from medclip_ad.modeling.precision import disable_tf32
 from medclip_ad.modeling.vision_tower import ClipVisionTower
+
+# On the CPU a block's matrix products run at full speed from about a thousand token rows on, and larger
+# batches only grow the activations: ViT-L at 518 px has 1,370 rows per image and a 22 MB MLP activation,
+# which at batch 2 passes glibc's 32 MB mmap threshold, so every such allocation page-faults in fresh,
+# kernel-zeroed memory (575,000 faults per slice at batch 2; none in passes of one image, which reuse freed
+# heap memory; benchmarks/bench_side_by_side.py). The model therefore runs at most this many token rows per
+# pass there: ViT-L and ViT-B at their published sizes one image at a time, the tiny test model at 224 px
+# seven. Outputs do not depend on it.
+CPU_TOKEN_ROWS_PER_PASS = 2048
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model has random CLIP weights (random:*); its scores and maps "
                           "are meaningless and only show that the pipeline runs")
@@ -69,11 +80,14 @@ class AnomalyPredictor:
             raise UserInputError(f"--batch-size {config.batch_size}: must be at least 1")
         self.config = config
         self.device = resolve_device(config.device)
+        check_compile_request(config.compile, self.device, config.precision)
         built = build_detector(config, backbone)
         self.backbone = built.backbone
         self.model = built.model.to(self.device).eval()
         if config.precision == "int8":
             self._quantise_vision_encoders()
+        compile_vision_encoders(self.model, config.compile)
+        self._images_per_pass = self._pick_images_per_pass()
         self._checkpoint = built.checkpoint
         self._autocast_dtype = self._pick_autocast_dtype()
         self._weights_digest: str | None = None
@@ -120,14 +134,30 @@ class AnomalyPredictor:
     def predict_tensor(self, images: torch.Tensor, with_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (B, 3, S, S) -> scores (B,) and blurred maps at S x S: (B, S, S), or (B, L, S, S) per layer."""
         images = images.to(self.device, non_blocking=True)
+        mark_step(self.config.compile)
         with self._autocast():  # the backbone only: each method's head runs in fp32 (modeling/precision.py)
-            output = self.model(images)
+            output = self._run_model(images)
         scores = output.image_logits.float().softmax(dim=-1)[:, 1]
         if not with_layers:
             return scores, anomaly_map(output.probability_maps)
         layer_maps = layer_anomaly_maps(output.probability_maps)
         batch, layers, size, _ = layer_maps.shape
         return scores, gaussian_blur(layer_maps.reshape(batch * layers, size, size)).reshape(layer_maps.shape)
+
+    def _run_model(self, images: torch.Tensor) -> DetectorOutput:
+        """The detector on a batch; on the CPU in passes of at most CPU_TOKEN_ROWS_PER_PASS token rows."""
+        if self._images_per_pass is None or images.shape[0] <= self._images_per_pass:
+            return self.model(images)
+        parts = [self.model(chunk) for chunk in images.split(self._images_per_pass)]
+        return DetectorOutput(torch.cat([part.image_logits for part in parts]),
+                              [torch.cat(maps) for maps in zip(*(part.probability_maps for part in parts))])
+
+    def _pick_images_per_pass(self) -> int | None:
+        """None (the whole batch at once) on accelerators, whose throughput grows with the batch."""
+        towers = [module for module in self.model.modules() if isinstance(module, ClipVisionTower)]
+        if self.device.type != "cpu" or not towers:
+            return None
+        return max(1, CPU_TOKEN_ROWS_PER_PASS // max(tower.grid ** 2 + 1 for tower in towers))
 
     def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
         """8-bit images -> the model's input batch; pure CPU work, so a reader thread can run it ahead."""
