@@ -30,7 +30,9 @@ VIEWER_START_TIMEOUT_S = 90
 # Everything the wheel must carry besides the package's modules: the viewer and the bundle, mapped.
 SHIPPED = ("medclip_ad/py.typed", "medclip_ad/share/app/viewer.py", "medclip_ad/share/app/medclip_viewer/launch.py",
            "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/inference.json",
-           "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/metadata.json")
+           "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/metadata.json",
+           "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/train.json",
+           "medclip_ad/deploy/app.py", "medclip_ad/deploy/app.yaml")
 
 
 @pytest.fixture(scope="module")
