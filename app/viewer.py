@@ -40,6 +40,10 @@ from medclip_viewer.verdict_panel import verdict_panel
 from medclip_viewer.worklist_panel import worklist_table
 
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
+IMAGES_TAB = "Slice images (PNG) and export"
+SCORES_TAB = "Slice scores"
+FINDINGS_TAB = "Findings"
+PROVENANCE_TAB = "Model provenance"
 
 st.set_page_config(page_title="medclip-ad viewer", layout="wide")
 require_password()
@@ -47,6 +51,7 @@ launch = parse_launch_options(sys.argv[1:], os.environ)
 session = viewer_session()
 show_patient = bool(st.session_state.get(KEY_SHOW_PATIENT, False))
 st.sidebar.title("medclip-ad viewer")
+st.sidebar.caption(NOT_FOR_DIAGNOSIS)
 open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in range(4))
 with open_box:
     open_case_panel(session, launch, show_patient)
@@ -58,8 +63,9 @@ with privacy_box:
     st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT,
               help="Off: no identifiers, and the case is called by a neutral label instead of its file name.")
 
+# The image comes first (it fits a 1280x800 screen): one row of worklist controls above it, the case's
+# header, score and review beside it, everything else in tabs below it.
 exposure_warning()
-st.caption(NOT_FOR_DIAGNOSIS)
 worklist_table(show_patient)
 if session.scan is None:
     st.info("Open a case from the sidebar: a results folder, a folder under the data root, or an upload.")
@@ -67,11 +73,6 @@ if session.scan is None:
 
 scan, result = session.scan, session.shown()
 title = scan.name if show_patient else session.case_label
-case_header(scan, title, show_patient)
-if result is None:
-    st.info("No results for this case yet: choose the model in the sidebar and press Run inference.")
-else:
-    random_weights_banner(result)
 with display_box:
     st.header("Display")
     mapping = intensity_controls(session, scan, result.document.get("intensity") if result else None)
@@ -79,26 +80,41 @@ with display_box:
         if result else None
 viewer_column, side_column = st.columns([3, 1])
 with side_column:
+    case_header(scan, title, show_patient)
+    if result is None:
+        st.info("No results for this case yet: choose the model in the sidebar and press Run inference.")
+    else:
+        random_weights_banner(result)
     metrics_box = st.container()
     plane = plane_control(scan, result)
-    if result is not None:
-        findings_panel(result)
-        jump_buttons(result)
     review_box = st.container()
 with viewer_column:
-    interactive = st.container() if scan.kind == "volume" else None
-    with st.expander("Slice images (PNG)", expanded=interactive is None) if interactive else st.container():
+    view_box = st.container()
+    sections = [name for name, shown in ((IMAGES_TAB, scan.kind == "volume"),
+                                         (SCORES_TAB, result is not None and scan.kind == "volume"),
+                                         (FINDINGS_TAB, result is not None and "flagged" in result.document),
+                                         (PROVENANCE_TAB, result is not None)) if shown]
+    tab = dict(zip(sections, st.tabs(sections))) if sections else {}
+    with tab.get(IMAGES_TAB) or view_box:  # a 2-D image is shown as its PNG panels, first
         layout, index = slice_control(scan, result, plane)
         overlay_png = image_panels(session, layout, index, mapping, style)
-    if interactive is not None:
-        with interactive:
+        if result is not None:
+            exports(title, scan, result, layout, index, overlay_png)
+    if scan.kind == "volume":
+        with view_box:
             reading_view(session, layout, index, mapping, style)
 if result is not None:
     with metrics_box:
         score_metrics(result, layout, index)
-    score_plot(result, layout, index)
-    exports(title, scan, result, layout, index, overlay_png)
-    provenance(result)
+    if SCORES_TAB in tab:
+        with tab[SCORES_TAB]:
+            jump_buttons(result)
+            score_plot(result, layout, index)
+    if FINDINGS_TAB in tab:
+        with tab[FINDINGS_TAB]:
+            findings_panel(result)
+    with tab[PROVENANCE_TAB]:
+        provenance(result)
     if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
         with review_box:
             verdict_panel(result, layout.plane if scan.kind == "volume" else None, index)

@@ -200,6 +200,8 @@ def test_results_folder_opens_with_score_banner_and_png_panels(viewer, monkeypat
     assert f"axial slice {top} of 31" in caption and "left R, right L, top A, bottom P" in caption
     assert at.slider(key=slice_key("axial")).value == top
     assert "window soft_tissue" in caption  # the model's window (scores.json `intensity`)
+    # the interactive view comes first; the PNG panels, score curve and provenance wait in tabs below it
+    assert [tab.label for tab in at.tabs] == ["Slice images (PNG) and export", "Slice scores", "Model provenance"]
 
 
 def test_slice_slider_moves_the_slice_and_its_score(viewer, monkeypatch, generated):

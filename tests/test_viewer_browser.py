@@ -2,10 +2,11 @@
 
 Selenium is given the system chromium and chromedriver explicitly and runs offline (SE_OFFLINE), so no
 browser or driver is ever downloaded; WebGL runs on SwiftShader. The test opens a results folder of two
-cases, checks the WebGL canvas shows scan and overlay (the O key hides the overlay: the pixels that
-change are the overlay's), scrolls slices with the wheel while the server's debug log shows no script
-rerun, moves to the next case with N, records a review and finds review.json written; a screenshot goes
-to test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where it must run.
+cases in a 1280x800 window, checks the whole WebGL canvas lies on the first screen (no Deploy button, no
+truncated control), that it shows scan and overlay (the O key hides the overlay: the pixels that change
+are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
+script rerun, moves to the next case with N, records a review and finds review.json written; a
+screenshot goes to test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where it must run.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACT = REPO_ROOT / "test-artifacts" / "viewer.png"
 SERVER_START_TIMEOUT_S = 120
 PAGE_TIMEOUT_S = 300
-WINDOW_SIZE = (1400, 1000)
+WINDOW_SIZE = (1280, 800)  # a laptop screen: the image must fit without scrolling
 SECOND_CASE = "second"
 RUN_LOG_LINE = "Running script"
 SETTLE_S = 1.0
@@ -53,6 +54,7 @@ LIT_LEVEL = 30
 MIN_SCAN_FRACTION = 0.05
 OVERLAY_DIFFERENCE = 40
 MIN_OVERLAY_FRACTION = 0.005
+MIN_CANVAS_HEIGHT_PX = 300
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver); in CI this test runs",
@@ -209,6 +211,24 @@ def click_by_text(driver, selector: str, text: str) -> bool:
     return False
 
 
+def canvas_box(driver, frame) -> tuple[float, float, float]:
+    """The canvas's top and bottom in the page's window, and the window's height (CSS pixels)."""
+    driver.switch_to.default_content()
+    top, height = driver.execute_script("return [arguments[0].getBoundingClientRect().top, window.innerHeight]", frame)
+    driver.switch_to.frame(frame)
+    inner_top, inner_bottom = driver.execute_script(
+        "const box = document.getElementById('gl').getBoundingClientRect(); return [box.top, box.bottom]")
+    return top + inner_top, top + inner_bottom, height
+
+
+def truncated_texts(driver) -> list[str]:
+    """Texts of the page's select boxes and buttons that do not fit their box (cut with an ellipsis)."""
+    driver.switch_to.default_content()
+    return driver.execute_script("""return [...document.querySelectorAll(
+        "[data-baseweb='select'] div, [data-testid='stButton'] button *, [data-testid='stPopover'] button *")]
+        .filter((e) => e.children.length === 0 && e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent)""")
+
+
 def main_text(driver) -> str:
     driver.switch_to.default_content()
     return driver.find_element(By.TAG_NAME, "body").text
@@ -223,10 +243,15 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     assert "case 1 of 2" in main_text(browser)
     body = main_text(browser)
     assert "Case score" in body and f"{document['score']:.4f}" in body and "RANDOM WEIGHTS" in body
+    assert "Deploy" not in body and not truncated_texts(browser)
     browser.switch_to.frame(frame)
     canvas = wait.until(loaded_canvas)
     first_pair = canvas.get_attribute("data-ready")
     wait.until(lambda d: crosshair(d))
+    top, bottom, window_height = canvas_box(browser, frame)
+    assert 0 <= top and bottom <= window_height, (top, bottom, window_height)  # the whole image, no scrolling
+    assert bottom - top >= MIN_CANVAS_HEIGHT_PX
+    assert browser.find_element(By.ID, "mark").text == "RANDOM WEIGHTS"
 
     # scan and overlay on the WebGL canvas; O hides the overlay in the browser
     time.sleep(SETTLE_S)
@@ -248,8 +273,18 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
                                                  0, WHEEL_DELTA).perform()
     wait.until(lambda d: crosshair(d) != where_before)
     time.sleep(SETTLE_S)
-    assert script_runs(log_path) == runs_before
     assert not np.array_equal(canvas_pixels(canvas), with_overlay)
+
+    # + zooms about the crosshair and 0 resets, in the browser too
+    scrolled = canvas_pixels(canvas)
+    ActionChains(browser).send_keys_to_element(canvas, "+").perform()
+    wait.until(lambda d: "zoom 1.2x" in d.find_element(By.ID, "zoom-state").text)
+    time.sleep(SETTLE_S)
+    assert not np.array_equal(canvas_pixels(canvas), scrolled)
+    ActionChains(browser).send_keys_to_element(canvas, "0").perform()
+    wait.until(lambda d: not d.find_element(By.ID, "zoom-state").text)
+    time.sleep(SETTLE_S)
+    assert script_runs(log_path) == runs_before
 
     # N moves to the next case of the worklist (one script run), and the viewer loads its map
     ActionChains(browser).send_keys_to_element(canvas, "n").perform()

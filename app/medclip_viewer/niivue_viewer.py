@@ -139,9 +139,10 @@ def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index:
 
 def niivue_view(*, scan_file: str, map_file: str | None, mapping: IntensityMapping, style: OverlayStyle | None,
                 map_max: float, layout: str, plane: str, focus_mm: list[float] | None, focus_id: str,
-                height: int, on_action) -> None:
-    """Draw the viewer; `on_action(ViewerAction)` runs (as a callback, before the page reruns) when the
-    reader presses N, P or B inside it."""
+                height: int, random_weights: bool, on_action) -> None:
+    """Draw the viewer, at most `height` px tall (it fits itself to the window below it), with the
+    random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs (as a
+    callback, before the page reruns) when the reader presses N, P or B inside it."""
     served_folder()
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
@@ -149,7 +150,8 @@ def niivue_view(*, scan_file: str, map_file: str | None, mapping: IntensityMappi
     component(scan_url=scan_file, map_url=map_file, window=[float(low), float(high)], colormap=style.colormap,
               opacity=float(style.opacity), threshold=float(style.threshold), map_max=float(map_max),
               layout=layout, plane=plane, focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None,
-              height=int(height), key=KEY_VIEWER, default=None, on_change=partial(_dispatch, on_action))
+              height=int(height), random_weights=bool(random_weights), key=KEY_VIEWER, default=None,
+              on_change=partial(_dispatch, on_action))
 
 
 def _dispatch(on_action) -> None:

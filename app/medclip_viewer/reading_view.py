@@ -18,7 +18,8 @@ from medclip_viewer.verdict_panel import add_bookmark
 from medclip_viewer.worklist_panel import step_worklist
 
 KEY_LAYOUT = "view.layout"
-VIEWER_HEIGHT_PX = 560
+# The tallest the viewer gets; it fits itself to the window below it (the whole image on a 1280x800 screen).
+VIEWER_HEIGHT_PX = 900
 
 
 def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mapping: IntensityMapping,
@@ -33,6 +34,7 @@ def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mappin
     niivue_view(scan_file=scan_url(session.case_key or "", scan), map_file=map_file, mapping=mapping, style=style,
                 map_max=result.map_max if result is not None else 1.0, layout=shown_layout, plane=layout.plane,
                 focus_mm=focus, focus_id=f"{session.case_key}|{layout.plane}|{index}", height=VIEWER_HEIGHT_PX,
+                random_weights=bool(result is not None and result.random_weights),
                 on_action=lambda action: _act(session, action))
 
 

@@ -165,5 +165,4 @@ def _scale_bar(draw: ImageDraw.ImageDraw, width: int, height: int, margin: int, 
     right, bottom = width - margin, height - margin
     draw.rectangle((right - length, bottom - thickness, right + 1, bottom + 1), fill=MARK_DARK)
     draw.rectangle((right - length + 1, bottom - thickness + 1, right, bottom), fill=MARK_WHITE)
-    draw.text((right - length / 2, bottom - thickness - margin), f"{length_mm:g} mm", fill=MARK_WHITE, anchor="mb",
-              **text)
+    draw.text((right, bottom - thickness - margin), f"{length_mm:g} mm", fill=MARK_WHITE, anchor="rb", **text)

@@ -97,8 +97,7 @@ def provenance(result: CaseResult) -> None:
     rows = {name: model.get(name) for name in PROVENANCE_FIELDS}
     rows.update({"intensity given to the model": document.get("intensity"), "map range": document["map_range"],
                  "scored plane": document.get("slice_axis"), "volume score": document.get("score_aggregation")})
-    with st.expander("Model provenance"):
-        st.dataframe({"setting": list(rows), "value": [str(value) for value in rows.values()]}, hide_index=True)
+    st.dataframe({"setting": list(rows), "value": [str(value) for value in rows.values()]}, hide_index=True)
 
 
 def plane_control(scan: Scan, result: CaseResult | None) -> str | None:
@@ -107,7 +106,7 @@ def plane_control(scan: Scan, result: CaseResult | None) -> str | None:
         return None
     scored_plane = result.document["slice_axis"] if result else None
     st.session_state.setdefault(KEY_PLANE, scored_plane or plane_of_axis(scan.slice_axis, scan.affine))
-    return st.radio("View", list(SCREEN_AXES), key=KEY_PLANE)
+    return st.radio("View", list(SCREEN_AXES), key=KEY_PLANE, horizontal=True)
 
 
 def slice_control(scan: Scan, result: CaseResult | None, plane: str | None) -> tuple[PlaneLayout, int]:
@@ -187,15 +186,17 @@ def score_plot(result: CaseResult, layout: PlaneLayout, index: int) -> None:
 
 
 def jump_buttons(result: CaseResult) -> None:
-    """One button per top slice of the scored plane, best first: a click shows that plane and slice."""
+    """One button per top slice of the scored plane, best first, in a row: a click shows that plane and
+    slice."""
     document = result.document
     if document["kind"] != "volume":
         return
     plane = document["slice_axis"]
-    st.caption(f"Top {plane} slices (score)")
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.caption(f"Top {plane} slices (score)", width="content")
     for rank, slice_index in enumerate(document["top_slices"]):
-        st.button(f"slice {slice_index} ({document['slice_scores'][slice_index]:.3f})", key=f"{JUMP_KEY_PREFIX}{rank}",
-                  on_click=_jump, args=(plane, slice_index), width="stretch")
+        row.button(f"slice {slice_index} ({document['slice_scores'][slice_index]:.3f})", key=f"{JUMP_KEY_PREFIX}{rank}",
+                   on_click=_jump, args=(plane, slice_index))
 
 
 def _jump(plane: str, index: int) -> None:

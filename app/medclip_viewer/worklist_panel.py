@@ -23,6 +23,8 @@ KEY_WORKLIST_TABLE = "worklist.table"
 KEY_WORKLIST_NEXT = "worklist.next"
 KEY_WORKLIST_PREVIOUS = "worklist.previous"
 KEY_WORKLIST_EXPORT = "worklist.export"
+KEY_WORKLIST_BAR = "worklist.bar"
+KEY_WORKLIST_POPOVER = "worklist.popover"
 _KEY_ROWS = "worklist.rows"
 _KEY_NEUTRAL = "worklist.neutral_names"
 _KEY_TABLE_GENERATION = "worklist.table_generation"
@@ -78,25 +80,27 @@ def _cached_row(folder: str, scores_mtime: int, review_mtime: int) -> WorklistRo
 
 
 def worklist_table(show_patient: bool) -> None:
-    """Where the reader is in the worklist, next/previous, review export, and the table (folded, so the
-    image stays on the first screen); nothing when no worklist is open. While identifiers are hidden,
-    cases are called by their place in the folder, never by their (file-derived) names."""
+    """Where the reader is in the worklist, next/previous, the table (in a pop-over, so the image stays
+    on the first screen) and the review export, in one row; nothing when no worklist is open. While
+    identifiers are hidden, cases are called by their place in the folder, never by their (file-derived)
+    names."""
     rows: list[WorklistRow] | None = st.session_state.get(_KEY_ROWS)
     if not rows:
         return
     current = Path(st.session_state[KEY_WORKLIST_CURRENT])
     reviewed = sum(1 for row in rows if row.review)
     position = next((n for n, row in enumerate(rows, start=1) if row.folder == current), 0)
-    where, previous, following, export = st.columns([4, 1, 1, 2], vertical_alignment="center")
-    where.markdown(f"**Worklist**: case {position} of {len(rows)}, {reviewed} reviewed")
-    previous.button("Previous", key=KEY_WORKLIST_PREVIOUS, shortcut=PREVIOUS_SHORTCUT, on_click=step_worklist,
-                    args=(-1,), width="stretch", help="Previous case (key P)")
-    following.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=step_worklist, args=(1,),
-                     width="stretch", help="Next case (key N)")
+    bar = st.container(horizontal=True, vertical_alignment="center", key=KEY_WORKLIST_BAR)
+    bar.markdown(f"**Worklist**: case {position} of {len(rows)}, {reviewed} reviewed", width="content")
+    bar.button("Previous", key=KEY_WORKLIST_PREVIOUS, shortcut=PREVIOUS_SHORTCUT, on_click=step_worklist,
+               args=(-1,), help="Previous case (key P)")
+    bar.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=step_worklist, args=(1,),
+               help="Next case (key N)")
+    table = bar.popover("Worklist table", key=KEY_WORKLIST_POPOVER)
     text, _ = reviews_csv([row.folder for row in rows])
-    export.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv", mime="text/csv",
-                           key=KEY_WORKLIST_EXPORT, on_click="ignore", width="stretch", disabled=reviewed == 0)
-    with st.expander("Worklist table", expanded=False):
+    bar.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv", mime="text/csv",
+                        key=KEY_WORKLIST_EXPORT, on_click="ignore", disabled=reviewed == 0)
+    with table:
         st.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
         neutral = st.session_state.get(_KEY_NEUTRAL, {})
         names = {row.folder: row.case if show_patient else neutral.get(row.folder, "case") for row in rows}

@@ -2,8 +2,8 @@
 //
 // Python sends URLs of the scan and of an 8-bit display copy of the map (files served from this
 // component's folder) plus display settings. Volumes load once per URL; every other interaction
-// (wheel and key slice scrolling, window/level drag, crosshair, value under the cursor, overlay
-// toggle) stays in the browser. Only deliberate actions go back to Python as the component value:
+// (wheel and key slice scrolling, window/level drag, zoom and pan, crosshair, value under the cursor,
+// overlay toggle) stays in the browser. Only deliberate actions go back to Python as the component value:
 // next/previous case (N/P) and bookmarking the slice under the crosshair (B).
 //
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
@@ -15,6 +15,15 @@ import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@n
 const ZERO_TO_MAX_TRANSPARENT_BELOW_MIN = 2;
 const LAYOUTS = { multiplanar: SLICE_TYPE.MULTIPLANAR, axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL,
   sagittal: SLICE_TYPE.SAGITTAL };
+// Left click moves the crosshair, left drag with Shift (or a middle drag) pans, right drag sets window/level.
+const MOUSE_BUTTONS = { leftButton: { primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan },
+  rightButton: DRAG_MODE.windowing, centerButton: DRAG_MODE.pan };
+// One Ctrl+wheel notch or +/- key zooms by this factor, within these bounds.
+const ZOOM_STEP = 1.2;
+const ZOOM_RANGE = [0.5, 20];
+// The viewer fills the window below its own top, down to this gap, and is never shorter than this.
+const WINDOW_BOTTOM_GAP_PX = 8;
+const MIN_HEIGHT_PX = 300;
 // Per plane, which RAS voxel axis a slice step moves along.
 const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
 
@@ -48,6 +57,7 @@ async function ensureViewer() {
     isRadiologicalConvention: true,
     isColorbar: true,
     isOrientationTextVisible: true,
+    showAllOrientationMarkers: true,
     multiplanarShowRender: SHOW_RENDER.NEVER,
     multiplanarLayout: MULTIPLANAR_TYPE.AUTO,
     dragMode: DRAG_MODE.windowing,
@@ -59,6 +69,7 @@ async function ensureViewer() {
     fontMinPx: 15,
   });
   await nv.attachToCanvas(canvas);
+  nv.setMouseEventConfig(MOUSE_BUTTONS);
   nv.onLocationChange = (location) => { readout.dataset.crosshair = location.string || ""; };
 }
 
@@ -99,7 +110,8 @@ function applyFocus() {
 
 async function render(args) {
   settings = args;
-  document.getElementById("wrap").style.height = `${args.height}px`;
+  fitHeight(args.height);
+  document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
   await ensureViewer();
   if (loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null)) {
     status.textContent = "loading…";
@@ -141,7 +153,8 @@ window.addEventListener("keydown", (event) => {
   if (!nv || !settings || event.ctrlKey || event.metaKey || event.altKey) return;
   const key = event.key.toLowerCase();
   const handled = { arrowup: () => stepSlice(1), pageup: () => stepSlice(5), arrowdown: () => stepSlice(-1),
-    pagedown: () => stepSlice(-5), o: toggleOverlay, n: () => sendAction("next"), p: () => sendAction("previous"),
+    pagedown: () => stepSlice(-5), "+": () => zoom(ZOOM_STEP), "=": () => zoom(ZOOM_STEP),
+    "-": () => zoom(1 / ZOOM_STEP), 0: resetZoom, o: toggleOverlay, n: () => sendAction("next"), p: () => sendAction("previous"),
     b: () => sendAction("bookmark", crosshairSlice()) }[key];
   if (handled) {
     event.preventDefault();
@@ -171,6 +184,57 @@ canvas.addEventListener("mousemove", (event) => {
   const vox = nv.frac2vox(frac);
   readout.textContent = `voxel ${vox[0]}, ${vox[1]}, ${vox[2]} · ${parts.join(" · ")}`;
 });
+
+// Zoom about the crosshair, which stays where it is on screen (as NiiVue's own wheel zoom does).
+function zoom(factor) {
+  const pan = nv.scene.pan2Dxyzmm;
+  const next = Math.min(ZOOM_RANGE[1], Math.max(ZOOM_RANGE[0], pan[3] * factor));
+  const change = pan[3] - next;
+  const mm = nv.frac2mm(nv.scene.crosshairPos);
+  nv.scene.pan2Dxyzmm = [pan[0] + change * mm[0], pan[1] + change * mm[1], pan[2] + change * mm[2], next];
+  nv.drawScene();
+  document.getElementById("zoom-state").textContent = next === 1 ? "" : `zoom ${next.toFixed(1)}x (0 resets)`;
+}
+
+function resetZoom() {
+  nv.scene.pan2Dxyzmm = [0, 0, 0, 1];
+  nv.drawScene();
+  document.getElementById("zoom-state").textContent = "";
+}
+
+// Ctrl+wheel zooms (before NiiVue's own wheel handler, which would scroll slices; the page never zooms).
+canvas.addEventListener("wheel", (event) => {
+  if (!nv || !event.ctrlKey) return;
+  event.preventDefault();
+  event.stopImmediatePropagation();
+  zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+}, { capture: true, passive: false });
+
+// The whole image on the first screen: the viewer is as tall as the window leaves below it (the page
+// is ours, the same origin), at most the height Python asks for.
+function fitHeight(most) {
+  let height = most;
+  try {
+    const frame = window.frameElement;
+    let top = frame.getBoundingClientRect().top;
+    for (let node = frame.parentElement; node; node = node.parentElement) top += node.scrollTop;
+    const room = window.parent.innerHeight - top - document.getElementById("bar").offsetHeight - WINDOW_BOTTOM_GAP_PX;
+    height = Math.max(MIN_HEIGHT_PX, Math.min(most, Math.floor(room)));
+  } catch (error) {
+    height = most;  // another origin's page: keep the asked height
+  }
+  document.getElementById("wrap").style.height = `${height}px`;
+}
+
+try {
+  window.parent.addEventListener("resize", () => {
+    if (!settings) return;
+    fitHeight(settings.height);
+    setFrameHeight();
+  });
+} catch (error) {
+  // another origin's page: the height stays as asked
+}
 
 window.addEventListener("message", (event) => {
   if (event.data && event.data.type === "streamlit:render") {
