@@ -229,6 +229,13 @@ def truncated_texts(driver) -> list[str]:
         .filter((e) => e.children.length === 0 && e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent)""")
 
 
+def settled(driver) -> bool:
+    """The script run is over and nothing on the page is stale: a form clicked now is the current case's
+    (during a rerun Streamlit still shows, and lets one click, the previous run's elements)."""
+    driver.switch_to.default_content()
+    return not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget'], [data-stale='true']")
+
+
 def main_text(driver) -> str:
     driver.switch_to.default_content()
     return driver.find_element(By.TAG_NAME, "body").text
@@ -293,12 +300,13 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     wait.until(lambda d: loaded_canvas(d, first_pair))
 
     # the reader records a review of the second case
-    browser.switch_to.default_content()
+    wait.until(settled)
     reader = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Reader']")
     reader.send_keys("Dr Browser", Keys.TAB)
     # Streamlit re-renders the form while it reruns: look the elements up inside the wait (stale ones retry)
     wait.until(lambda d: click_by_text(d, "[data-testid='stRadio'] label", "agree"))
     time.sleep(SETTLE_S)
+    wait.until(settled)
     wait.until(lambda d: click_by_text(d, "button", "Save review"))
     review_path = folder / SECOND_CASE / "review.json"
     wait.until(lambda d: review_path.exists())
