@@ -283,6 +283,10 @@ def test_method_choices_fit_their_box(viewer, monkeypatch, generated):
 
 def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, generated):
     at = opened_case(viewer, monkeypatch, generated["case"])
+    # uncalibrated: the threshold starts at the map's 90th percentile, so most of the scan starts uncoloured
+    anomaly_map = np.asarray(nib.load(generated["case"] / "anomaly_map.nii.gz").dataobj)
+    step = generated["document"]["map_range"][1] / 100
+    assert at.slider(key=KEY_THRESHOLD).value == pytest.approx(np.percentile(anomaly_map, 90), abs=step)
     scan_png, _, _ = panel(at, "Scan")
     coloured, _, _ = panel(at, "Overlay")
     assert not np.array_equal(scan_png, coloured)

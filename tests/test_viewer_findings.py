@@ -23,7 +23,7 @@ sys.path.insert(0, str(APP_DIR))
 
 from medclip_viewer.findings_panel import FINDING_KEY_PREFIX  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
-from medclip_viewer.state import KEY_PLANE, slice_key  # noqa: E402
+from medclip_viewer.state import KEY_PLANE, KEY_THRESHOLD, slice_key  # noqa: E402
 
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
 
@@ -58,6 +58,9 @@ def test_verdict_percentile_and_components_are_text_with_jumps(calibrated_case, 
     assert f"{verdict} at FPR 5% (score > {document['threshold']:.4f})" in texts
     assert f"percentile among 19 calibration normals: {document['percentile']:.1f}" in texts
     assert f"{len(document['components'])} lesion component(s)" in texts
+    # the overlay starts by colouring what the calibration calls lesion (to the slider's 1 % steps)
+    step = document["map_range"][1] / 100
+    assert at.slider(key=KEY_THRESHOLD).value == pytest.approx(document["calibration"]["pixel_threshold"], abs=step)
     [table] = [frame for frame in at.dataframe if "volume_ml" in frame.value.columns]  # beside the worklist's
     assert len(table.value) == len(document["components"])
     assert list(table.value["volume_ml"]) == pytest.approx([c["volume_ml"] for c in document["components"]])
