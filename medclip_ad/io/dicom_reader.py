@@ -2,6 +2,9 @@
 pydicom decodes the 16-bit colour ITK's wrapping lacks. Volumes are (column, row, slice) in RAS millimetres
 as MONAI lays them out. GDCM inverts MONOCHROME1 data, so grey-level arrays always read bright = dense; the
 metadata says so (`display_inverted`).
+
+ITK is called directly, with MONAI's `ITKReader` layout and affine (`itk_array` and `itk_affine`), so
+reading a series never imports MONAI and torch; only 16-bit colour goes through MONAI's `PydicomReader`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from pathlib import Path
 import itk
 import numpy as np
 import pydicom
-from monai.data import ITKReader, PydicomReader
 
 from medclip_ad.io.dicom_checks import dicom_geometry_problem, dicom_image_problem
 from medclip_ad.io.discovery import ORIENTATION_TOLERANCE, CaseSource, dicom_pixel_shortfall, read_dicom_header
@@ -143,12 +145,33 @@ def _itk_volume(paths: list[Path], location: Path) -> tuple[np.ndarray, np.ndarr
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # ITK's SWIG wrappers warn when first loaded
-            reader = ITKReader(pixel_type=itk.F)
-            image = reader.read(paths[0]) if len(paths) == 1 else itk.imread([str(p) for p in paths], itk.F)
-            array, meta = reader.get_data(image)
+            image = itk.imread(str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], itk.F)
+            array, affine = itk_array(image), itk_affine(image)
     except READ_ERRORS as exc:
         raise fail(location, "could not decode the DICOM pixel data (corrupt or truncated?)", exc) from exc
-    return np.asarray(array, dtype=np.float32), np.array(meta["affine"], dtype=np.float64)
+    return np.asarray(array, dtype=np.float32), np.array(affine, dtype=np.float64)
+
+
+def itk_array(image) -> np.ndarray:
+    """An ITK image's voxels in MONAI's layout: ITK's (slice, row, column) buffer transposed, without a copy,
+    to (column, row, slice); components (colour) last."""
+    view = itk.array_view_from_image(image, keep_axes=False)
+    if image.GetNumberOfComponentsPerPixel() == 1:
+        return view.T
+    return np.moveaxis(view.T, 0, -1)
+
+
+def itk_affine(image) -> np.ndarray:
+    """An ITK image's voxel-to-world affine in RAS millimetres (MONAI's convention): direction times
+    spacing, the origin as translation, then ITK's LPS turned to RAS by negating the first two rows."""
+    direction = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=float)
+    rank = min(max(direction.shape[0], 1), 3)
+    affine = np.eye(rank + 1)
+    affine[:rank, :rank] = direction[:rank, :rank] @ np.diag(np.asarray(image.GetSpacing(), dtype=float)[:rank])
+    affine[:rank, -1] = np.asarray(image.GetOrigin(), dtype=float)[:rank]
+    flip = np.ones(rank + 1)
+    flip[:min(rank, 2)] = -1.0
+    return np.diag(flip) @ affine
 
 
 def _read_dicom_colour(source: CaseSource, header: pydicom.Dataset, frames: int) -> Scan:
@@ -177,16 +200,17 @@ def _read_dicom_colour(source: CaseSource, header: pydicom.Dataset, frames: int)
 
 
 def _decode_colour_with_itk(path: Path) -> np.ndarray:
-    """(H, W, 3) from MONAI's ITKReader, whose layout for one colour frame is (W, H, 1, 3)."""
+    """(H, W, 3) from ITK, whose layout for one colour frame is (W, H, 1, 3) in MONAI's order."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        reader = ITKReader()
-        array, _ = reader.get_data(reader.read(path))
+        array = itk_array(itk.imread(str(path)))
     return np.ascontiguousarray(np.asarray(array).reshape(array.shape[0], array.shape[1], 3).transpose(1, 0, 2))
 
 
 def _decode_colour_with_pydicom(path: Path) -> np.ndarray:
     """(H, W, 3) from MONAI's PydicomReader in row/column order."""
+    from monai.data import PydicomReader
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no patient geometry: MONAI warns about the affine
         reader = PydicomReader(swap_ij=False)

@@ -1,4 +1,5 @@
-"""2-D images into a `Scan`: MONAI's `PILReader`, and tifffile for the TIFFs Pillow would truncate to
+"""2-D images into a `Scan`: Pillow as MONAI's `PILReader` uses it (open, convert, `np.asarray`; called
+directly, so reading never imports MONAI and torch), and tifffile for the TIFFs Pillow would truncate to
 8 bits (16-bit colour). Values are kept as stored.
 """
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from monai.data import PILReader
 from PIL import Image
 
 from medclip_ad.io.discovery import CaseSource
@@ -54,11 +54,10 @@ def read_image(source: CaseSource) -> Scan:
 
 
 def _read_with_pil(path: Path) -> tuple[np.ndarray, str, str]:
-    """Decode with MONAI's PILReader after checking the size in the (lazy) header."""
-    reader = PILReader(converter=_pil_converter(path), reverse_indexing=False)
-    image = reader.read(path)
-    array, meta = reader.get_data(image)
-    return np.asarray(array), str(meta["format"]), str(meta["mode"])
+    """Decode with Pillow after checking the size in the (lazy) header; the format and mode are those of the
+    image handed on, as MONAI's PILReader reports them (a converted image has no format: "none")."""
+    image = _pil_converter(path)(Image.open(path))
+    return np.asarray(image), str(image.format) if image.format else "none", str(image.mode)
 
 
 def _pil_converter(path: Path) -> Callable[[Image.Image], Image.Image]:

@@ -1,8 +1,12 @@
-"""NIfTI files into a `Scan` with MONAI's `NibabelReader`: the file's own voxel order and affine.
+"""NIfTI files into a `Scan` as MONAI's `NibabelReader` reads them: the file's own voxel order and affine.
 
 Besides the affine MONAI chooses (the sform when it is set), the header's sform and qform are both kept
 with their codes, and its units, so that a map written for the scan carries exactly the input's
 geometry: ITK-based readers use the qform, nibabel and FSL the sform, and the two may differ.
+
+The voxels and the affine come from nibabel, as inside MONAI's reader; MONAI itself (and torch with it)
+is imported only for a header whose voxel sizes disagree with its transform, which MONAI repairs
+(`correct_nifti_header_if_necessary`). Opening an ordinary volume, in the viewer say, stays light.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from monai.data import NibabelReader
 from nibabel.filebasedimages import ImageFileError
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
@@ -36,9 +39,8 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
     """A NIfTI volume in the file's own voxel order with the file's affine; one volume of a 4-D file."""
     path = source.location
     check_nifti_declared_sizes(path)
-    reader = NibabelReader()
     try:
-        image = reader.read(path)
+        image = _as_monai_reads(nib.load(str(path)))
         _check_header(path, _stored_header(path, type(image.header)))
         file_shape = tuple(int(s) for s in image.shape)
     except NIFTI_ERRORS as exc:
@@ -54,12 +56,11 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
     check_size(path, volume_shape)
     geometry = nifti_geometry(image.header)
     try:
-        array, meta = reader.get_data(image)
-        array = np.asarray(array, dtype=np.float32).reshape(volume_shape)
+        array = np.asarray(np.asanyarray(image.dataobj), dtype=np.float32).reshape(volume_shape)
     except NIFTI_ERRORS as exc:
         raise fail(path, "truncated or corrupt NIfTI file", exc) from exc
     check_not_all_nan(path, array)
-    affine = np.array(meta["affine"], dtype=np.float64)
+    affine = np.array(image.affine, dtype=np.float64)
     check_affine(path, affine)
     return Scan(
         name=source.name,
@@ -77,6 +78,23 @@ def read_nifti(source: CaseSource, volume_index: int | None) -> Scan:
             **geometry,
         },
     )
+
+
+def _as_monai_reads(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The image as MONAI's reader hands it on: unchanged unless its voxel sizes disagree with the column
+    lengths of its affine (compared over the header's dim[0] axes, as MONAI compares them), which MONAI
+    repairs; only then is MONAI loaded, to repair it the same way."""
+    header = image.header
+    rank = int(header["dim"][0])
+    if rank >= 5:
+        return image
+    lengths = np.sqrt(np.sum(np.asarray(image.affine, dtype=float)[:rank, :rank] ** 2, axis=0))
+    lengths[lengths == 0] = 1.0
+    if np.allclose(np.asarray(header.get_zooms())[:rank], lengths):
+        return image
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    return correct_nifti_header_if_necessary(image)
 
 
 def _stored_header(path: Path, header_class: type[nib.Nifti1Header]) -> nib.Nifti1Header:
