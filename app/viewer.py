@@ -37,7 +37,7 @@ from medclip_viewer.review_panel import (
 )
 from medclip_viewer.state import KEY_SHOW_PATIENT, viewer_session
 from medclip_viewer.verdict_panel import verdict_panel
-from medclip_viewer.worklist_panel import worklist_table
+from medclip_viewer.worklist_panel import read_ahead_neighbours, worklist_table
 
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
 IMAGES_TAB = "Slice images (PNG) and export"
@@ -56,7 +56,7 @@ open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in
 with open_box:
     open_case_panel(session, launch, show_patient)
 with model_box:
-    config, scoring = model_panel(launch.weights_dir)
+    config, scoring = model_panel(launch.weights_dir, session.shown())
     run_button(session, config, scoring, launch)
 with privacy_box:
     st.header("Privacy")
@@ -109,7 +109,7 @@ if result is not None:
     if SCORES_TAB in tab:
         with tab[SCORES_TAB]:
             jump_buttons(result)
-            score_plot(result, layout, index)
+            score_plot(result)
     if FINDINGS_TAB in tab:
         with tab[FINDINGS_TAB]:
             findings_panel(result)
@@ -118,3 +118,4 @@ if result is not None:
     if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
         with review_box:
             verdict_panel(result, layout.plane if scan.kind == "volume" else None, index)
+read_ahead_neighbours()

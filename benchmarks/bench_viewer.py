@@ -1,6 +1,6 @@
 """The viewer as a reader meets it, in the browser the tests use (Debian chromium, WebGL on SwiftShader).
 
-    python benchmarks/bench_viewer.py [--shape 256 256 120] [--steps 20]
+    python benchmarks/bench_viewer.py [--shape 256 256 120] [--steps 20] [--data DIR]
 
 Makes two CT-like volumes of `--shape` with a bright lesion, scores them with the tiny random CLIP
 (`random:tiny`, 224 px: the numbers are about the viewer, not the model), starts `streamlit run
@@ -127,9 +127,14 @@ def browser(profile: Path):
 
 
 def wait_for(condition, poll_s: float = 0.02):
+    from selenium.common.exceptions import TimeoutException
+
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except TimeoutException:  # the page was too busy to answer a probe: ask again
+            value = None
         if value:
             return value
         time.sleep(poll_s)
@@ -162,14 +167,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 120))
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="keep the scored volumes in DIR and reuse them when it already holds them")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
           f"load {os.getloadavg()[0]:.1f}, {platform.platform()}")
     work = Path(tempfile.mkdtemp(prefix="bench-viewer-"))
     try:
         started = time.monotonic()
-        results = make_results(work, tuple(args.shape))
-        print(f"volumes {' x '.join(map(str, args.shape))} (int16 CT-like), two cases scored in "
+        data = args.data or work
+        results = data / "results"
+        if not (results / "study_1" / "scores.json").is_file():
+            results = make_results(data, tuple(args.shape))
+        print(f"volumes {' x '.join(map(str, args.shape))} (int16 CT-like), two cases scored or found in "
               f"{time.monotonic() - started:.0f} s")
         log_path = work / "streamlit.log"
         process, url = start_server(results, log_path)

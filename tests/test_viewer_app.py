@@ -31,7 +31,6 @@ from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import DEMO_PATIENT_ID, DEMO_PATIENT_NAME, make_synthetic_study
 from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.methods.rwda.head import RandomWordHead
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -55,7 +54,6 @@ from medclip_viewer.rendering import (  # noqa: E402
     scale_bar_mm,
     slice_position_mm,
 )
-from medclip_viewer.score_plot import slice_score_figure  # noqa: E402
 from medclip_viewer.state import (  # noqa: E402
     JUMP_KEY_PREFIX,
     KEY_AGGREGATION,
@@ -156,6 +154,14 @@ def panel(at: AppTest, name: str) -> tuple[np.ndarray, str, str]:
 
 def has_colour(rgb: np.ndarray, colour: tuple[int, int, int]) -> bool:
     return bool((rgb[..., :3] == colour).all(axis=-1).any())
+
+
+def scored(at: AppTest) -> AppTest:
+    """Press Run inference, wait for the background job, and draw the page that opens its result."""
+    ok(at.button(key=KEY_RUN).click().run())
+    for job in list(at.session_state["viewer.session"].jobs.values()):
+        assert job.wait(APP_TIMEOUT_S), "inference did not finish"
+    return ok(at.run())
 
 
 def metric(at: AppTest, label_start: str) -> str:
@@ -348,7 +354,9 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     ok(at.run())
     assert any("RANDOM WEIGHTS" in e.value for e in at.sidebar.error)
     ok(at.button(key=KEY_RUN).click().run())
-    assert at.progress and at.progress[0].value == 100
+    [job] = at.session_state["viewer.session"].jobs.values()
+    assert job.wait(APP_TIMEOUT_S) and job.state == "done" and job.fraction == 1.0
+    ok(at.run())
     assert 0.0 < float(metric(at, "Case score")) < 1.0
     assert panel(at, "Overlay")[0].shape == (512, 512, 3)
     assert ok(at.run()).button(key=KEY_RUN).label == "Show earlier result"  # cached per case and model
@@ -356,7 +364,7 @@ def test_data_root_browsing_and_inference_with_progress(viewer, monkeypatch, gen
     at.selectbox(key=KEY_SCORED_PLANE).select("coronal")
     at.selectbox(key=KEY_AGGREGATION).select("mean")
     assert ok(at.run()).button(key=KEY_RUN).label == "Run inference"  # other scoring: not the cached result
-    ok(at.button(key=KEY_RUN).click().run())
+    scored(at)
     assert provenance_row(at, "scored plane") == "coronal" and provenance_row(at, "volume score") == "mean"
 
 
@@ -377,7 +385,7 @@ def test_a_4d_series_opens_one_volume_and_its_result_reopens(viewer, monkeypatch
     ok(at.number_input(key=KEY_VOLUME_INDEX).set_value(2).run())
     at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
-    ok(at.button(key=KEY_RUN).click().run())
+    scored(at)
     [written] = (tmp_path / "work").glob("medclip-ad-viewer-*/results/*/dynamic/scores.json")
     assert json.loads(written.read_text())["volume_index"] == 2
     reopened = opened_case(AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S), monkeypatch, written.parent,
@@ -398,7 +406,7 @@ def test_uploaded_png_is_scored_with_its_aspect(viewer, tmp_path):
     assert "no physical spacing" in page_text(at) and "spacing 1.00 x 1.00 mm" not in page_text(at)
     at.selectbox(key=KEY_CLIP_WEIGHTS).select("random:tiny")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
-    ok(at.button(key=KEY_RUN).click().run())
+    scored(at)
     assert 0.0 < float(metric(at, "Case score")) < 1.0
     overlay_png = panel(at, "Overlay")[0]
     assert overlay_png.shape == (341, 512, 3)  # 60 x 90 enlarged to a 512 px long side
@@ -582,17 +590,6 @@ def test_panel_marks_scale_bar_and_random_weights():
     assert bar_row.sum(axis=1).max() == 50  # 20 mm at 0.4 mm per pixel
     assert has_colour(marked[:MARK_ROWS, :256], RANDOM_WEIGHTS_RED)
     assert not (annotate(black, PanelMarks()) != 0).any()  # no spacing, no orientation, real weights: no marks
-
-
-def test_score_plot_legend_is_off_the_data():
-    scores = np.linspace(0.5, 0.6, 40)  # the highest scores at the right, where a legend used to sit
-    figure = slice_score_figure(scores, [39, 38, 37], 39, "axial")
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    [axes] = figure.axes
-    [legend] = figure.legends
-    assert not legend.get_window_extent(renderer).overlaps(axes.get_window_extent(renderer))
 
 
 def test_png_is_lossless():

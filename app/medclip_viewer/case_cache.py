@@ -1,17 +1,25 @@
-"""Opened cases shared by every session of the server: a reader's second browser tab, or a colleague
-opening the same worklist, gets the scan and map already read.
+"""Opened cases shared by every session of the server: a reader's second browser tab, a colleague opening
+the same worklist, or the next case of the worklist (read ahead in the background while the reader looks
+at this one) gets the scan, its map and their display files already made.
 
-Entries are keyed by the case folder and the modification times of its scores.json, its map and the
-scanned input, so a rerun of `medclip-ad infer` into the same folder is read afresh. The arrays are
-shared read-only between sessions; nothing in the viewer writes into them.
+Entries are keyed by the case folder and the version (st_mtime_ns and size) of its scores.json, its map
+and the scanned input, so a rerun of `medclip-ad infer` into the same folder is read afresh. The arrays
+are shared read-only between sessions; nothing in the viewer writes into them. The cache is a plain
+lock-guarded table rather than a Streamlit cache, so the read-ahead thread (which has no script run)
+fills the same entries the page reads.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
-import streamlit as st
 from medclip_ad.io.scan import Scan
 
 from medclip_viewer.cases import SCORES_FILE, CaseResult, load_map, load_result, open_result
@@ -20,33 +28,114 @@ from medclip_viewer.confinement import Scope
 # A 256x256x120 scan with its map is about 60 MB in memory.
 MAX_CACHED_CASES = 8
 
+Value = TypeVar("Value")
 
-def _mtime(path: Path) -> int:
+
+def file_version(path: Path) -> tuple[int, int]:
+    """What tells a changed file from an unchanged one without reading it: (st_mtime_ns, size)."""
     try:
-        return path.stat().st_mtime_ns
+        stat = path.stat()
     except OSError:
-        return 0
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+class SharedTable(Generic[Value]):
+    """A small LRU table of values made once per key for the whole server. A key asked for while another
+    thread is making it waits for that value instead of making it twice; a failure is not kept."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[Hashable, Future] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+
+    def get(self, key: Hashable, make: Callable[[], Value]) -> Value:
+        with self._lock:
+            pending = self._entries.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._entries[key] = Future()
+                while len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(key)
+        if not owner:
+            return pending.result()
+        try:
+            pending.set_result(make())
+        except BaseException as error:
+            with self._lock:
+                if self._entries.get(key) is pending:
+                    del self._entries[key]
+            pending.set_exception(error)
+        return pending.result()
+
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass(frozen=True)
+class OpenedCase:
+    """A finished case as the viewer shows it: the scan it was computed from and its result."""
+
+    scan: Scan
+    result: CaseResult
+
+
+_cases: SharedTable[OpenedCase] = SharedTable(MAX_CACHED_CASES)
+_maps: SharedTable[np.ndarray] = SharedTable(MAX_CACHED_CASES)
+_read_ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclip-viewer-read-ahead")
+_read_ahead_hooks: list[Callable[[OpenedCase], None]] = []
+
+
+def case_key(folder: Path, scope: Scope) -> tuple:
+    """The cache key of a case folder: where it is, what it may read, and the versions of its files."""
+    result = load_result(folder, scope)
+    scanned = Path(result.document["input"])
+    scanned = scanned if scanned.is_absolute() else folder / scanned
+    return (str(folder.resolve()), scope, file_version(folder / SCORES_FILE), file_version(result.map_path),
+            file_version(scanned))
 
 
 def open_result_shared(folder: Path, scope: Scope) -> tuple[Scan, CaseResult]:
     """`open_result`, read once per folder, scope and version for the whole server."""
-    result = load_result(folder, scope)
-    scanned = Path(result.document["input"])
-    key = (_mtime(folder / SCORES_FILE), _mtime(result.map_path),
-           _mtime(scanned if scanned.is_absolute() else folder / scanned))
-    return _open(str(folder.resolve()), scope, key)
-
-
-@st.cache_resource(max_entries=MAX_CACHED_CASES, show_spinner=False)
-def _open(folder: str, scope: Scope, versions: tuple[int, int, int]) -> tuple[Scan, CaseResult]:
-    return open_result(Path(folder), scope)
+    opened = _cases.get(case_key(folder, scope), lambda: OpenedCase(*open_result(folder, scope)))
+    return opened.scan, opened.result
 
 
 def load_map_shared(result: CaseResult, scan: Scan) -> np.ndarray:
     """`load_map`, read once per map file and version for the whole server."""
-    return _map(str(result.map_path.resolve()), _mtime(result.map_path), result, scan)
+    path = result.map_path
+    return _maps.get((str(path.resolve()), file_version(path), scan.array.shape), lambda: load_map(result, scan))
 
 
-@st.cache_resource(max_entries=MAX_CACHED_CASES, show_spinner=False)
-def _map(path: str, version: int, _result: CaseResult, _scan: Scan) -> np.ndarray:
-    return load_map(_result, _scan)
+def on_read_ahead(hook: Callable[[OpenedCase], None]) -> None:
+    """Also run `hook` on every case read ahead (e.g. to write its display files)."""
+    if hook not in _read_ahead_hooks:
+        _read_ahead_hooks.append(hook)
+
+
+def read_ahead(folder: Path, scope: Scope) -> Future:
+    """Open a case in the background (the worklist's next one), so moving to it finds it ready."""
+    return _read_ahead.submit(_open_quietly, folder, scope)
+
+
+def _open_quietly(folder: Path, scope: Scope) -> bool:
+    """Read ahead; a case that cannot be opened is reported when the reader opens it, not here."""
+    try:
+        scan, result = open_result_shared(folder, scope)
+        load_map_shared(result, scan)
+        for hook in _read_ahead_hooks:
+            hook(OpenedCase(scan, result))
+    except Exception:  # noqa: BLE001 - the page opens it again and shows the error then
+        return False
+    return True

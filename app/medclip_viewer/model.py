@@ -1,27 +1,34 @@
 """The detector behind the viewer's "Run inference": settings to a config, one loaded model per config,
 and a case scored by the same `run_case` as `medclip-ad infer`, so the viewer's results are the CLI's.
 
-Loading CLIP takes seconds to minutes, so the predictor is a Streamlit resource shared by all sessions
-and reruns, keyed by the whole config; results land in the session's folder as ordinary case folders.
+Loading CLIP takes seconds to minutes, so the predictor is shared by all sessions and reruns, keyed by
+the whole config; results land in the session's folder as ordinary case folders. Scoring runs in a
+background thread (`InferenceJob`), so the page keeps answering while it runs. torch, open_clip and MONAI
+are imported only here, when inference is asked for: opening and reading cases never loads them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import streamlit as st
-from medclip_ad.config import PLANE_NORMALS, DetectorConfig
-from medclip_ad.inference.case import CaseOptions, resolve_slice_axis, run_case
-from medclip_ad.inference.predictor import AnomalyPredictor
+from medclip_ad.config import PLANE_NORMALS, CaseOptions, DetectorConfig
+from medclip_ad.constants import DEFAULT_LAYERS
+from medclip_ad.errors import UserInputError
 from medclip_ad.io.scan import Scan
 from medclip_ad.methods import CHECKPOINT_FREE_METHOD
 from medclip_ad.methods.registry import METHOD_NAMES, checkpoint_method
-from medclip_ad.modeling.clip_backbone import RANDOM_PREFIX
+from medclip_ad.random_weights import is_random_weights
 
 from medclip_viewer.cases import CaseResult, load_result
+
+if TYPE_CHECKING:
+    from medclip_ad.inference.predictor import AnomalyPredictor
 
 # "auto" picks the method the product recommends: the checkpoint's own method when one is given (learned
 # prompts for a reference file), else the training-free one.
@@ -34,24 +41,45 @@ SCORED_PLANES: tuple[str, ...] = (ACQUISITION_PLANE, *PLANE_NORMALS)
 MAX_LOADED_MODELS = 2
 
 
-def detector_config(clip_weights: str, prompts: str, method: str, device: str, image_size: int) -> DetectorConfig:
+def detector_config(clip_weights: str, prompts: str, method: str, device: str, image_size: int,
+                    layers: tuple[int, ...] = DEFAULT_LAYERS) -> DetectorConfig:
     """The sidebar's choices as a config; `auto` means the checkpoint's method with one, ensemble without."""
     prompt_path = prompts.strip() or None
     if method == METHOD_AUTO:
         method = checkpoint_method(prompt_path) if prompt_path else CHECKPOINT_FREE_METHOD
     return DetectorConfig(clip_weights=clip_weights.strip(), prompts=prompt_path, method=method,
-                          image_size=int(image_size), device=device)
+                          image_size=int(image_size), device=device, layers=tuple(layers))
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """Layers typed as block numbers ("24", "6 12 18 24" or "6, 12"); anything else is refused in one line."""
+    words = text.replace(",", " ").split()
+    if not words or not all(word.isdigit() and int(word) > 0 for word in words):
+        raise UserInputError(f"Layers {text!r}: give block numbers from 1, e.g. 24 or 6 12 18 24")
+    return tuple(int(word) for word in words)
 
 
 def uses_random_weights(config: DetectorConfig) -> bool:
     """Whether a config asks for the random test CLIP, whose outputs must be flagged everywhere."""
-    return config.clip_weights.startswith(RANDOM_PREFIX)
+    return is_random_weights(config.clip_weights)
 
 
-@st.cache_resource(max_entries=MAX_LOADED_MODELS, show_spinner="Loading the model (once per settings)...")
+_predictors: OrderedDict[DetectorConfig, AnomalyPredictor] = OrderedDict()
+_predictors_lock = threading.Lock()
+
+
 def cached_predictor(config: DetectorConfig) -> AnomalyPredictor:
-    """One predictor per config for the whole server: text features are computed once, reruns reuse it."""
-    return AnomalyPredictor(config)
+    """One predictor per config for the whole server: text features are computed once, reruns reuse it.
+    Loading holds the lock, so two sessions asking for the same model load it once."""
+    from medclip_ad.inference.predictor import AnomalyPredictor
+
+    with _predictors_lock:
+        if config not in _predictors:
+            _predictors[config] = AnomalyPredictor(config)
+            while len(_predictors) > MAX_LOADED_MODELS:
+                _predictors.popitem(last=False)
+        _predictors.move_to_end(config)
+        return _predictors[config]
 
 
 def scoring_options(plane: str, aggregation: str, top_k: int) -> CaseOptions:
@@ -68,6 +96,8 @@ def run_inference(predictor: AnomalyPredictor, scan: Scan, results_root: Path, k
                   report: Callable[[float, str], None]) -> CaseResult:
     """Score `scan` into its own case folder under `results_root`, calling `report(fraction, text)` as
     slices finish; returns the result as if opened from disk."""
+    from medclip_ad.inference.case import resolve_slice_axis, run_case
+
     out_dir = results_root / hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     options = replace(options, overwrite=True)
     total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 1
@@ -82,3 +112,59 @@ def run_inference(predictor: AnomalyPredictor, scan: Scan, results_root: Path, k
     run_case(predictor, scan, out_dir, options, progress=advance)
     report(1.0, "done")
     return load_result(out_dir / scan.name)
+
+
+JobState = Literal["loading", "scoring", "done", "failed"]
+
+
+@dataclass
+class InferenceJob:
+    """One "Run inference" scoring in the background: its state and progress are read by the page (which
+    polls it) while the thread writes them; `result` or `error` is set once it ends."""
+
+    key: str
+    case_key: str
+    state: JobState = "loading"
+    fraction: float = 0.0
+    text: str = "loading the model"
+    result: CaseResult | None = None
+    error: str = ""
+    _finished: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("loading", "scoring")
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the job ends (tests and shutdown); True when it has."""
+        return self._finished.wait(timeout_s)
+
+    def report(self, fraction: float, text: str) -> None:
+        self.state, self.fraction, self.text = "scoring", min(max(fraction, 0.0), 1.0), text
+
+    def finish(self, result: CaseResult | None, error: str = "") -> None:
+        self.result, self.error = result, error
+        self.state = "done" if result is not None else "failed"
+        self._finished.set()
+
+
+def start_inference(key: str, case_key: str, config: DetectorConfig, scan: Scan, results_root: Path,
+                    options: CaseOptions, load: Callable[[DetectorConfig], AnomalyPredictor] = cached_predictor
+                    ) -> InferenceJob:
+    """Score `scan` in a background thread; the returned job tells how far it is and what came out.
+    A user's mistake (bad weights, a checkpoint that does not fit) ends the job as failed with its line;
+    anything else too, with the exception's name, so a job never stays running after its thread died."""
+    job = InferenceJob(key, case_key)
+
+    def work() -> None:
+        try:
+            predictor = load(config)
+            job.report(0.0, "model loaded")
+            job.finish(run_inference(predictor, scan, results_root, key, options, job.report))
+        except UserInputError as error:
+            job.finish(None, str(error))
+        except Exception as error:  # noqa: BLE001 - the page must learn that the job ended
+            job.finish(None, f"{type(error).__name__}: {error}")
+
+    threading.Thread(target=work, name=f"medclip-viewer-inference-{key[:24]}", daemon=True).start()
+    return job

@@ -1,4 +1,5 @@
-"""Sidebar "Model": which detector scores the open case, and the button that runs it with a progress bar.
+"""Sidebar "Model": which detector scores the open case, and the button that runs it in the background
+with a progress bar (the page stays usable; the result opens when it is ready).
 
 CLIP weights and checkpoints are picked from a list: the built-in sources and the files of the
 `--weights-dir` chosen at launch. A visitor never types a server path, so no file the viewer did not
@@ -13,14 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
-from medclip_ad.config import DetectorConfig
-from medclip_ad.constants import IMAGE_SIZE
+from medclip_ad.config import AGGREGATIONS, CaseOptions, DetectorConfig
+from medclip_ad.constants import DEFAULT_LAYERS, IMAGE_SIZE
 from medclip_ad.errors import UserInputError
-from medclip_ad.inference.case import CaseOptions
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
-from medclip_ad.inference.volume import AGGREGATIONS
+from medclip_ad.methods.registry import METHOD_NAMES
 from medclip_ad.limits import MAX_WEIGHT_FILES
+from medclip_ad.random_weights import RANDOM_WEIGHTS_WARNING
 
+from medclip_viewer.cases import CaseResult
 from medclip_viewer.confinement import Scope
 from medclip_viewer.display_text import plain
 from medclip_viewer.launch import LaunchOptions
@@ -29,11 +30,11 @@ from medclip_viewer.model import (
     METHOD_AUTO,
     METHOD_CHOICES,
     SCORED_PLANES,
-    cached_predictor,
     detector_config,
+    parse_layers,
     result_key,
-    run_inference,
     scoring_options,
+    start_inference,
     uses_random_weights,
 )
 from medclip_viewer.state import (
@@ -41,6 +42,7 @@ from medclip_viewer.state import (
     KEY_CLIP_WEIGHTS,
     KEY_DEVICE,
     KEY_IMAGE_SIZE,
+    KEY_LAYERS,
     KEY_METHOD,
     KEY_PROMPTS,
     KEY_RUN,
@@ -54,13 +56,17 @@ NO_CHECKPOINT = "(none)"
 WEIGHT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".safetensors")
 # ViT patches are 14 px: sizes are offered in whole patches.
 PATCH_PX = 14
+# How often a running inference job's progress is redrawn (seconds).
+PROGRESS_POLL_S = 1.0
+_KEY_PREFILLED = "model.prefilled_from"
 
 
-def model_panel(weights_dir: Path | None) -> tuple[DetectorConfig, CaseOptions]:
+def model_panel(weights_dir: Path | None, shown: CaseResult | None = None) -> tuple[DetectorConfig, CaseOptions]:
     """The detector settings as a config (validated when the model loads, not while typing), and how
-    volumes are scored."""
+    volumes are scored; they start from the model that made the `shown` result when one opens."""
     st.header("Model")
     offered = weight_files(weights_dir)
+    _prefill(shown, weights_dir, offered)
     weights = st.selectbox("CLIP weights", [*BUILT_IN_WEIGHTS, *offered], key=KEY_CLIP_WEIGHTS,
                            help="openai (downloaded once), random:tiny (test only), or a file of the weights "
                                 "folder the viewer was started with (--weights-dir)")
@@ -70,11 +76,21 @@ def model_panel(weights_dir: Path | None) -> tuple[DetectorConfig, CaseOptions]:
     method = st.selectbox("Method", METHOD_CHOICES, key=KEY_METHOD,
                           help=f"{METHOD_AUTO}: the checkpoint's method, else ensemble")
     device = st.selectbox("Device", DEVICES, key=KEY_DEVICE)
-    image_size = st.number_input("Image size (px)", min_value=PATCH_PX * 8, value=IMAGE_SIZE, step=PATCH_PX,
-                                 key=KEY_IMAGE_SIZE, help=f"{IMAGE_SIZE} is the published setting")
+    st.session_state.setdefault(KEY_IMAGE_SIZE, IMAGE_SIZE)
+    image_size = st.number_input("Image size (px)", min_value=PATCH_PX * 8, step=PATCH_PX, key=KEY_IMAGE_SIZE,
+                                 help=f"{IMAGE_SIZE} is the published setting")
+    st.session_state.setdefault(KEY_LAYERS, _layers_text(DEFAULT_LAYERS))
+    layers_text = st.text_input("Layers", key=KEY_LAYERS,
+                                help=f"CLIP blocks whose maps are summed ({_layers_text(DEFAULT_LAYERS)} is the "
+                                     "published setting; a checkpoint's own layers where it records them)")
+    try:
+        layers = parse_layers(layers_text)
+    except UserInputError as error:
+        st.error(plain(str(error)), icon=None)
+        layers = DEFAULT_LAYERS
     config = detector_config(_offered_path(weights_dir, weights, offered),
                              _offered_path(weights_dir, prompts, offered) if prompts != NO_CHECKPOINT else "",
-                             method, device, int(image_size))
+                             method, device, int(image_size), layers)
     if uses_random_weights(config):
         st.error(RANDOM_WEIGHTS_WARNING)
     with st.expander("Volume scoring"):
@@ -86,6 +102,64 @@ def model_panel(weights_dir: Path | None) -> tuple[DetectorConfig, CaseOptions]:
         top_k = st.number_input("k (top-k mean)", min_value=1, value=CaseOptions.top_k, key=KEY_TOP_K,
                                 disabled=aggregation != "topk_mean")
     return config, scoring_options(plane, aggregation, int(top_k))
+
+
+def _layers_text(layers) -> str:
+    return " ".join(str(int(layer)) for layer in layers)
+
+
+def provenance_choices(model: dict, weights_dir: Path | None,
+                       offered: list[str]) -> tuple[dict[str, object], list[str]]:
+    """The panel's settings that reproduce a result's `model` provenance (widget key to value), and what of it
+    this viewer cannot offer (weights or a checkpoint outside the weights folder), as plain lines."""
+    choices: dict[str, object] = {}
+    missing: list[str] = []
+    if model.get("method") in METHOD_NAMES:
+        choices[KEY_METHOD] = model["method"]
+    for key, recorded, none_choice, what in ((KEY_CLIP_WEIGHTS, model.get("clip_weights"), None, "CLIP weights"),
+                                             (KEY_PROMPTS, model.get("prompts"), NO_CHECKPOINT, "checkpoint")):
+        if recorded is None or recorded == "":
+            if none_choice is not None:
+                choices[key] = none_choice
+            continue
+        choice = _offered_choice(str(recorded), weights_dir, offered)
+        if choice is None:
+            missing.append(f"its {what} ({Path(str(recorded)).name}) are not offered here")
+        else:
+            choices[key] = choice
+    size = model.get("image_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size >= PATCH_PX * 8:
+        choices[KEY_IMAGE_SIZE] = size
+    layers = model.get("layers")
+    if isinstance(layers, list) and layers and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                   for v in layers):
+        choices[KEY_LAYERS] = _layers_text(layers)
+    return choices, missing
+
+
+def _offered_choice(recorded: str, weights_dir: Path | None, offered: list[str]) -> str | None:
+    """The list entry naming a recorded weights source: a built-in one as is, a file by its real path."""
+    if recorded in BUILT_IN_WEIGHTS:
+        return recorded
+    if weights_dir is None:
+        return None
+    real = Path(recorded).resolve()
+    return next((name for name in offered if (weights_dir / name).resolve() == real), None)
+
+
+def _prefill(shown: CaseResult | None, weights_dir: Path | None, offered: list[str]) -> None:
+    """When another result opens, the panel is set to the model that made it (an audit finding: re-running
+    a result must not silently use other settings)."""
+    if shown is None:
+        return
+    identity = str(shown.folder)
+    if st.session_state.get(_KEY_PREFILLED) != identity:
+        st.session_state[_KEY_PREFILLED] = identity
+        choices, missing = provenance_choices(shown.document.get("model") or {}, weights_dir, offered)
+        st.session_state.update(choices)
+        st.session_state[f"{_KEY_PREFILLED}.missing"] = missing
+    for line in st.session_state.get(f"{_KEY_PREFILLED}.missing", []):
+        st.caption(plain(f"The open result's model: {line}."))
 
 
 def weight_files(weights_dir: Path | None) -> list[str]:
@@ -107,10 +181,21 @@ def _offered_path(weights_dir: Path | None, choice: str, offered: list[str]) -> 
 
 
 def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions, launch: LaunchOptions) -> None:
-    """Score the open case with `config` and `options`, or show the cached result of an earlier identical run."""
+    """Score the open case with `config` and `options` in the background, or show the cached result of an
+    earlier identical run; while a job runs, its progress."""
+    collect_finished(session)
     if session.scan is None or session.case_key is None:
         return
     key = result_key(session.case_key, config, options)
+    error = session.inference_errors.pop(key, None)
+    if error is not None:
+        folders = Scope.of(launch.weights_dir, session.workdir, launch.data_root, launch.case)
+        st.error(plain(f"Inference failed: {folders.redact(error)}"), icon=None)
+    job = session.jobs.get(key)
+    if job is not None and job.running:
+        st.button("Scoring in the background...", key=KEY_RUN, disabled=True, width="stretch")
+        inference_progress(session, key)
+        return
     cached = key in session.results
     if not st.button("Show earlier result" if cached else "Run inference", key=KEY_RUN, type="primary",
                      width="stretch"):
@@ -118,14 +203,29 @@ def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOpti
     if cached:
         session.shown_result[session.case_key] = key
         return
-    bar = st.progress(0.0, text="loading the model")
-    try:
-        predictor = cached_predictor(config)
-        result = run_inference(predictor, session.scan, session.workdir / "results", key, options,
-                               lambda fraction, text: bar.progress(min(fraction, 1.0), text=text))
-    except UserInputError as error:
-        bar.empty()
-        folders = Scope.of(launch.weights_dir, session.workdir, launch.data_root, launch.case)
-        st.error(plain(f"Inference failed: {folders.redact(str(error))}"), icon=None)
-        return
-    session.add_result(session.case_key, key, result)
+    session.jobs[key] = start_inference(key, session.case_key, config, session.scan, session.workdir / "results",
+                                        options)
+    inference_progress(session, key)
+
+
+def collect_finished(session: ViewerSession) -> None:
+    """Finished jobs hand over: a result becomes its case's shown one, an error is kept for the panel."""
+    for key, job in list(session.jobs.items()):
+        if job.running:
+            continue
+        del session.jobs[key]
+        if job.result is not None:
+            session.add_result(job.case_key, key, job.result)
+        else:
+            session.inference_errors[key] = job.error
+
+
+@st.fragment(run_every=PROGRESS_POLL_S)
+def inference_progress(session: ViewerSession, key: str) -> None:
+    """The running job's progress, redrawn on its own every PROGRESS_POLL_S; once the job has ended, the
+    whole page is drawn again (which opens its result)."""
+    job = session.jobs.get(key)
+    if job is not None and job.running:
+        st.progress(job.fraction, text=job.text)
+    else:
+        st.rerun(scope="app")

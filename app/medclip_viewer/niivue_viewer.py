@@ -4,10 +4,12 @@ Streamlit serves a component's files from its folder, so the component's built p
 shipped in the package; no node at run time) is copied into a server-wide temporary folder, and each
 case's display volumes are written beside it once: the scan in its stored units (int16 when the values
 are whole numbers that fit, else uint16 with a NIfTI scale) and the map as 8-bit with `scl_slope`, so
-values read back in map units. File names are content hashes, so every session and rerun reuses them
-and nothing guessable is served. The browser fetches them once per case; scrolling, window/level,
-crosshair and the value under the cursor never call back into Python. Only N/P (next or previous case)
-and B (bookmark the crosshair's slice) come back as the component's value.
+values read back in map units. Both are gzipped once when written (the server would otherwise compress
+the scan again for every request, seconds on a loaded machine). File names are content hashes, so every
+session and rerun reuses them and nothing guessable is served; the worklist's next case gets its files
+while the reader looks at this one (case_cache.read_ahead). The browser fetches them once per case;
+scrolling, window/level, crosshair and the value under the cursor never call back into Python. Only N/P
+(next or previous case) and B (bookmark the crosshair's slice) come back as the component's value.
 
 The volume shown is the in-memory scan the model scored, with its affine (a DICOM series in the same
 orientation inference used), and the map on the same grid.
@@ -20,6 +22,8 @@ import gzip
 import hashlib
 import shutil
 import tempfile
+import threading
+import weakref
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +36,7 @@ from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.scan import Scan
 
+from medclip_viewer.case_cache import OpenedCase, SharedTable, file_version, load_map_shared, on_read_ahead
 from medclip_viewer.cases import CaseResult
 
 COMPONENT_NAME = "niivue_slices"
@@ -44,7 +49,14 @@ MAX_DISPLAY_FILES = 64
 MAP_LEVELS = 255
 INT16 = np.iinfo(np.int16)
 UINT16_LEVELS = np.iinfo(np.uint16).max
-_KEY_FILES = "niivue.files"
+DISPLAY_SUFFIX = ".nii.gz"
+# Fastest gzip level: an int16 CT shrinks to about half at a quarter of a second; higher levels gain little.
+GZIP_LEVEL = 1
+_served_lock = threading.Lock()
+_served: list[Path] = []
+# Display file of each open scan, by the scan object (its id, with a weak reference to tell a reused id).
+_scan_files: SharedTable[tuple[weakref.ref, str]] = SharedTable(MAX_DISPLAY_FILES)
+_map_files: SharedTable[str] = SharedTable(MAX_DISPLAY_FILES)
 
 
 @dataclass(frozen=True)
@@ -56,14 +68,16 @@ class ViewerAction:
     mm: tuple[float, float, float] | None = None
 
 
-@st.cache_resource(show_spinner=False)
 def served_folder() -> Path:
     """The server's component folder: the built page, and the display volumes written for it."""
-    folder = Path(tempfile.mkdtemp(prefix="medclip-ad-niivue-"))
-    atexit.register(shutil.rmtree, folder, True)
-    shutil.copytree(BUILD_DIR, folder, dirs_exist_ok=True)
-    (folder / VOLUMES_DIR).mkdir()
-    return folder
+    with _served_lock:
+        if not _served:
+            folder = Path(tempfile.mkdtemp(prefix="medclip-ad-niivue-"))
+            atexit.register(shutil.rmtree, folder, True)
+            shutil.copytree(BUILD_DIR, folder, dirs_exist_ok=True)
+            (folder / VOLUMES_DIR).mkdir()
+            _served.append(folder)
+        return _served[0]
 
 
 def display_scan_bytes(scan: Scan) -> bytes:
@@ -88,17 +102,18 @@ def display_map_bytes(anomaly_map: np.ndarray, affine: np.ndarray, map_max: floa
     levels = np.round(np.clip(anomaly_map / slope, 0, MAP_LEVELS)).astype(np.uint8)
     image = nib.Nifti1Image(levels, affine)
     image.header.set_slope_inter(slope, 0.0)
-    return gzip.compress(image.to_bytes(), compresslevel=1)
+    return image.to_bytes()
 
 
-def _served_file(data_key: str, suffix: str, make) -> str:
-    """The URL (relative to the component page) of a display file, written on first use."""
+def _served_file(content: bytes) -> str:
+    """The URL (relative to the component page) of a display NIfTI named by its content, written gzipped
+    on first use."""
     folder = served_folder() / VOLUMES_DIR
-    name = f"{hashlib.sha256(data_key.encode('utf-8')).hexdigest()[:32]}{suffix}"
+    name = f"{hashlib.sha256(content).hexdigest()[:32]}{DISPLAY_SUFFIX}"
     path = folder / name
     if not path.is_file():
-        temporary = folder / f".{name}.partial"
-        temporary.write_bytes(make())
+        temporary = folder / f".{name}.{threading.get_ident()}.partial"
+        temporary.write_bytes(gzip.compress(content, compresslevel=GZIP_LEVEL))
         temporary.replace(path)
         _prune(folder)
     return f"{VOLUMES_DIR}/{name}"
@@ -110,22 +125,30 @@ def _prune(folder: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def scan_url(session_key: str, scan: Scan) -> str:
-    """The open scan's display file, keyed by its content (computed once per opened case)."""
-    memo = st.session_state.setdefault(_KEY_FILES, {})
-    if memo.get("scan") != (session_key, id(scan)):
-        digest = hashlib.sha256(np.ascontiguousarray(scan.array).data).hexdigest()
-        memo["scan"], memo["scan_url"] = (session_key, id(scan)), _served_file(
-            f"scan:{digest}:{scan.array.shape}:{np.asarray(scan.affine).tobytes().hex()}", ".nii",
-            lambda: display_scan_bytes(scan))
-    return memo["scan_url"]
+def scan_url(scan: Scan) -> str:
+    """The scan's display file, made once per scan object for the whole server (the case cache shares
+    one object per opened case between sessions)."""
+    reference, url = _scan_files.get(id(scan), lambda: (weakref.ref(scan), _served_file(display_scan_bytes(scan))))
+    if reference() is not scan:  # the id of a scan since dropped
+        _scan_files.discard(id(scan))
+        return scan_url(scan)
+    return url
 
 
 def map_url(result: CaseResult, anomaly_map: np.ndarray, affine: np.ndarray) -> str:
-    """The result's 8-bit display map, keyed by the map file and its modification time."""
-    stat = result.map_path.stat()
-    key = f"map:{result.map_path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{result.map_max}"
-    return _served_file(key, ".nii.gz", lambda: display_map_bytes(anomaly_map, affine, result.map_max))
+    """The result's 8-bit display map, made once per map file and version."""
+    key = (str(result.map_path.resolve()), file_version(result.map_path), result.map_max)
+    return _map_files.get(key, lambda: _served_file(display_map_bytes(anomaly_map, affine, result.map_max)))
+
+
+def _prepare_display(opened: OpenedCase) -> None:
+    """Write a read-ahead case's display files, so opening it only sends their URLs."""
+    if opened.scan.kind == "volume":
+        scan_url(opened.scan)
+        map_url(opened.result, load_map_shared(opened.result, opened.scan), opened.scan.affine)
+
+
+on_read_ahead(_prepare_display)
 
 
 def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index: int) -> list[float]:
@@ -137,20 +160,22 @@ def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index:
     return [float(v) for v in (np.asarray(affine) @ np.array([*voxel, 1.0]))[:3]]
 
 
-def niivue_view(*, scan_file: str, map_file: str | None, mapping: IntensityMapping, style: OverlayStyle | None,
-                map_max: float, layout: str, plane: str, focus_mm: list[float] | None, focus_id: str,
-                height: int, random_weights: bool, on_action) -> None:
-    """Draw the viewer, at most `height` px tall (it fits itself to the window below it), with the
-    random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs (as a
-    callback, before the page reruns) when the reader presses N, P or B inside it."""
+def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: IntensityMapping,
+                style: OverlayStyle | None, map_max: float, layout: str, plane: str, focus_mm: list[float] | None,
+                focus_id: str, height: int, random_weights: bool, on_action) -> None:
+    """Draw the viewer for the case `case_id` (an opaque name; the canvas says which case it shows, even
+    when two cases share their files), at most `height` px tall (it fits itself to the window below it),
+    with the random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs
+    (as a callback, before the page reruns) when the reader presses N, P or B inside it."""
     served_folder()
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
     style = style or OverlayStyle()
-    component(scan_url=scan_file, map_url=map_file, window=[float(low), float(high)], colormap=style.colormap,
-              opacity=float(style.opacity), threshold=float(style.threshold), map_max=float(map_max),
-              layout=layout, plane=plane, focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None,
-              height=int(height), random_weights=bool(random_weights), key=KEY_VIEWER, default=None,
+    component(case_id=case_id, scan_url=scan_file, map_url=map_file, window=[float(low), float(high)],
+              colormap=style.colormap, opacity=float(style.opacity), threshold=float(style.threshold),
+              map_max=float(map_max), layout=layout, plane=plane,
+              focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None, height=int(height),
+              random_weights=bool(random_weights), key=KEY_VIEWER, default=None,
               on_change=partial(_dispatch, on_action))
 
 

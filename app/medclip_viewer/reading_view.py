@@ -5,6 +5,8 @@ a jump button's slice after one), and the viewer's keys wired to the worklist an
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import streamlit as st
 from medclip_ad.inference.overlay import OverlayStyle
@@ -31,7 +33,8 @@ def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mappin
     focus = peak_mm(anomaly_map, scan.affine, layout.slice_axis, index) if anomaly_map is not None else None
     shown_layout = st.segmented_control("Layout", LAYOUTS, key=KEY_LAYOUT, default=LAYOUTS[0],
                                         label_visibility="collapsed") or LAYOUTS[0]
-    niivue_view(scan_file=scan_url(session.case_key or "", scan), map_file=map_file, mapping=mapping, style=style,
+    case_id = hashlib.sha256((session.case_key or "").encode("utf-8")).hexdigest()[:16]
+    niivue_view(case_id=case_id, scan_file=scan_url(scan), map_file=map_file, mapping=mapping, style=style,
                 map_max=result.map_max if result is not None else 1.0, layout=shown_layout, plane=layout.plane,
                 focus_mm=focus, focus_id=f"{session.case_key}|{layout.plane}|{index}", height=VIEWER_HEIGHT_PX,
                 random_weights=bool(result is not None and result.random_weights),

@@ -9,6 +9,7 @@ Every value read from a file is shown as text (display_text.py), never as markdo
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import streamlit as st
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.overlay import OverlayStyle
-from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING
+from medclip_ad.random_weights import RANDOM_WEIGHTS_WARNING
 from medclip_ad.io.intensity import IntensityMapping
 from medclip_ad.io.orientation import (
     SCREEN_AXES,
@@ -42,9 +43,10 @@ from medclip_viewer.rendering import (
     png_bytes,
     slice_position_mm,
 )
-from medclip_viewer.score_plot import slice_score_figure
+from medclip_viewer.score_plot import SELECTION, selected_slice, slice_score_spec
 from medclip_viewer.state import (
     JUMP_KEY_PREFIX,
+    SCORE_PLOT_KEY_PREFIX,
     KEY_DOWNLOAD_MAP,
     KEY_DOWNLOAD_OVERLAY,
     KEY_PLANE,
@@ -174,15 +176,23 @@ def _panel_caption(scan: Scan, layout: PlaneLayout, index: int, shape: tuple[int
             f"right {labels.right}, top {labels.top}, bottom {labels.bottom} · {mapping.description}")
 
 
-def score_plot(result: CaseResult, layout: PlaneLayout, index: int) -> None:
-    """Slice scores along the scored plane, with the slice on screen marked when it lies in that plane."""
+def score_plot(result: CaseResult) -> None:
+    """Slice scores along the scored plane (drawn once per case); a click shows the slice picked."""
     document = result.document
     if document["kind"] != "volume":
         return
     plane = document["slice_axis"]
-    current = index if layout.plane == plane else None
-    st.pyplot(slice_score_figure(document["slice_scores"], document["top_slices"], current, plane),
-              width="stretch")
+    key = f"{SCORE_PLOT_KEY_PREFIX}{hashlib.sha256(str(result.folder.resolve()).encode('utf-8')).hexdigest()[:12]}"
+    st.vega_lite_chart(slice_score_spec(document["slice_scores"], document["top_slices"], plane), key=key,
+                       on_select=lambda: _jump_to_clicked(key, plane, len(document["slice_scores"])),
+                       selection_mode=SELECTION, width="stretch")
+
+
+def _jump_to_clicked(key: str, plane: str, count: int) -> None:
+    state = st.session_state.get(key)
+    index = selected_slice(state.get("selection") if state is not None else None)
+    if index is not None and 0 <= index < count:
+        _jump(plane, index)
 
 
 def jump_buttons(result: CaseResult) -> None:

@@ -16,6 +16,7 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
@@ -24,6 +25,9 @@ from medclip_ad.io.scan import Scan
 
 from medclip_viewer.case_cache import load_map_shared
 from medclip_viewer.cases import CaseResult, Catalogue
+
+if TYPE_CHECKING:
+    from medclip_viewer.model import InferenceJob
 
 # Widget keys: the app's controls, and what tests drive.
 KEY_SOURCE = "open.source"
@@ -37,6 +41,7 @@ KEY_PROMPTS = "model.prompts"
 KEY_METHOD = "model.method"
 KEY_DEVICE = "model.device"
 KEY_IMAGE_SIZE = "model.image_size"
+KEY_LAYERS = "model.layers"
 KEY_RUN = "model.run"
 KEY_SCORED_PLANE = "model.scored_plane"
 KEY_AGGREGATION = "model.aggregation"
@@ -58,6 +63,7 @@ KEY_DOWNLOAD_MAP = "export.map"
 KEY_PASSWORD = "access.password"
 SLICE_KEY_PREFIX = "view.slice."
 JUMP_KEY_PREFIX = "view.jump."
+SCORE_PLOT_KEY_PREFIX = "view.score_plot."
 
 # Controls whose valid values depend on the case (slice ranges, windows, the map's scale): forgotten
 # whenever another case opens, so they start from that case's defaults.
@@ -86,6 +92,8 @@ class ViewerSession:
     results: dict[str, CaseResult] = field(default_factory=dict)
     shown_result: dict[str, str] = field(default_factory=dict)
     mappings: dict[tuple, IntensityMapping] = field(default_factory=dict)
+    jobs: dict[str, InferenceJob] = field(default_factory=dict)
+    inference_errors: dict[str, str] = field(default_factory=dict)
     _map_key: str | None = None
     _map: np.ndarray | None = None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medclip_viewer.case_cache import read_ahead
 from medclip_viewer.cases import Catalogue, ResultFolder
 from medclip_viewer.display_text import plain
 from medclip_viewer.review_capture import REVIEW_FILE, reviews_csv
@@ -26,6 +27,7 @@ KEY_WORKLIST_EXPORT = "worklist.export"
 KEY_WORKLIST_BAR = "worklist.bar"
 KEY_WORKLIST_POPOVER = "worklist.popover"
 _KEY_ROWS = "worklist.rows"
+_KEY_SCOPE = "worklist.scope"
 _KEY_NEUTRAL = "worklist.neutral_names"
 _KEY_TABLE_GENERATION = "worklist.table_generation"
 NEXT_SHORTCUT = "N"
@@ -50,6 +52,7 @@ def worklist_choice(found: Catalogue) -> ResultFolder:
     listing = sorted(folders)
     rows = ordered([_row(folder) for folder in listing], ORDERS[_order_label()])
     st.session_state[_KEY_ROWS] = rows
+    st.session_state[_KEY_SCOPE] = found.scope
     st.session_state[_KEY_NEUTRAL] = {folder: f"case {rank}" for rank, folder in enumerate(listing, start=1)}
     current = st.session_state.get(KEY_WORKLIST_CURRENT)
     if current not in {str(row.folder) for row in rows}:
@@ -128,6 +131,18 @@ def step_worklist(step: int) -> None:
     target = neighbour(rows, Path(current) if current else None, step)
     if target is not None:
         st.session_state[KEY_WORKLIST_CURRENT] = str(target)
+
+
+def read_ahead_neighbours() -> None:
+    """Start opening the next and the previous case in the background, so N and P find them ready."""
+    rows = st.session_state.get(_KEY_ROWS)
+    current = st.session_state.get(KEY_WORKLIST_CURRENT)
+    if not rows or current is None:
+        return
+    for step in (1, -1):
+        target = neighbour(rows, Path(current), step)
+        if target is not None and target != Path(current):
+            read_ahead(target, st.session_state[_KEY_SCOPE])
 
 
 def _select() -> None:

@@ -36,6 +36,7 @@ from medclip_ad.modeling.gaussian_blur import gaussian_blur
 from medclip_ad.modeling.int8 import int8_available, int8_blocks
 from medclip_ad.modeling.precision import disable_tf32
 from medclip_ad.modeling.vision_tower import ClipVisionTower
+from medclip_ad.random_weights import RANDOM_WEIGHTS_WARNING  # noqa: F401 - its users import it from here
 
 # On the CPU a block's matrix products run at full speed from about a thousand token rows on, and larger
 # batches only grow the activations: ViT-L at 518 px has 1,370 rows per image and a 22 MB MLP activation,
@@ -45,9 +46,6 @@ from medclip_ad.modeling.vision_tower import ClipVisionTower
 # pass there: ViT-L and ViT-B at their published sizes one image at a time, the tiny test model at 224 px
 # seven. Outputs do not depend on it.
 CPU_TOKEN_ROWS_PER_PASS = 2048
-
-RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model has random CLIP weights (random:*); its scores and maps "
-                          "are meaningless and only show that the pipeline runs")
 
 
 @dataclass

@@ -34,8 +34,7 @@ from medclip_ad.constants import DEFAULT_BACKBONE
 from medclip_ad.errors import UserInputError
 from medclip_ad.modeling.torchscript_archive import is_torchscript_archive, read_torchscript_tensors
 from medclip_ad.modeling.weights_download import release_weights_file
-
-RANDOM_PREFIX = "random:"
+from medclip_ad.random_weights import RANDOM_PREFIX
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ const MIN_HEIGHT_PX = 300;
 // Per plane, which RAS voxel axis a slice step moves along.
 const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
 
+// Performance marks (read by benchmarks/bench_viewer.py): where a first image or a case switch spends its time.
+const mark = (name) => performance.mark(`viewer:${name}`);
+mark("script");
+
 const canvas = document.getElementById("gl");
 const readout = document.getElementById("readout");
 const status = document.getElementById("status");
@@ -70,6 +74,8 @@ async function ensureViewer() {
   });
   await nv.attachToCanvas(canvas);
   nv.setMouseEventConfig(MOUSE_BUTTONS);
+  holdLayerRefresh();
+  mark("attached");
   nv.onLocationChange = (location) => { readout.dataset.crosshair = location.string || ""; };
 }
 
@@ -81,22 +87,45 @@ function volumeOptions() {
     opacity: overlayVisible ? settings.opacity : 0, cal_min: settings.threshold, cal_max: settings.map_max }];
 }
 
-function applySettings() {
-  const [scan, map] = nv.volumes;
-  scan.cal_min = settings.window[0];
-  scan.cal_max = settings.window[1];
-  scan.colorbarVisible = false;
-  if (map) {
-    map.colormap = settings.colormap;
-    map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
-    // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
-    map.cal_min = Math.max(settings.threshold, 1e-6);
-    map.cal_max = settings.map_max;
-    map.opacity = overlayVisible ? settings.opacity : 0;
-    map.colorbarVisible = overlayVisible;
+// Every GPU refresh of the layers (NiiVue's updateGLVolume) re-uploads both volumes and recomputes the
+// scan's gradient texture: seconds on a software GPU. Loading two volumes refreshes three times on its own,
+// so refreshes are held back while volumes load and settings are set, and run once after.
+let holdRefresh = false;
+let appliedLook = null;
+
+function holdLayerRefresh() {
+  const refresh = nv.updateGLVolume.bind(nv);
+  nv.updateGLVolume = () => {
+    if (!holdRefresh) refresh();
+  };
+}
+
+// What needs a layer refresh when it changes (a layout change only redraws).
+function lookOf(args) {
+  return JSON.stringify([args.window, args.colormap, args.opacity, args.threshold, args.map_max, overlayVisible]);
+}
+
+function applySettings(args) {
+  const look = lookOf(args);
+  if (look !== appliedLook) {
+    const [scan, map] = nv.volumes;
+    scan.cal_min = args.window[0];
+    scan.cal_max = args.window[1];
+    scan.colorbarVisible = false;
+    if (map) {
+      map.colormap = args.colormap;
+      map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
+      // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
+      map.cal_min = Math.max(args.threshold, 1e-6);
+      map.cal_max = args.map_max;
+      map.opacity = overlayVisible ? args.opacity : 0;
+      map.colorbarVisible = overlayVisible;
+    }
+    appliedLook = look;
+    nv.updateGLVolume();
   }
-  nv.setSliceType(LAYOUTS[settings.layout] ?? SLICE_TYPE.MULTIPLANAR);
-  nv.updateGLVolume();
+  const sliceType = LAYOUTS[args.layout] ?? SLICE_TYPE.MULTIPLANAR;
+  if (nv.opts.sliceType !== sliceType) nv.setSliceType(sliceType);
 }
 
 function applyFocus() {
@@ -109,6 +138,7 @@ function applyFocus() {
 }
 
 async function render(args) {
+  mark("render");
   settings = args;
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
@@ -117,12 +147,25 @@ async function render(args) {
     status.textContent = "loading…";
     loaded = { scan: args.scan_url, map: args.map_url || null };
     focusNonce = null;
-    await nv.loadVolumes(volumeOptions());
+    appliedLook = null;
+    mark("fetch");
+    holdRefresh = true;
+    try {
+      await nv.loadVolumes(volumeOptions());
+      mark("loaded");
+      applySettings(args);
+    } finally {
+      holdRefresh = false;
+    }
+    nv.updateGLVolume();
     status.textContent = "";
+  } else {
+    applySettings(args);
   }
-  applySettings();
+  mark("applied");
   applyFocus();
-  canvas.dataset.ready = `${args.scan_url}|${args.map_url || ""}`;
+  canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
+  mark("ready");
   setFrameHeight();
 }
 
@@ -135,11 +178,7 @@ function stepSlice(delta) {
 
 function toggleOverlay() {
   overlayVisible = !overlayVisible;
-  if (nv.volumes[1]) {
-    nv.volumes[1].opacity = overlayVisible ? settings.opacity : 0;
-    nv.volumes[1].colorbarVisible = overlayVisible;
-    nv.updateGLVolume();
-  }
+  if (nv.volumes[1]) applySettings(settings);
   document.getElementById("overlay-state").textContent = overlayVisible ? "overlay on (O)" : "overlay off (O)";
 }
 
