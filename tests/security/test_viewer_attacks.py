@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from attack_tools import assert_one_line, assert_untouched, touched_paths
 from medclip_ad.io.synthetic import make_synthetic_study
+from medclip_ad.random_weights import RANDOM_WEIGHTS_WARNING
 from streamlit.testing.v1 import AppTest
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
@@ -120,7 +121,8 @@ def test_an_uploaded_result_opens_the_scan_uploaded_with_it(viewer, tmp_path):
     upload = _zip({"scan.nii.gz": scan.read_bytes(), **{f"results/scan/{p.name}": p.read_bytes()
                                                         for p in case.iterdir()}})
     at = _upload(ok(viewer.run()), "bundle.zip", upload)
-    assert not _messages(at) and at.image and at.metric[0].value == "0.5000"
+    # the only message: the model panel, prefilled from the result's provenance (random:tiny), says so
+    assert _messages(at) == [RANDOM_WEIGHTS_WARNING] and at.image and at.metric[0].value == "0.5000"
 
 
 def test_links_and_results_under_the_data_root_cannot_reach_outside(viewer, monkeypatch, tmp_path):
