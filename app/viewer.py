@@ -90,19 +90,18 @@ with side_column:
     review_box = st.container()
 with viewer_column:
     view_box = st.container()
-    sections = [name for name, shown in ((IMAGES_TAB, scan.kind == "volume"),
+    sections = [name for name, shown in ((IMAGES_TAB, True),
                                          (SCORES_TAB, result is not None and scan.kind == "volume"),
                                          (FINDINGS_TAB, result is not None and "flagged" in result.document),
                                          (PROVENANCE_TAB, result is not None)) if shown]
-    tab = dict(zip(sections, st.tabs(sections))) if sections else {}
-    with tab.get(IMAGES_TAB) or view_box:  # a 2-D image is shown as its PNG panels, first
+    tab = dict(zip(sections, st.tabs(sections)))
+    with tab[IMAGES_TAB]:
         layout, index = slice_control(scan, result, plane)
         overlay_png = image_panels(session, layout, index, mapping, style)
         if result is not None:
             exports(title, scan, result, layout, index, overlay_png)
-    if scan.kind == "volume":
-        with view_box:
-            reading_view(session, layout, index, mapping, style)
+    with view_box:
+        reading_view(session, layout, index, mapping, style)
 if result is not None:
     with metrics_box:
         score_metrics(result, layout, index)

@@ -43,6 +43,7 @@ from medclip_viewer.display_text import unescape  # noqa: E402
 from medclip_viewer.intensity import default_mode, percentile_mapping, window_mapping  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV, parse_launch_options  # noqa: E402
 from medclip_viewer.model import METHOD_AUTO, detector_config  # noqa: E402
+from medclip_viewer.niivue_viewer import display_scan_bytes, image_volume  # noqa: E402
 from medclip_viewer.open_panel import SOURCE_BROWSE  # noqa: E402
 from medclip_viewer.rendering import (  # noqa: E402
     RANDOM_WEIGHTS_RED,
@@ -590,6 +591,21 @@ def test_panel_marks_scale_bar_and_random_weights():
     assert bar_row.sum(axis=1).max() == 50  # 20 mm at 0.4 mm per pixel
     assert has_colour(marked[:MARK_ROWS, :256], RANDOM_WEIGHTS_RED)
     assert not (annotate(black, PanelMarks()) != 0).any()  # no spacing, no orientation, real weights: no marks
+
+
+def test_a_colour_image_goes_to_niivue_as_stored_rgb():
+    """A 2-D picture is one slice for NiiVue's neurological axial view: x along the columns, y up the rows
+    (so row 0 is at the top), its colours in an RGB24 NIfTI."""
+    picture = np.zeros((4, 6, 3), np.uint8)
+    picture[0, 5] = (250, 10, 20)  # top right
+    shown = nib.Nifti1Image.from_bytes(
+        display_scan_bytes(Scan("photo", Path("p.png"), "image", picture, spacing=(1.0, 1.0))))
+    data = np.asarray(shown.dataobj)
+    assert data.shape == (6, 4, 1) and shown.get_data_dtype().names == ("R", "G", "B")
+    assert tuple(data[5, 3, 0]) == (250, 10, 20)  # largest x (right), largest y (top)
+    np.testing.assert_array_equal(shown.affine, np.eye(4))
+    grey = image_volume(np.arange(6).reshape(2, 3))
+    assert grey.shape == (3, 2, 1) and grey[2, 1, 0] == 2 and grey[0, 0, 0] == 3
 
 
 def test_png_is_lossless():

@@ -47,6 +47,10 @@ LAYOUTS: tuple[str, ...] = ("multiplanar", "axial", "coronal", "sagittal")
 # Display files kept on the server; the oldest go first (a 256x256x120 case is about 17 MB).
 MAX_DISPLAY_FILES = 64
 MAP_LEVELS = 255
+RGB_LEVELS = 255
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+# 2-D images are shown as one-slice volumes with unit pixels (their files record no spacing).
+IMAGE_AFFINE = np.eye(4)
 INT16 = np.iinfo(np.int16)
 UINT16_LEVELS = np.iinfo(np.uint16).max
 DISPLAY_SUFFIX = ".nii.gz"
@@ -80,18 +84,39 @@ def served_folder() -> Path:
         return _served[0]
 
 
+def image_volume(array: np.ndarray) -> np.ndarray:
+    """A 2-D image (rows, columns[, RGB]) as a one-slice volume for IMAGE_AFFINE: x along the columns, y up
+    the rows, so NiiVue's axial view (neurological, x to the right) shows the picture as stored."""
+    return np.ascontiguousarray(np.swapaxes(np.asarray(array)[::-1], 0, 1)[:, :, None])
+
+
+def _rgb_image(volume: np.ndarray) -> nib.Nifti1Image:
+    """An (x, y, 1, 3) colour volume as a NIfTI RGB24 image (NiiVue shows its colours as they are)."""
+    channels = volume.astype(np.float64)
+    if volume.dtype != np.uint8:  # 16-bit colour: its own range onto 8 bits
+        channels = channels * (RGB_LEVELS / max(float(channels.max()), 1.0))
+    rgb = np.empty(volume.shape[:3], dtype=RGB24)
+    for index, name in enumerate(RGB24.names):
+        rgb[name] = np.clip(np.round(channels[..., index]), 0, RGB_LEVELS).astype(np.uint8)
+    return nib.Nifti1Image(rgb, IMAGE_AFFINE)
+
+
 def display_scan_bytes(scan: Scan) -> bytes:
     """The scan as a NIfTI in its stored units, at 16 bits: int16 when every value is a whole number in
-    range (CT in HU), else uint16 spanning the finite range with a scale (MR, PET)."""
-    array = np.asarray(scan.array)
+    range (CT in HU), else uint16 spanning the finite range with a scale (MR, PET). A 2-D image becomes a
+    one-slice volume (`image_volume`), colour ones as RGB."""
+    if scan.kind == "image" and scan.array.ndim == 3:
+        return _rgb_image(image_volume(scan.array)).to_bytes()
+    array = image_volume(scan.array) if scan.kind == "image" else np.asarray(scan.array)
+    affine = IMAGE_AFFINE if scan.kind == "image" else scan.affine
     finite = np.isfinite(array)
     low, high = (float(array[finite].min()), float(array[finite].max())) if finite.any() else (0.0, 0.0)
     if INT16.min <= low and high <= INT16.max and np.array_equal(array[finite], np.round(array[finite])):
-        image = nib.Nifti1Image(np.where(finite, array, 0).astype(np.int16), scan.affine)
+        image = nib.Nifti1Image(np.where(finite, array, 0).astype(np.int16), affine)
     else:
         slope = (high - low) / UINT16_LEVELS or 1.0
         levels = np.round((np.where(finite, array, low) - low) / slope).astype(np.uint16)
-        image = nib.Nifti1Image(levels, scan.affine)
+        image = nib.Nifti1Image(levels, affine)
         image.header.set_slope_inter(slope, low)
     return image.to_bytes()
 
@@ -162,11 +187,12 @@ def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index:
 
 def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: IntensityMapping,
                 style: OverlayStyle | None, map_max: float, layout: str, plane: str, focus_mm: list[float] | None,
-                focus_id: str, height: int, random_weights: bool, on_action) -> None:
+                focus_id: str, height: int, random_weights: bool, on_action, image: bool = False) -> None:
     """Draw the viewer for the case `case_id` (an opaque name; the canvas says which case it shows, even
     when two cases share their files), at most `height` px tall (it fits itself to the window below it),
     with the random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs
-    (as a callback, before the page reruns) when the reader presses N, P or B inside it."""
+    (as a callback, before the page reruns) when the reader presses N, P or B inside it. `image`: a 2-D
+    picture, shown as stored (no radiological flip, no orientation letters)."""
     served_folder()
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
@@ -175,7 +201,7 @@ def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: 
               colormap=style.colormap, opacity=float(style.opacity), threshold=float(style.threshold),
               map_max=float(map_max), layout=layout, plane=plane,
               focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None, height=int(height),
-              random_weights=bool(random_weights), key=KEY_VIEWER, default=None,
+              random_weights=bool(random_weights), image=bool(image), key=KEY_VIEWER, default=None,
               on_change=partial(_dispatch, on_action))
 
 

@@ -143,6 +143,9 @@ async function render(args) {
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
   await ensureViewer();
+  // a 2-D picture is shown as stored: no radiological flip, no orientation letters
+  nv.opts.isRadiologicalConvention = !args.image;
+  nv.opts.isOrientationTextVisible = !args.image;
   if (loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null)) {
     status.textContent = "loading…";
     loaded = { scan: args.scan_url, map: args.map_url || null };
