@@ -37,6 +37,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WINDOW = "1600,1000"
 TIMEOUT_S = 600
+# Pause between the cold and the warm session (the server reads the next case ahead meanwhile).
+SETTLE_S = 3.0
 RUN_LOG_LINE = "Running script"
 # Times one key press (or wheel notch) in the page until two animation frames later, i.e. drawn.
 STEP_SCRIPT = """
@@ -155,6 +157,31 @@ def first_image(driver, url: str) -> float:
     return time.monotonic() - start
 
 
+# The viewer's performance marks (viewer.js), in the order a first image passes them.
+MARKS = ("script", "fetch", "attached", "fetched", "loaded", "applied", "ready")
+MARKS_SCRIPT = """
+const since = arguments[0];
+const t0 = since === null ? performance.timeOrigin - window.parent.performance.timeOrigin : -since;
+const seen = {};
+for (const entry of performance.getEntriesByType("mark")) {
+  const name = entry.name.replace("viewer:", "");
+  if ((since === null || entry.startTime >= since) && !(name in seen)) seen[name] = (t0 + entry.startTime) / 1000;
+}
+const canvas = document.getElementById("gl");
+seen.canvas = `${canvas.width}x${canvas.height}`;
+return seen;
+"""
+
+
+def breakdown(driver, since_ms: float | None = None) -> str:
+    """Where a first image's time went, from the page's start (or a case switch's, from the key press at
+    `since_ms` on the viewer's clock): the viewer page loaded (script), volumes asked for (fetch), WebGL set
+    up (attached), files downloaded (fetched), parsed (loaded), layers on the GPU (applied), ready to draw."""
+    seen = driver.execute_script(MARKS_SCRIPT, since_ms)
+    times = ", ".join(f"{name} {seen[name]:.1f}" for name in MARKS if name in seen)
+    return f"{times} s; canvas {seen['canvas']} px"
+
+
 def runs(log_path: Path) -> int:
     return log_path.read_text(errors="replace").count(RUN_LOG_LINE)
 
@@ -185,10 +212,11 @@ def main() -> None:
         process, url = start_server(results, log_path)
         try:
             cold = browser(work / "profile-cold")
-            print(f"first image, cold server: {first_image(cold, url):.2f} s")
+            print(f"first image, cold server: {first_image(cold, url):.2f} s ({breakdown(cold)})")
             cold.quit()
+            time.sleep(SETTLE_S)
             driver = browser(work / "profile-warm")
-            print(f"first image, warm server (new session): {first_image(driver, url):.2f} s")
+            print(f"first image, warm server (new session): {first_image(driver, url):.2f} s ({breakdown(driver)})")
             before = runs(log_path)
             keys = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
             wheel = driver.execute_async_script(STEP_SCRIPT, "wheel", args.steps)
@@ -198,7 +226,8 @@ def main() -> None:
             print(f"script reruns during {2 * args.steps} slice steps: {runs(log_path) - before}")
             ready = driver.execute_script("return document.getElementById('gl').dataset.ready")
             start = time.monotonic()
-            driver.execute_script("window.dispatchEvent(new KeyboardEvent('keydown', {key: 'n', bubbles: true}))")
+            pressed_ms = driver.execute_script("const t = performance.now(); window.dispatchEvent("
+                                               "new KeyboardEvent('keydown', {key: 'n', bubbles: true})); return t")
             driver.switch_to.default_content()
 
             def switched() -> bool:
@@ -214,7 +243,7 @@ def main() -> None:
 
             wait_for(switched)
             driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
-            print(f"case switch (N key): {time.monotonic() - start:.2f} s")
+            print(f"case switch (N key): {time.monotonic() - start:.2f} s ({breakdown(driver, pressed_ms)})")
             driver.quit()
         finally:
             process.terminate()

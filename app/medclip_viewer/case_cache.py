@@ -11,6 +11,7 @@ fills the same entries the page reads.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -27,6 +28,9 @@ from medclip_viewer.confinement import Scope
 
 # A 256x256x120 scan with its map is about 60 MB in memory.
 MAX_CACHED_CASES = 8
+# The read-ahead thread runs at the lowest CPU priority, so it never slows the page or the browser drawing
+# on the same machine (Linux niceness is per thread).
+READ_AHEAD_NICENESS = 19
 
 Value = TypeVar("Value")
 
@@ -93,7 +97,15 @@ class OpenedCase:
 
 _cases: SharedTable[OpenedCase] = SharedTable(MAX_CACHED_CASES)
 _maps: SharedTable[np.ndarray] = SharedTable(MAX_CACHED_CASES)
-_read_ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclip-viewer-read-ahead")
+def _lower_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_AHEAD_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: read ahead at normal priority
+        pass
+
+
+_read_ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclip-viewer-read-ahead",
+                                 initializer=_lower_priority)
 _read_ahead_hooks: list[Callable[[OpenedCase], None]] = []
 
 

@@ -79,11 +79,25 @@ async function ensureViewer() {
   nv.onLocationChange = (location) => { readout.dataset.crosshair = location.string || ""; };
 }
 
-function volumeOptions() {
-  const scan = { url: settings.scan_url, name: settings.scan_name, colormap: "gray",
+// The display files, fetched as soon as a render names them: the download then runs while NiiVue sets up
+// WebGL (seconds on a software GPU) instead of after it.
+function fetchVolumes(args) {
+  const urls = [args.scan_url, ...(args.map_url ? [args.map_url] : [])];
+  return Promise.all(urls.map(async (url) => {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    return { url, buffer: await response.arrayBuffer() };
+  }));
+}
+
+// NiiVue takes a fetched file as `url` (its name, with the extension, tells the format).
+function volumeOptions(files) {
+  const [scanFile, mapFile] = files;
+  const name = (file) => file.url.split("/").pop();
+  const scan = { url: scanFile.buffer, name: name(scanFile), colormap: "gray",
     cal_min: settings.window[0], cal_max: settings.window[1] };
-  if (!settings.map_url) return [scan];
-  return [scan, { url: settings.map_url, name: settings.map_name, colormap: settings.colormap,
+  if (!mapFile) return [scan];
+  return [scan, { url: mapFile.buffer, name: name(mapFile), colormap: settings.colormap,
     opacity: overlayVisible ? settings.opacity : 0, cal_min: settings.threshold, cal_max: settings.map_max }];
 }
 
@@ -142,19 +156,23 @@ async function render(args) {
   settings = args;
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
+  const newVolumes = loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null);
+  if (newVolumes) mark("fetch");
+  const files = newVolumes ? fetchVolumes(args) : null;
   await ensureViewer();
   // a 2-D picture is shown as stored: no radiological flip, no orientation letters
   nv.opts.isRadiologicalConvention = !args.image;
   nv.opts.isOrientationTextVisible = !args.image;
-  if (loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null)) {
+  if (newVolumes) {
     status.textContent = "loading…";
     loaded = { scan: args.scan_url, map: args.map_url || null };
     focusNonce = null;
     appliedLook = null;
-    mark("fetch");
+    const fetched = await files;
+    mark("fetched");
     holdRefresh = true;
     try {
-      await nv.loadVolumes(volumeOptions());
+      await nv.loadVolumes(volumeOptions(fetched));
       mark("loaded");
       applySettings(args);
     } finally {
@@ -278,12 +296,31 @@ try {
   // another origin's page: the height stays as asked
 }
 
-window.addEventListener("message", (event) => {
-  if (event.data && event.data.type === "streamlit:render") {
-    render(event.data.args).catch((error) => {
+// Renders run one at a time, the latest arguments winning: a rerun's render that arrives while volumes
+// load waits for them instead of setting up a half-loaded view.
+let nextArgs = null;
+let rendering = false;
+
+async function renderLatest() {
+  rendering = true;
+  while (nextArgs) {
+    const args = nextArgs;
+    nextArgs = null;
+    try {
+      await render(args);
+    } catch (error) {
+      loaded = { scan: null, map: null };
       status.textContent = `viewer error: ${error}`;
       setFrameHeight();
-    });
+    }
+  }
+  rendering = false;
+}
+
+window.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "streamlit:render") {
+    nextArgs = event.data.args;
+    if (!rendering) renderLatest();
   }
 });
 
