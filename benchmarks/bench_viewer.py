@@ -8,10 +8,14 @@ app/viewer.py` on the results folder and measures:
 
 - first image, cold server: from opening the page on a just-started server to the WebGL canvas showing
   scan and map (every import and the first read of the case included);
-- first image, warm server: the same for a new browser session on that server;
+- first image, warm server: the same for a new browser session on that server, started SETTLE_S after
+  the first one's image (the server reads the next case ahead meanwhile);
 - slice step: one ArrowUp key or one wheel notch in the viewer until the next frame is drawn (median and
   95th percentile over `--steps`), with the number of script reruns they caused;
 - case switch: the N key until the next case's scan and map are on the canvas.
+
+Each first image and the switch also print the viewer's own marks (viewer.js), in seconds from the page's
+start or the key press: where the time went (page and script run, WebGL set-up, download, parsing, GPU).
 
 Goals on the 2-core development machine: warm first image < 3 s, slice step < 100 ms, case switch < 1.5 s.
 """

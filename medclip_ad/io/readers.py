@@ -1,9 +1,11 @@
 """Read one case (a DICOM series or file, a NIfTI file, a 2-D image) into a `Scan`, geometry intact.
 
-Pixel decoding and geometry come from MONAI's image readers, never from hand-written parsing; one module
+Pixel decoding and geometry come from the libraries MONAI's image readers wrap (nibabel, ITK/GDCM, Pillow),
+called as those readers call them and tested against them, never from hand-written parsing; one module
 per format (`dicom_reader`, `nifti_reader`, `image_reader`). Array layouts and affines follow MONAI's
 convention (RAS world millimetres; DICOM volumes as (column, row, slice)), so a map with the scan's shape,
-saved with `scan.affine`, lies exactly on the input.
+saved with `scan.affine`, lies exactly on the input. MONAI itself (and torch) is imported only for the
+rare inputs it is needed for, so reading a case, in the viewer say, stays light.
 
 Every failure a user can cause becomes a `UserInputError` whose one line names the file and the problem.
 """
