@@ -33,6 +33,8 @@ _KEY_TABLE_GENERATION = "worklist.table_generation"
 NEXT_SHORTCUT = "N"
 PREVIOUS_SHORTCUT = "P"
 TABLE_HEIGHT_PX = 178
+# Wide enough for every column (case, score, flag, percentile, findings, review) inside the pop-over.
+TABLE_WIDTH_PX = 600
 
 
 def is_worklist(found: Catalogue) -> bool:
@@ -108,7 +110,7 @@ def worklist_table(show_patient: bool) -> None:
         neutral = st.session_state.get(_KEY_NEUTRAL, {})
         names = {row.folder: row.case if show_patient else neutral.get(row.folder, "case") for row in rows}
         st.dataframe([row.as_table_row(row.folder == current, names[row.folder]) for row in rows], hide_index=True,
-                     height=TABLE_HEIGHT_PX, on_select=_select, selection_mode="single-row",
+                     height=TABLE_HEIGHT_PX, width=TABLE_WIDTH_PX, on_select=_select, selection_mode="single-row",
                      key=f"{KEY_WORKLIST_TABLE}.{st.session_state.get(_KEY_TABLE_GENERATION, 0)}",
                      column_config=_COLUMNS)
         for row in rows:
