@@ -247,7 +247,7 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(url)
     frame = wait.until(viewer_frame)
-    wait.until(settled)  # the score beside the viewer is drawn after it
+    wait.until(lambda d: "Case score" in main_text(d))  # the score beside the viewer is drawn after it
     assert "case 1 of 2" in main_text(browser)
     body = main_text(browser)
     assert "Case score" in body and f"{document['score']:.4f}" in body and "RANDOM WEIGHTS" in body
