@@ -7,7 +7,8 @@
 Text features are computed once at load time; batches run without gradients. The backbone runs in the
 chosen precision (fp32 on the CPU, bf16 autocast on CUDA by default); logits, scores, maps and blur are
 always fp32, and `fp32` on CUDA also turns TF32 off. Maps come back in each input's own pixel grid and
-are never normalised.
+are never normalised. On the CPU a batch runs through the model in passes of bounded size (see
+CPU_TOKEN_ROWS_PER_PASS); `compile` compiles the vision encoders (`medclip_ad.modeling.compilation`).
 """
 
 from __future__ import annotations
