@@ -151,18 +151,29 @@ def first_image(driver, url: str) -> float:
     """Seconds from opening the page to the canvas showing its loaded scan and map."""
     from selenium.webdriver.common.by import By
 
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": LONG_TASKS_RECORDER})
     start = time.monotonic()
     driver.get(url)
     frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']"))[0]
     driver.switch_to.frame(frame)
     wait_for(lambda: "|volumes/" in (driver.execute_script(
         "const c = document.getElementById('gl'); return c && c.dataset.ready") or ""))
-    driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+    driver.execute_async_script(DRAWN_SCRIPT)
     return time.monotonic() - start
 
 
-# The viewer's performance marks (viewer.js), in the order a first image passes them.
-MARKS = ("script", "fetch", "attached", "fetched", "loaded", "applied", "ready")
+# Once the viewer says it is ready: a 1-pixel read of the canvas waits for the GPU work queued so far
+# (gpu), then two animation frames put the image on the screen (drawn).
+DRAWN_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const gl = document.getElementById("gl").getContext("webgl2");
+performance.mark("viewer:seen");
+gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+performance.mark("viewer:gpu");
+requestAnimationFrame(() => requestAnimationFrame(() => { performance.mark("viewer:drawn"); done(); }));
+"""
+# The viewer's performance marks (viewer.js, and DRAWN_SCRIPT's), in the order a first image passes them.
+MARKS = ("script", "fetch", "attached", "fetched", "loaded", "applied", "ready", "seen", "gpu", "drawn")
 MARKS_SCRIPT = """
 const since = arguments[0];
 const t0 = since === null ? performance.timeOrigin - window.parent.performance.timeOrigin : -since;
@@ -177,13 +188,47 @@ return seen;
 """
 
 
+# Every task that held the page's main thread (which the viewer's same-origin iframe shares) over 50 ms,
+# recorded from the page's start (installed before any of the page's scripts run).
+LONG_TASKS_RECORDER = """
+if (window === window.top) {
+  window.longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) window.longTasks.push([entry.startTime, entry.duration, entry.name]);
+  }).observe({ type: "longtask", buffered: true });
+}
+"""
+LONG_TASKS_SCRIPT = """
+const since = arguments[0];
+const shift = since === null ? 0 : performance.timeOrigin - window.top.performance.timeOrigin + since;
+return window.top.longTasks.filter(([start]) => start >= shift).map(([start, length, name]) => [(start - shift) / 1000,
+  length / 1000, name]);
+"""
+# Who a long task ran for: the Streamlit page itself, or the viewer (its same-origin iframe).
+TASK_OWNERS = {"self": "page", "same-origin-descendant": "viewer"}
+LONGEST_SHOWN = 4
+
+
+def long_tasks(driver, since_ms: float | None = None) -> str:
+    """The main thread's long tasks since the page's start (or since `since_ms` on the viewer's clock): their
+    count, total, and the longest with the second each began."""
+    tasks = [(start, length, TASK_OWNERS.get(name, name)) for start, length, name in
+             driver.execute_script(LONG_TASKS_SCRIPT, since_ms)]
+    totals = ", ".join(f"{owner} {sum(length for _, length, who in tasks if who == owner):.1f} s"
+                       for owner in sorted({who for _, _, who in tasks}))
+    longest = sorted(tasks, key=lambda task: -task[1])[:LONGEST_SHOWN]
+    shown = ", ".join(f"{owner} {length:.2f} s at {start:.1f}" for start, length, owner in sorted(longest))
+    return f"{len(tasks)} long tasks ({totals}); longest: {shown}"
+
+
 def breakdown(driver, since_ms: float | None = None) -> str:
     """Where a first image's time went, from the page's start (or a case switch's, from the key press at
     `since_ms` on the viewer's clock): the viewer page loaded (script), volumes asked for (fetch), WebGL set
-    up (attached), files downloaded (fetched), parsed (loaded), layers on the GPU (applied), ready to draw."""
+    up (attached), files downloaded (fetched), parsed (loaded), layers on the GPU (applied), ready to draw
+    (ready), seen by the benchmark (seen), GPU work done (gpu), on the screen (drawn); and the long tasks."""
     seen = driver.execute_script(MARKS_SCRIPT, since_ms)
     times = ", ".join(f"{name} {seen[name]:.1f}" for name in MARKS if name in seen)
-    return f"{times} s; canvas {seen['canvas']} px"
+    return f"{times} s; canvas {seen['canvas']} px; main thread: {long_tasks(driver, since_ms)}"
 
 
 def runs(log_path: Path) -> int:
@@ -246,7 +291,7 @@ def main() -> None:
                 return bool(now) and now != ready
 
             wait_for(switched)
-            driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+            driver.execute_async_script(DRAWN_SCRIPT)
             print(f"case switch (N key): {time.monotonic() - start:.2f} s ({breakdown(driver, pressed_ms)})")
             driver.quit()
         finally:

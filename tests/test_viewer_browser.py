@@ -6,7 +6,8 @@ cases in a 1280x800 window, checks the whole WebGL canvas lies on the first scre
 truncated control), that it shows scan and overlay (the O key hides the overlay: the pixels that change
 are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
 script rerun, moves to the next case with N, records a review and finds review.json written; a
-screenshot goes to test-artifacts/viewer.png. Without chromium it is skipped, except in CI, where it must run.
+screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay in the same view.
+Without chromium it is skipped, except in CI, where it must run.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ MIN_SCAN_FRACTION = 0.05
 OVERLAY_DIFFERENCE = 40
 MIN_OVERLAY_FRACTION = 0.005
 MIN_CANVAS_HEIGHT_PX = 300
+IMAGE_SIZE_PX = (160, 200)  # the 2-D case: rows, columns
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver); in CI this test runs",
@@ -75,14 +77,17 @@ pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the 
 
 
 @pytest.fixture(scope="module")
-def results_folder(tmp_path_factory) -> tuple[Path, dict]:
+def predictor() -> AnomalyPredictor:
+    return AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def results_folder(tmp_path_factory, predictor) -> tuple[Path, dict]:
     """A results folder of two cases: one tiny-random-CLIP `infer` output of a synthetic CT series, copied
     under a second name with a lower score (the worklist reads it second)."""
     root = tmp_path_factory.mktemp("viewer-browser")
     study = make_synthetic_study(root / "study")
     sources, _ = discover_cases([study.dicom_dir])
-    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224,
-                                                device="cpu"))
     document = run_case(predictor, read_case(sources[0]), root / "results")
     second = root / "results" / SECOND_CASE
     shutil.copytree(root / "results" / document["case"], second)
@@ -315,6 +320,33 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     assert review["verdict"] == "agree" and review["reader"] == "Dr Browser" and review["case"] == SECOND_CASE
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACT))
+
+
+def test_a_2d_image_in_the_niivue_view(predictor, browser, tmp_path_factory, tmp_path):
+    """A PNG result opens in the same NiiVue view: its pixels and its overlay are on the WebGL canvas."""
+    root = tmp_path_factory.mktemp("viewer-image")
+    rows, columns = np.mgrid[:IMAGE_SIZE_PX[0], :IMAGE_SIZE_PX[1]]
+    picture = 90 + 60 * np.sin(rows / 7.0) * np.cos(columns / 11.0)
+    picture[(rows - 40) ** 2 + (columns - 90) ** 2 < 15 ** 2] = 250
+    path = root / "photo.png"
+    Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(path)
+    sources, _ = discover_cases([path])
+    document = run_case(predictor, read_case(sources[0]), root / "results")
+    with _streamlit(tmp_path, ["--case", str(root / "results" / document["case"]), "--data-root", str(root)]) as url:
+        wait = WebDriverWait(browser, PAGE_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
+        browser.get(url)
+        browser.switch_to.frame(wait.until(viewer_frame))
+        canvas = wait.until(loaded_canvas)
+        assert "|volumes/" in canvas.get_attribute("data-ready")  # scan and map by URL: the NiiVue view
+        time.sleep(SETTLE_S)
+        with_overlay = canvas_pixels(canvas)
+        ActionChains(browser).send_keys_to_element(canvas, "o").perform()
+        wait.until(lambda d: "overlay off" in d.find_element(By.ID, "overlay-state").text)
+        time.sleep(SETTLE_S)
+        image_only = canvas_pixels(canvas)
+    assert grey_fraction(image_only) > MIN_SCAN_FRACTION
+    overlay_share = float((np.abs(with_overlay - image_only).max(axis=2) > OVERLAY_DIFFERENCE).mean())
+    assert overlay_share > MIN_OVERLAY_FRACTION, overlay_share
 
 
 def test_an_uploaded_result_cannot_show_a_server_file(case_folder, browser, tmp_path):

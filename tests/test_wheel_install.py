@@ -32,7 +32,11 @@ SHIPPED = ("medclip_ad/py.typed", "medclip_ad/share/app/viewer.py", "medclip_ad/
            "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/inference.json",
            "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/metadata.json",
            "medclip_ad/share/bundles/anomalyclip_zeroshot_medical/configs/train.json",
-           "medclip_ad/deploy/app.py", "medclip_ad/deploy/app.yaml")
+           "medclip_ad/deploy/app.py", "medclip_ad/deploy/app.yaml",
+           "medclip_ad/share/app/medclip_viewer/niivue/build/index.html",
+           "medclip_ad/share/app/medclip_viewer/niivue/build/viewer.js")
+# The viewer's frontend source and a developer's node_modules stay out (app/niivue_frontend is not shipped).
+NOT_SHIPPED = ("node_modules", "niivue_frontend", "package.json", "build.mjs")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +74,7 @@ def test_the_wheel_carries_the_viewer_and_the_bundle(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     assert set(SHIPPED) <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    assert not [name for name in names if any(part in name for part in NOT_SHIPPED)]
 
 
 def test_the_installed_package_is_the_one_that_runs(installed):

@@ -8,6 +8,7 @@
 //
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
+import { gradientNeeded, setGradientNeeded } from "./gradient_policy.js";
 
 // NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
 // below cal_min, while type 1 fades values below it in): colours keep the [0, max] scale and values under
@@ -72,6 +73,7 @@ async function ensureViewer() {
     dragAndDropEnabled: false,
     fontMinPx: 15,
   });
+  setGradientNeeded(() => nv.opts.sliceType === SLICE_TYPE.RENDER || nv.opts.multiplanarShowRender !== SHOW_RENDER.NEVER);
   await nv.attachToCanvas(canvas);
   nv.setMouseEventConfig(MOUSE_BUTTONS);
   holdLayerRefresh();
@@ -139,7 +141,11 @@ function applySettings(args) {
     nv.updateGLVolume();
   }
   const sliceType = LAYOUTS[args.layout] ?? SLICE_TYPE.MULTIPLANAR;
-  if (nv.opts.sliceType !== sliceType) nv.setSliceType(sliceType);
+  if (nv.opts.sliceType !== sliceType) {
+    const hadGradient = gradientNeeded();
+    nv.setSliceType(sliceType);
+    if (!hadGradient && gradientNeeded()) nv.updateGLVolume();  // a render appears: it needs the real gradient
+  }
 }
 
 function applyFocus() {
