@@ -22,7 +22,8 @@ from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.readers import read_study
 from medclip_ad.methods.anomalyclip.checkpoint import learner_tensors, new_prompt_learner
 from medclip_ad.methods.anomalyclip.training import TrainingConfig, train_prompts
-from medclip_ad.methods.checkpoint import file_sha256, save_method_checkpoint
+from medclip_ad.io.file_digest import file_sha256
+from medclip_ad.methods.checkpoint import save_method_checkpoint
 from medclip_ad.modeling.text_encoder import TextEncoder
 from PIL import Image
 from safetensors.torch import save_file

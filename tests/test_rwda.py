@@ -16,7 +16,8 @@ from medclip_ad.cli.main import main
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.anomalyclip.checkpoint import load_prompt_checkpoint
-from medclip_ad.methods.checkpoint import file_sha256, load_method_checkpoint, save_method_checkpoint
+from medclip_ad.io.file_digest import file_sha256
+from medclip_ad.methods.checkpoint import load_method_checkpoint, save_method_checkpoint
 from medclip_ad.methods.ensemble.prompt_ensemble import ensemble_sentences
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.methods.rwda.head import RandomWordDetector, RandomWordHead

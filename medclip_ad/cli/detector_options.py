@@ -57,15 +57,17 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
     Layers and image size not given are those recorded in the --prompts checkpoint (else the defaults);
     given ones that contradict the checkpoint are refused when it is loaded.
     """
-    from medclip_ad.methods.checkpoint import recorded_geometry, recorded_method
-
     prompts = getattr(args, "prompts", None)
-    recorded = recorded_method(prompts) if prompts else None
+    recorded = recorded_layers = recorded_size = None
+    if prompts:  # reading a checkpoint's header needs torch; without one, options are checked without it
+        from medclip_ad.methods.checkpoint import recorded_geometry, recorded_method
+
+        recorded = recorded_method(prompts)
+        recorded_layers, recorded_size = recorded_geometry(prompts)
     if recorded is not None and recorded not in METHOD_NAMES:
         raise UserInputError(f"{prompts}: the checkpoint records method {recorded!r}, which this medclip-ad does not "
                              f"know (it knows {', '.join(METHOD_NAMES)})")
     method = getattr(args, "method", None) or recorded or DEFAULT_METHOD
-    recorded_layers, recorded_size = recorded_geometry(prompts) if prompts else (None, None)
     if get_method(method).layers_from_checkpoint and args.layers and prompts:
         raise UserInputError(f"--layers: not used by --method {method} at inference; its map fuses the feature "
                              f"layers recorded in its checkpoint (choose them when training)")

@@ -100,10 +100,8 @@ def case_options(args: argparse.Namespace, calibration: Calibration | None = Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from medclip_ad.inference.calibration import Calibration, case_scoring
     from medclip_ad.inference.case_failures import CaseFailures, print_failure
     from medclip_ad.inference.case_folder import case_folder_complete, check_case_folder_free
-    from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
     from medclip_ad.inference.worklist import write_results_table
     from medclip_ad.io.discovery import discover_cases
     from medclip_ad.io.writers import check_output_folder
@@ -123,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
         from medclip_ad.io.dicomweb import DicomWebClient
 
         sender = DicomWebClient(args.dicomweb_url)
-    calibration = Calibration.load(args.calibration) if args.calibration else None
-    if calibration:
+    calibration = None
+    if args.calibration:
+        from medclip_ad.inference.calibration import Calibration, case_scoring
+
+        calibration = Calibration.load(args.calibration)
         calibration.operating_point(args.operating_point)  # an unknown one is refused now
     sources, problems = discover_cases(args.inputs, exclude=[args.out])
     failures = CaseFailures(args.out)
@@ -140,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         check_case_folder_free(args.out, source.name, args.overwrite)
     written: list[tuple[Path, dict]] = []
     try:
-        if sources:
+        if sources:  # torch and the model stack load only now: bad inputs and options fail in a moment
+            from medclip_ad.inference.predictor import RANDOM_WEIGHTS_WARNING, AnomalyPredictor
+
             predictor = AnomalyPredictor(config)
             if predictor.random_weights:
                 print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)

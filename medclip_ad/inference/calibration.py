@@ -29,7 +29,7 @@ from scipy import stats
 from medclip_ad import __version__
 from medclip_ad.config import CALIBRATION_CONFIDENCE
 from medclip_ad.errors import UserInputError
-from medclip_ad.methods.checkpoint import file_sha256
+from medclip_ad.io.file_digest import file_sha256
 
 if TYPE_CHECKING:  # case.py imports this module
     from medclip_ad.inference.case import CaseOptions

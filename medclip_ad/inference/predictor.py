@@ -27,7 +27,7 @@ from medclip_ad.config import PRECISIONS, DetectorConfig
 from medclip_ad.devices import resolve_device
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.preprocessing import preprocess
-from medclip_ad.methods.checkpoint import file_sha256
+from medclip_ad.io.file_digest import file_sha256
 from medclip_ad.methods.output import DetectorOutput
 from medclip_ad.methods.registry import build_detector
 from medclip_ad.modeling.anomaly_maps import anomaly_map, layer_anomaly_maps

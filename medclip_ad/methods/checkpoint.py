@@ -9,7 +9,6 @@ a reference format, live with the method (`methods/<name>/`). Nothing is ever un
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +41,6 @@ class MethodCheckpoint:
     metadata: dict[str, object] = field(default_factory=dict)
     path: Path | None = None
     optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash recorded beside every result, so a result names the exact prompts it used."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_method_checkpoint(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> None:

@@ -20,10 +20,10 @@ from medclip_ad.errors import UserInputError
 from medclip_ad.methods.adaclip.detector import AdaCLIP, AdaCLIPWeights
 from medclip_ad.methods.adaclip.method import METHOD, REFERENCE_ACTIVATION
 from medclip_ad.methods.adaclip.recipe import ADACLIP_LAYERS, ADACLIP_OBJECT_WORD
+from medclip_ad.io.file_digest import file_sha256
 from medclip_ad.methods.checkpoint import (
     ADACLIP_REFERENCE_PREFIX,
     MethodCheckpoint,
-    file_sha256,
     is_safetensors,
     load_method_checkpoint,
     optimizer_tensors,

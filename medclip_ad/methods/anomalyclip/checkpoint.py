@@ -16,9 +16,9 @@ from medclip_ad.constants import DEFAULT_LAYERS
 from medclip_ad.errors import UserInputError
 from medclip_ad.methods.anomalyclip.method import METHOD
 from medclip_ad.methods.anomalyclip.prompt_learner import ABNORMAL_SUFFIX, ObjectAgnosticPromptLearner
+from medclip_ad.io.file_digest import file_sha256
 from medclip_ad.methods.checkpoint import (
     MethodCheckpoint,
-    file_sha256,
     is_safetensors,
     read_method_checkpoint,
     read_reference_file,
