@@ -101,11 +101,13 @@ with viewer_column:
     tab = dict(zip(sections, st.tabs(sections)))
     with tab[IMAGES_TAB]:
         layout, index = slice_control(scan, result, plane)
+    # the viewer goes to the browser before the PNG panels are rendered (0.4 s of a script run)
+    with view_box:
+        reading_view(session, layout, index, mapping, style)
+    with tab[IMAGES_TAB]:
         overlay_png = image_panels(session, layout, index, mapping, style)
         if result is not None:
             exports(title, scan, result, layout, index, overlay_png)
-    with view_box:
-        reading_view(session, layout, index, mapping, style)
 if result is not None:
     with metrics_box:
         score_metrics(result, layout, index)
