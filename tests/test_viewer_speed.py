@@ -25,6 +25,7 @@ from medclip_ad.inference.case import run_case
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
+from medclip_ad.io.scan import Scan
 from medclip_ad.io.synthetic import make_synthetic_study
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
@@ -32,7 +33,7 @@ sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Stre
 
 from medclip_viewer import case_cache, niivue_viewer  # noqa: E402
 from medclip_viewer.confinement import Scope  # noqa: E402
-from medclip_viewer.model import parse_layers, start_inference  # noqa: E402
+from medclip_viewer.model import model_input, parse_layers, start_inference  # noqa: E402
 from medclip_viewer.model_panel import NO_CHECKPOINT, provenance_choices  # noqa: E402
 from medclip_viewer.score_plot import SELECTION, selected_slice, slice_score_spec  # noqa: E402
 from medclip_viewer.state import KEY_CLIP_WEIGHTS, KEY_IMAGE_SIZE, KEY_LAYERS, KEY_METHOD, KEY_PROMPTS  # noqa: E402
@@ -68,6 +69,7 @@ import medclip_viewer.open_panel, medclip_viewer.reading_view, medclip_viewer.re
 import medclip_viewer.model_panel, medclip_viewer.worklist_panel, medclip_viewer.verdict_panel
 from medclip_ad.io.discovery import discover_cases
 from medclip_ad.io.readers import read_case
+from medclip_ad.io.scan import Scan
 from medclip_viewer.case_cache import load_map_shared, open_result_shared
 from medclip_viewer.confinement import Scope
 from medclip_viewer.niivue_viewer import map_url, scan_url
@@ -97,6 +99,7 @@ def test_an_unchanged_case_is_shared_and_a_changed_one_read_again(scored, tmp_pa
     scan, result = case_cache.open_result_shared(case, scope)
     again_scan, again_result = case_cache.open_result_shared(case, scope)
     assert again_scan is scan and again_result is result  # one object for every session
+    assert scan.array.dtype == np.int16 and np.array_equal(scan.array, scored["study"].volume_hu)  # as stored
     anomaly_map = case_cache.load_map_shared(result, scan)
     assert case_cache.load_map_shared(result, scan) is anomaly_map
 
@@ -107,6 +110,31 @@ def test_an_unchanged_case_is_shared_and_a_changed_one_read_again(scored, tmp_pa
     image = nib.load(result.map_path)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 0.5, image.affine), result.map_path)
     assert np.allclose(case_cache.load_map_shared(changed_result, changed_scan), anomaly_map * 0.5, atol=1e-6)
+
+
+def test_volumes_are_kept_in_their_stored_type_and_scored_as_float32():
+    """The cache keeps a whole-number volume in the smallest integer type that holds it (what the file
+    stores), leaves fractional, non-finite or 2-D data alone, shows the same display file either way, and
+    inference gets float32 back."""
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    hu = np.random.default_rng(0).integers(-1024, 3000, (12, 10, 6)).astype(np.float32)
+
+    def volume(array: np.ndarray) -> Scan:
+        return Scan("v", Path("v.nii.gz"), "volume", array, affine)
+
+    compact = case_cache.in_stored_type(volume(hu))
+    assert compact.array.dtype == np.int16 and np.array_equal(compact.array, hu)
+    assert case_cache.in_stored_type(volume(np.abs(hu) % 200)).array.dtype == np.uint8
+    assert case_cache.in_stored_type(volume(hu + 40000)).array.dtype == np.uint16
+    assert case_cache.in_stored_type(volume(hu - 40000)).array.dtype == np.int32
+    for kept in (hu + 0.5, np.where(hu > 0, np.nan, hu), hu * 1e7):
+        assert case_cache.in_stored_type(volume(kept.astype(np.float32))).array.dtype == np.float32
+    picture = Scan("p", Path("p.png"), "image", np.full((8, 8), 3.0, dtype=np.float32))
+    assert case_cache.in_stored_type(picture) is picture
+    assert niivue_viewer.display_scan_bytes(compact) == niivue_viewer.display_scan_bytes(volume(hu))
+    scored_input = model_input(compact)
+    assert scored_input.array.dtype == np.float32 and np.array_equal(scored_input.array, hu)
+    assert compact.array.dtype == np.int16  # the shared scan stays compact
 
 
 def test_shared_table_makes_a_value_once_and_forgets_failures():

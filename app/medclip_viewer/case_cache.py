@@ -2,6 +2,10 @@
 the same worklist, or the next case of the worklist (read ahead in the background while the reader looks
 at this one) gets the scan, its map and their display files already made.
 
+Volumes are kept in their stored integer type when their values are whole numbers that fit one (a CT in
+HU: int16, half the float32 the reader returns); the model converts to float32 where it reads them
+(`model.run_inference`).
+
 Entries are keyed by the case folder and the version (st_mtime_ns and size) of its scores.json, its map
 and the scanned input, so a rerun of `medclip-ad infer` into the same folder is read afresh. The arrays
 are shared read-only between sessions; nothing in the viewer writes into them. The cache is a plain
@@ -16,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -26,8 +30,10 @@ from medclip_ad.io.scan import Scan
 from medclip_viewer.cases import SCORES_FILE, CaseResult, load_map, load_result, open_result
 from medclip_viewer.confinement import Scope
 
-# A 256x256x120 scan with its map is about 60 MB in memory.
+# A 256x256x120 int16 scan with its float32 map is about 45 MB in memory.
 MAX_CACHED_CASES = 8
+# The integer types a volume is kept in when its values fit one exactly, smallest first.
+STORED_INTEGER_TYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32)
 # The read-ahead thread runs at the lowest CPU priority, so it never slows the page or the browser drawing
 # on the same machine (Linux niceness is per thread).
 READ_AHEAD_NICENESS = 19
@@ -119,9 +125,30 @@ def case_key(folder: Path, scope: Scope) -> tuple:
 
 
 def open_result_shared(folder: Path, scope: Scope) -> tuple[Scan, CaseResult]:
-    """`open_result`, read once per folder, scope and version for the whole server."""
-    opened = _cases.get(case_key(folder, scope), lambda: OpenedCase(*open_result(folder, scope)))
+    """`open_result`, read once per folder, scope and version for the whole server (the volume in its
+    stored integer type: `in_stored_type`)."""
+    def opened_case() -> OpenedCase:
+        scan, result = open_result(folder, scope)
+        return OpenedCase(in_stored_type(scan), result)
+
+    opened = _cases.get(case_key(folder, scope), opened_case)
     return opened.scan, opened.result
+
+
+def in_stored_type(scan: Scan) -> Scan:
+    """The scan with a float volume held in the smallest integer type that holds every value exactly (the
+    type a CT or an integer MR is stored in), else unchanged; NaN or Inf keep it float."""
+    array = scan.array
+    if scan.kind != "volume" or not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+        return scan
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or not np.array_equal(array, np.round(array)):
+        return scan
+    for integer_type in STORED_INTEGER_TYPES:
+        limits = np.iinfo(integer_type)
+        if limits.min <= low and high <= limits.max:
+            return replace(scan, array=array.astype(integer_type))
+    return scan
 
 
 def load_map_shared(result: CaseResult, scan: Scan) -> np.ndarray:

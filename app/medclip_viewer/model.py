@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from medclip_ad.config import PLANE_NORMALS, CaseOptions, DetectorConfig
 from medclip_ad.constants import DEFAULT_LAYERS
 from medclip_ad.errors import UserInputError
@@ -109,9 +110,17 @@ def run_inference(predictor: AnomalyPredictor, scan: Scan, results_root: Path, k
         report(done / total, f"{done} of {total} slices scored")
 
     report(0.0, f"scoring {total} slice{'s' if total > 1 else ''}")
-    run_case(predictor, scan, out_dir, options, progress=advance)
+    run_case(predictor, model_input(scan), out_dir, options, progress=advance)
     report(1.0, "done")
     return load_result(out_dir / scan.name)
+
+
+def model_input(scan: Scan) -> Scan:
+    """The scan as the readers hand it to inference: a volume kept in its stored integer type by the case
+    cache becomes float32 again (a copy; the shared one stays compact)."""
+    if scan.kind != "volume" or scan.array.dtype == np.float32:
+        return scan
+    return replace(scan, array=scan.array.astype(np.float32))
 
 
 JobState = Literal["loading", "scoring", "done", "failed"]
