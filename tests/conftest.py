@@ -13,6 +13,12 @@ PARITY = SHARED / "fixtures" / "parity"
 PARITY_IMAGES = ("phantom_lesion", "phantom_normal", "noise")
 PARITY_LAYER_SETTINGS = {"L24": (24,), "L6_12_18_24": (6, 12, 18, 24)}
 
+# `bash .ci/run` runs the suite in one pytest-xdist worker per core: each worker (and every process its tests
+# start, which inherit the variable) then computes on one thread, so workers do not fight over the cores.
+# Set before any test module imports torch; a value the caller chose wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:

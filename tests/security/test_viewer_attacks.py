@@ -251,9 +251,12 @@ def test_a_hostile_archive_in_the_weights_folder_is_refused_on_run(viewer, monke
     at.selectbox(key=KEY_CLIP_WEIGHTS).select("evil.pt")
     at.number_input(key=KEY_IMAGE_SIZE).set_value(224)
     ok(at.button(key=KEY_RUN).click().run())
+    # A refusal this fast can end the job within the click's own run (its progress fragment then reruns the
+    # page, which shows the error there); else the next run shows it. It is shown once, in one of the two.
+    shown = _messages(at)
     for job in list(at.session_state["viewer.session"].jobs.values()):  # inference runs in the background
         assert job.wait(60)
     ok(at.run())
-    [message] = [m for m in _messages(at) if m.startswith("Inference failed")]
+    [message] = [m for m in shown + _messages(at) if m.startswith("Inference failed")]
     assert_one_line(message, "evil.pt", "refused TorchScript archive", "__setstate__", server_paths=(tmp_path,))
     assert not target.exists()
