@@ -15,7 +15,8 @@ app/viewer.py` on the results folder and measures:
 - case switch: the N key until the next case's scan and map are on the canvas.
 
 Each first image and the switch also print the viewer's own marks (viewer.js), in seconds from the page's
-start or the key press: where the time went (page and script run, WebGL set-up, download, parsing, GPU).
+start or the key press: where the time went (page and script run, WebGL set-up, download, parsing, GPU,
+GPU work done, on screen), and the long tasks of the browser thread, the page's and the viewer's apart.
 
 Goals on the 2-core development machine: warm first image < 3 s, slice step < 100 ms, case switch < 1.5 s.
 """
