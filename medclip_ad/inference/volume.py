@@ -1,9 +1,9 @@
 """Slice-wise inference on 3-D scans: the 2-D detector over every slice along one axis, batched.
 
 Slices are read, mapped to 8 bits and scored a batch at a time, so memory beyond the input and the
-output volume stays bounded by the batch size, whatever the number of slices; a reader thread prepares
-the next batch while the model scores the current one. Each slice reaches the
-model in radiological orientation (`medclip_ad.io.orientation`: the picture the viewer shows, whatever
+output volume stays bounded by the batch size, whatever the number of slices; where the model leaves a
+core idle, a reader thread prepares the next batch while the model scores the current one. Each slice
+reaches the model in radiological orientation (`medclip_ad.io.orientation`: the picture the viewer shows, whatever
 the storage order) and its map is put back into the scan's own voxel grid, so the map volume has
 exactly the input's shape and geometry and the same study stored in any order gets the same scores.
 """
@@ -11,30 +11,47 @@ exactly the input's shape and geometry and the same study stored in any order ge
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from medclip_ad.config import AGGREGATIONS
 from medclip_ad.inference.predictor import AnomalyPredictor, PreparedBatch
 from medclip_ad.io.orientation import PlaneLayout, extract_slice, insert_slice
 
-# The reader thread's niceness. On the CPU the model's OpenMP threads already use every core, and a
-# reader at normal priority takes a core from one of them in the middle of a parallel region, where the
-# others spin until it is back: at 2 threads on 2 cores the overlapped pipeline ran at 0.78x the
-# sequential one (benchmarks/bench_volume.py). At the lowest priority it runs on cycles the model leaves
-# idle (waiting on a GPU, or between batches), and costs the model nothing when there are none.
-READER_NICENESS = 19
+
+def reads_ahead(predictor: AnomalyPredictor) -> bool:
+    """Whether a reader thread should prepare the next batch while the model scores this one.
+
+    Only where the model leaves a core idle: on an accelerator, or on the CPU with fewer intra-op threads
+    than cores. Where its OpenMP threads use every core, a reader takes a core from one of them in the
+    middle of a parallel region while the others spin at its barrier, and overlapping lost more than the
+    reader's ~15 ms of work per slice it could save (0.78x and 0.76x the sequential rate on 2 cores at 2
+    threads, benchmarks/bench_volume.py; README Performance), so there the batches are read in turn.
+    """
+    if predictor.device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.get_num_threads() < cores
 
 
-def _lower_reader_priority() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: read at normal priority
-        pass
+def _prepared_batches(read: Callable[[range], PreparedBatch], batches: list[range],
+                      ahead: bool) -> Iterator[tuple[range, PreparedBatch]]:
+    """Each batch's slice indices and prepared images, in order; with `ahead`, read by a reader thread one
+    batch ahead (numpy, PIL and torch release the GIL)."""
+    if not ahead:
+        yield from ((indices, read(indices)) for indices in batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-reader") as reader:
+        pending = reader.submit(read, batches[0]) if batches else None
+        for number, indices in enumerate(batches):
+            batch = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(read, batches[number + 1])
+            yield indices, batch
 
 @dataclass
 class VolumeResult:
@@ -84,19 +101,11 @@ def infer_volume(predictor: AnomalyPredictor, volume: np.ndarray, layout: PlaneL
     def read(indices: range) -> PreparedBatch:
         return predictor.prepare([to_uint8(extract_slice(volume, layout, index)) for index in indices])
 
-    # One batch ahead: the reader thread slices, windows and resizes the next batch (numpy, PIL and torch
-    # release the GIL) while the model scores this one, at the lowest priority (READER_NICENESS).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-reader",
-                            initializer=_lower_reader_priority) as reader:
-        pending = reader.submit(read, batches[0]) if batches else None
-        for number, indices in enumerate(batches):
-            batch = pending.result()
-            if number + 1 < len(batches):
-                pending = reader.submit(read, batches[number + 1])
-            prediction = predictor.predict_prepared(batch)
-            slice_scores[indices.start:indices.stop] = prediction.scores
-            for index, slice_map in zip(indices, prediction.maps):
-                insert_slice(map_volume, layout, index, slice_map)
-            if progress:
-                progress(len(indices))
+    for indices, batch in _prepared_batches(read, batches, reads_ahead(predictor)):
+        prediction = predictor.predict_prepared(batch)
+        slice_scores[indices.start:indices.stop] = prediction.scores
+        for index, slice_map in zip(indices, prediction.maps):
+            insert_slice(map_volume, layout, index, slice_map)
+        if progress:
+            progress(len(indices))
     return VolumeResult(map_volume, slice_scores, layout.slice_axis)
