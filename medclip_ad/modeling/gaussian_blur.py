@@ -34,8 +34,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor
     """Blur a batch of maps (B, H, W) separably, matching scipy's gaussian_filter to float precision.
 
     On the CPU the maps go one at a time: a 518 x 518 map and its padded copies stay in the core's L2
-    cache, eight at once do not, and the batched call was 6x slower per map (22 against 3.7 ms,
-    benchmarks/bench_volume.py's stage table). Each row is convolved on its own either way, so the result
+    cache, eight at once do not, and the batched call was 6x slower per map (22 against 3.7 ms
+    at 2 threads, README Performance). Each row is convolved on its own either way, so the result
     is the same to the bit (tests/test_gaussian_blur.py).
     """
     if maps.device.type == "cpu" and maps.shape[0] > 1:
