@@ -103,8 +103,8 @@ function volumeOptions(files) {
     opacity: overlayVisible ? settings.opacity : 0, cal_min: settings.threshold, cal_max: settings.map_max }];
 }
 
-// Every GPU refresh of the layers (NiiVue's updateGLVolume) re-uploads both volumes and recomputes the
-// scan's gradient texture: seconds on a software GPU. Loading two volumes refreshes three times on its own,
+// Every GPU refresh of the layers (NiiVue's updateGLVolume) re-uploads and reorients both volumes (and,
+// while a render is shown, recomputes the gradient: gradient_policy.js): seconds on a software GPU. Loading two volumes refreshes three times on its own,
 // so refreshes are held back while volumes load and settings are set, and run once after.
 let holdRefresh = false;
 let appliedLook = null;

@@ -53,6 +53,7 @@ def _prepared_batches(read: Callable[[range], PreparedBatch], batches: list[rang
                 pending = reader.submit(read, batches[number + 1])
             yield indices, batch
 
+
 @dataclass
 class VolumeResult:
     """The map volume (the input's shape, float32) and one image score per slice along `axis`."""
