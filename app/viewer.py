@@ -22,6 +22,7 @@ from medclip_viewer.findings_panel import findings_panel
 from medclip_viewer.launch import parse_launch_options
 from medclip_viewer.model_panel import model_panel, run_button
 from medclip_viewer.open_panel import open_case_panel
+from medclip_viewer.niivue_viewer import STILL_PLACEHOLDERS
 from medclip_viewer.reading_view import reading_view
 from medclip_viewer.review_panel import (
     case_header,
@@ -44,9 +45,6 @@ IMAGES_TAB = "Slice images (PNG) and export"
 SCORES_TAB = "Slice scores"
 FINDINGS_TAB = "Findings"
 PROVENANCE_TAB = "Model provenance"
-# Streamlit's loading placeholders shimmer; where the browser draws in software (no GPU), repainting that
-# shimmer every frame starves the viewer's WebGL set-up (measured: 0.4 s alone, 1.8 s beside an animation).
-STILL_PLACEHOLDERS = '<style>[data-testid="stSkeleton"] { animation: none !important; }</style>'
 
 st.set_page_config(page_title="medclip-ad viewer", layout="wide")
 st.html(STILL_PLACEHOLDERS)

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,9 @@ TIMEOUT_S = 600
 # Pause between the cold and the warm session (the server reads the next case ahead meanwhile).
 SETTLE_S = 3.0
 RUN_LOG_LINE = "Running script"
+# Streamlit's log lines start with the local time to the millisecond: "2026-12-02 01:50:00.123".
+LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+LOG_TIME_CHARS = 23
 # Times one key press (or wheel notch) in the page until two animation frames later, i.e. drawn.
 STEP_SCRIPT = """
 const [kind, steps, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
@@ -103,10 +107,16 @@ def free_port() -> int:
 
 
 def start_server(results: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    options = ["--case", str(results), "--data-root", str(results.parent)]
+    return start_streamlit(REPO_ROOT / "app" / "viewer.py", options, log_path)
+
+
+def start_streamlit(script: Path, options: list[str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`streamlit run script -- options` on a free local port, with the debug log that dates script runs."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app/viewer.py", "--server.headless", "true",
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--logger.level", "debug", "--", "--case", str(results), "--data-root", str(results.parent)]
+               "--logger.level", "debug", "--", *options]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + TIMEOUT_S
@@ -174,7 +184,7 @@ performance.mark("viewer:gpu");
 requestAnimationFrame(() => requestAnimationFrame(() => { performance.mark("viewer:drawn"); done(); }));
 """
 # The viewer's performance marks (viewer.js, and DRAWN_SCRIPT's), in the order a first image passes them.
-MARKS = ("script", "fetch", "attached", "fetched", "loaded", "applied", "ready", "seen", "gpu", "drawn")
+MARKS = ("script", "fetch", "swapped", "attached", "fetched", "loaded", "applied", "ready", "seen", "gpu", "drawn")
 MARKS_SCRIPT = """
 const since = arguments[0];
 const t0 = since === null ? performance.timeOrigin - window.parent.performance.timeOrigin : -since;
@@ -185,6 +195,7 @@ for (const entry of performance.getEntriesByType("mark")) {
 }
 const canvas = document.getElementById("gl");
 seen.canvas = `${canvas.width}x${canvas.height}`;
+seen.origin = since === null ? window.parent.performance.timeOrigin : performance.timeOrigin + since;
 return seen;
 """
 
@@ -222,18 +233,27 @@ def long_tasks(driver, since_ms: float | None = None) -> str:
     return f"{len(tasks)} long tasks ({totals}); longest: {shown}"
 
 
-def breakdown(driver, since_ms: float | None = None) -> str:
+def breakdown(driver, log_path: Path, since_ms: float | None = None) -> str:
     """Where a first image's time went, from the page's start (or a case switch's, from the key press at
-    `since_ms` on the viewer's clock): the viewer page loaded (script), volumes asked for (fetch), WebGL set
-    up (attached), files downloaded (fetched), parsed (loaded), layers on the GPU (applied), ready to draw
-    (ready), seen by the benchmark (seen), GPU work done (gpu), on the screen (drawn); and the long tasks."""
+    `since_ms` on the viewer's clock): the server starts the script run (run, from its debug log), the
+    viewer page loaded (script), volumes asked for (fetch), WebGL set up (attached), files downloaded
+    (fetched), parsed (loaded), layers on the GPU (applied), ready to draw (ready), seen by the benchmark
+    (seen), GPU work done (gpu), on the screen (drawn); and the long tasks."""
     seen = driver.execute_script(MARKS_SCRIPT, since_ms)
-    times = ", ".join(f"{name} {seen[name]:.1f}" for name in MARKS if name in seen)
+    started = [at - seen["origin"] / 1000 for at in script_run_starts(log_path) if at >= seen["origin"] / 1000]
+    run = f"run {started[0]:.1f}, " if started else "no run, "
+    times = run + ", ".join(f"{name} {seen[name]:.1f}" for name in MARKS if name in seen)
     return f"{times} s; canvas {seen['canvas']} px; main thread: {long_tasks(driver, since_ms)}"
 
 
 def runs(log_path: Path) -> int:
     return log_path.read_text(errors="replace").count(RUN_LOG_LINE)
+
+
+def script_run_starts(log_path: Path) -> list[float]:
+    """When the server started each script run (seconds since the epoch, from the debug log's local times)."""
+    return [datetime.strptime(line[:LOG_TIME_CHARS], LOG_TIME_FORMAT).timestamp()
+            for line in log_path.read_text(errors="replace").splitlines() if line.endswith(RUN_LOG_LINE)]
 
 
 def summary(times_ms: list[float]) -> str:
@@ -262,11 +282,12 @@ def main() -> None:
         process, url = start_server(results, log_path)
         try:
             cold = browser(work / "profile-cold")
-            print(f"first image, cold server: {first_image(cold, url):.2f} s ({breakdown(cold)})")
+            print(f"first image, cold server: {first_image(cold, url):.2f} s ({breakdown(cold, log_path)})")
             cold.quit()
             time.sleep(SETTLE_S)
             driver = browser(work / "profile-warm")
-            print(f"first image, warm server (new session): {first_image(driver, url):.2f} s ({breakdown(driver)})")
+            seconds = first_image(driver, url)
+            print(f"first image, warm server (new session): {seconds:.2f} s ({breakdown(driver, log_path)})")
             before = runs(log_path)
             keys = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
             wheel = driver.execute_async_script(STEP_SCRIPT, "wheel", args.steps)
@@ -293,7 +314,7 @@ def main() -> None:
 
             wait_for(switched)
             driver.execute_async_script(DRAWN_SCRIPT)
-            print(f"case switch (N key): {time.monotonic() - start:.2f} s ({breakdown(driver, pressed_ms)})")
+            print(f"case switch (N key): {time.monotonic() - start:.2f} s ({breakdown(driver, log_path, pressed_ms)})")
             driver.quit()
         finally:
             process.terminate()

@@ -5,7 +5,8 @@ browser or driver is ever downloaded; WebGL runs on SwiftShader. The test opens 
 cases in a 1280x800 window, checks the whole WebGL canvas lies on the first screen (no Deploy button, no
 truncated control), that it shows scan and overlay (the O key hides the overlay: the pixels that change
 are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
-script rerun, moves to the next case with N, records a review and finds review.json written; a
+script rerun, moves to the next case with N (shown from the view the viewer prepared, with no reload when the
+page follows), records a review of that case and finds review.json written; a
 screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay in the same view.
 Without chromium it is skipped, except in CI, where it must run.
 """
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from medclip_ad.config import DetectorConfig
@@ -73,6 +75,10 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from server_process import stop_process  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "app"))  # the viewer's modules import by name, as Streamlit runs them
+from medclip_viewer.cases import ResultFolder, item_key  # noqa: E402
+from medclip_viewer.opening_view import viewer_case_id  # noqa: E402
+
 pytestmark = pytest.mark.slow  # end-to-end tier: `pytest -m "not slow"` is the fast core tier
 
 
@@ -84,7 +90,8 @@ def predictor() -> AnomalyPredictor:
 @pytest.fixture(scope="module")
 def results_folder(tmp_path_factory, predictor) -> tuple[Path, dict]:
     """A results folder of two cases: one tiny-random-CLIP `infer` output of a synthetic CT series, copied
-    under a second name with a lower score (the worklist reads it second)."""
+    under a second name with a lower score and half its map (the worklist reads it second; its own map file
+    makes the viewer prepare it in a view of its own)."""
     root = tmp_path_factory.mktemp("viewer-browser")
     study = make_synthetic_study(root / "study")
     sources, _ = discover_cases([study.dicom_dir])
@@ -94,6 +101,9 @@ def results_folder(tmp_path_factory, predictor) -> tuple[Path, dict]:
     scores = json.loads((second / "scores.json").read_text())
     scores.update(case=SECOND_CASE, score=document["score"] / 2)
     (second / "scores.json").write_text(json.dumps(scores))
+    halved = nib.load(second / "anomaly_map.nii.gz")
+    halved = nib.Nifti1Image(np.asarray(halved.dataobj) / 2, halved.affine, halved.header)
+    nib.save(halved, second / "anomaly_map.nii.gz")
     return root / "results", document
 
 
@@ -299,11 +309,21 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     time.sleep(SETTLE_S)
     assert script_runs(log_path) == runs_before
 
-    # N moves to the next case of the worklist (one script run), and the viewer loads its map
+    # N: the viewer shows the next case, which it prepared meanwhile, at once; the page follows (one script
+    # run), and that run's render reloads and refreshes nothing
     ActionChains(browser).send_keys_to_element(canvas, "n").perform()
+    switched = wait.until(lambda d: loaded_canvas(d, first_pair))
+    assert switched.get_attribute("data-ready").startswith(
+        viewer_case_id(item_key(ResultFolder((folder / SECOND_CASE).resolve()))) + "|")
+    assert browser.execute_script("return performance.getEntriesByName('viewer:swapped').length") == 1
+    counts = (switched.get_attribute("data-loads"), switched.get_attribute("data-refreshes"))
     wait.until(lambda d: "case 2 of 2" in main_text(d))
+    wait.until(settled)
+    time.sleep(SETTLE_S)
     browser.switch_to.frame(wait.until(viewer_frame))
-    wait.until(lambda d: loaded_canvas(d, first_pair))
+    shown = browser.find_element(By.ID, "gl")
+    assert (shown.get_attribute("data-loads"), shown.get_attribute("data-refreshes")) == counts
+    assert shown.get_attribute("data-ready") == switched.get_attribute("data-ready")
 
     # the reader records a review of the second case
     wait.until(settled)

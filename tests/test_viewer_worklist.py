@@ -27,8 +27,14 @@ from streamlit.testing.v1 import AppTest
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 sys.path.insert(0, str(APP_DIR))  # the viewer's modules import by name, as Streamlit runs them
 
-from medclip_viewer.cases import load_result  # noqa: E402
+import streamlit as st  # noqa: E402
+from medclip_viewer import reading_view  # noqa: E402
+from medclip_viewer.case_cache import read_ahead, read_ahead_settled  # noqa: E402
+from medclip_viewer.cases import ResultFolder, item_key, load_result  # noqa: E402
+from medclip_viewer.confinement import Scope  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
+from medclip_viewer.niivue_viewer import ViewerAction, served_folder  # noqa: E402
+from medclip_viewer.opening_view import neighbour_offer, viewer_case_id  # noqa: E402
 from medclip_viewer.review_capture import (  # noqa: E402
     REVIEW_FILE,
     Bookmark,
@@ -129,6 +135,60 @@ def test_next_and_previous_move_through_the_reading_order(viewer):
     assert open_case(at) == "case_b"
     at = ok(at.button(key=KEY_WORKLIST_PREVIOUS).click().run())
     assert open_case(at) == "case_a"
+
+
+def test_the_viewer_is_told_exactly_how_the_next_and_previous_cases_open(monkeypatch, viewer):
+    """The neighbours' opening views (read ahead) are what the page sends when the reader moves to them, so
+    the viewer's prepared switch is never followed by a reload or a layer refresh."""
+    sent: list[dict] = []
+    view = reading_view.niivue_view
+    monkeypatch.setattr(reading_view, "niivue_view", lambda **options: (sent.append(options), view(**options)))
+    read_ahead_settled()
+    at = ok(viewer.run())
+    neighbours = sent[-1]["neighbours"]
+    assert set(neighbours) == {"next", "previous"} and all(neighbours.values())
+    assert neighbours["next"]["case_id"] != neighbours["previous"]["case_id"] != sent[-1]["case_id"]
+    for button, name in ((KEY_WORKLIST_NEXT, "next"), (KEY_WORKLIST_PREVIOUS, "previous"),
+                         (KEY_WORKLIST_PREVIOUS, "previous")):
+        expected = sent[-1]["neighbours"][name]
+        at = ok(at.button(key=button).click().run())
+        shown = sent[-1]
+        low, high = shown["mapping"].bounds
+        assert expected == dict(case_id=shown["case_id"], scan_url=shown["scan_file"], map_url=shown["map_file"],
+                                window=[low, high], map_max=shown["map_max"], threshold=shown["style"].threshold,
+                                plane=shown["plane"], focus={"mm": shown["focus_mm"], "nonce": shown["focus_id"]},
+                                random_weights=shown["random_weights"], image=shown["image"]), name
+        read_ahead_settled()
+        at = ok(at.run())
+    assert open_case(at) == "case_a"
+
+
+def test_a_viewer_move_opens_the_case_it_names(monkeypatch, viewer):
+    """N in the viewer names the case it switched to; the page opens that one (not merely the next row)."""
+    names = {viewer_case_id(item_key(ResultFolder(Path(viewer.session_state[KEY_WORKLIST_CURRENT]).parent / name))):
+             name for name in SCORES}
+    monkeypatch.setattr(st, "session_state", viewer.session_state)
+    target = next(case_id for case_id, name in names.items() if name == "case_a")
+    reading_view._act(viewer.session_state["viewer.session"], ViewerAction("next", case_id=target))
+    assert open_case(viewer) == "case_a"
+    reading_view._act(viewer.session_state["viewer.session"], ViewerAction("next", case_id="unknown"))
+    assert open_case(viewer) == "case_b"  # an id it does not know: one step on, wrapping round
+
+
+def test_a_neighbour_still_being_read_is_promised_as_a_file(fresh, results):
+    """A neighbour not read ahead yet is offered as a file the viewer polls; reading it ahead writes its
+    opening view there (the same the page would send), so no script rerun is needed to hand it over."""
+    folder, scope = fresh / "case_c", Scope.of(fresh, results.parent)
+    offer = neighbour_offer(folder, scope)
+    assert set(offer) == {"pending"} and offer == neighbour_offer(folder, scope)  # one promise per case
+    promised = served_folder() / offer["pending"]
+    assert not promised.exists()
+    read_ahead(folder, scope)
+    read_ahead_settled()
+    view = json.loads(promised.read_text())
+    assert view == neighbour_offer(folder, scope)
+    assert view["case_id"] == viewer_case_id(item_key(ResultFolder(folder)))
+    assert neighbour_offer(fresh / "missing", scope) is None
 
 
 def test_reading_order_by_name_keeps_the_open_case(viewer):

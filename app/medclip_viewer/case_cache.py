@@ -80,6 +80,14 @@ class SharedTable(Generic[Value]):
             pending.set_exception(error)
         return pending.result()
 
+    def peek(self, key: Hashable) -> Value | None:
+        """The value when it is made already (None while it is being made, failed, or never asked for)."""
+        with self._lock:
+            pending = self._entries.get(key)
+        if pending is None or not pending.done() or pending.exception() is not None:
+            return None
+        return pending.result()
+
     def discard(self, key: Hashable) -> None:
         with self._lock:
             self._entries.pop(key, None)
@@ -112,7 +120,7 @@ def _lower_priority() -> None:
 
 _read_ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclip-viewer-read-ahead",
                                  initializer=_lower_priority)
-_read_ahead_hooks: list[Callable[[OpenedCase], None]] = []
+_read_ahead_hooks: list[Callable[[tuple, OpenedCase], None]] = []
 
 
 def case_key(folder: Path, scope: Scope) -> tuple:
@@ -157,8 +165,8 @@ def load_map_shared(result: CaseResult, scan: Scan) -> np.ndarray:
     return _maps.get((str(path.resolve()), file_version(path), scan.array.shape), lambda: load_map(result, scan))
 
 
-def on_read_ahead(hook: Callable[[OpenedCase], None]) -> None:
-    """Also run `hook` on every case read ahead (e.g. to write its display files)."""
+def on_read_ahead(hook: Callable[[tuple, OpenedCase], None]) -> None:
+    """Also run `hook(case_key, opened)` on every case read ahead (e.g. to write its display files)."""
     if hook not in _read_ahead_hooks:
         _read_ahead_hooks.append(hook)
 
@@ -168,13 +176,19 @@ def read_ahead(folder: Path, scope: Scope) -> Future:
     return _read_ahead.submit(_open_quietly, folder, scope)
 
 
+def read_ahead_settled() -> None:
+    """Wait until every case asked for so far is read ahead (the queue runs in order on one thread)."""
+    _read_ahead.submit(lambda: None).result()
+
+
 def _open_quietly(folder: Path, scope: Scope) -> bool:
     """Read ahead; a case that cannot be opened is reported when the reader opens it, not here."""
     try:
         scan, result = open_result_shared(folder, scope)
         load_map_shared(result, scan)
+        key = case_key(folder, scope)
         for hook in _read_ahead_hooks:
-            hook(OpenedCase(scan, result))
+            hook(key, OpenedCase(scan, result))
     except Exception:  # noqa: BLE001 - the page opens it again and shows the error then
         return False
     return True

@@ -84,6 +84,17 @@ def _window_controls(model_window: str | None) -> IntensityMapping:
     return window_mapping(width, level)
 
 
+def opening_mapping(scan: Scan, model_intensity: str | None) -> IntensityMapping:
+    """The grey levels a case opens with (what `intensity_controls` starts from before the reader changes
+    anything): the model's CT window or the default one, the first percentile preset, or as stored."""
+    mode = default_mode(scan, model_intensity)
+    if mode == "ct_window":
+        return window_mapping(*_initial_window(model_window_name(model_intensity))["window"])
+    if mode == "percentiles":
+        return percentile_mapping(scan.array, next(iter(PERCENTILE_PRESETS.values())))
+    return stored_mapping(scan)
+
+
 def _initial_window(model_window: str | None) -> dict:
     initial = resolve_window(model_window or DEFAULT_CT_PRESET)
     window = (float(initial.width), float(initial.level))
@@ -120,6 +131,12 @@ def default_threshold(document: dict, anomaly_map: np.ndarray | None) -> float:
     return float(np.percentile(anomaly_map, DEFAULT_THRESHOLD_PERCENTILE))
 
 
+def opening_threshold(map_max: float, start: float) -> float:
+    """The threshold slider's first value: `start` on the slider's steps, at most `map_max`."""
+    step = map_max / THRESHOLD_STEPS
+    return min(map_max, round(start / step) * step)
+
+
 def overlay_controls(map_max: float, start_threshold: Callable[[], float] = lambda: OverlayStyle().threshold
                      ) -> OverlayStyle:
     """Opacity, colormap and threshold; the colour scale stays fixed at [0, map_max]. `start_threshold`
@@ -131,7 +148,7 @@ def overlay_controls(map_max: float, start_threshold: Callable[[], float] = lamb
         st.session_state.pop(KEY_THRESHOLD)
     step = map_max / THRESHOLD_STEPS
     if KEY_THRESHOLD not in st.session_state:
-        st.session_state[KEY_THRESHOLD] = min(map_max, round(start_threshold() / step) * step)
+        st.session_state[KEY_THRESHOLD] = opening_threshold(map_max, start_threshold())
     threshold = st.slider(f"Threshold (map units, 0 to {map_max:g})", 0.0, map_max, step=step,
                           key=KEY_THRESHOLD, help="Map values below it are not coloured; colours keep their scale.")
     return OverlayStyle(colormap=colormap, opacity=opacity, vmax=map_max, threshold=threshold)

@@ -56,6 +56,10 @@ UINT16_LEVELS = np.iinfo(np.uint16).max
 DISPLAY_SUFFIX = ".nii.gz"
 # Fastest gzip level: an int16 CT shrinks to about half at a quarter of a second; higher levels gain little.
 GZIP_LEVEL = 1
+# Streamlit's loading placeholders shimmer; where the browser draws in software (no GPU), repainting that
+# shimmer every frame starves the viewer's WebGL set-up (measured: 0.5-0.7 s still, 2.7-4.4 s shimmering).
+# Every page that shows the viewer puts this style on it.
+STILL_PLACEHOLDERS = '<style>[data-testid="stSkeleton"] { animation: none !important; }</style>'
 _served_lock = threading.Lock()
 _served: list[Path] = []
 # Display file of each open scan, by the scan object (its id, with a weak reference to tell a reused id).
@@ -65,11 +69,13 @@ _map_files: SharedTable[str] = SharedTable(MAX_DISPLAY_FILES)
 
 @dataclass(frozen=True)
 class ViewerAction:
-    """What the reader asked for from inside the viewer: `next`, `previous` or `bookmark` (with `mm`)."""
+    """What the reader asked for from inside the viewer: `next` or `previous` (with the `case_id` the viewer
+    moved to when it had that case prepared), or `bookmark` (with `mm`)."""
 
     action: str
     plane: str | None = None
     mm: tuple[float, float, float] | None = None
+    case_id: str | None = None
 
 
 def served_folder() -> Path:
@@ -166,7 +172,7 @@ def map_url(result: CaseResult, anomaly_map: np.ndarray, affine: np.ndarray) -> 
     return _map_files.get(key, lambda: _served_file(display_map_bytes(anomaly_map, affine, result.map_max)))
 
 
-def _prepare_display(opened: OpenedCase) -> None:
+def _prepare_display(_key: tuple, opened: OpenedCase) -> None:
     """Write a read-ahead case's display files, so opening it only sends their URLs."""
     if opened.scan.kind == "volume":
         scan_url(opened.scan)
@@ -187,12 +193,15 @@ def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index:
 
 def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: IntensityMapping,
                 style: OverlayStyle | None, map_max: float, layout: str, plane: str, focus_mm: list[float] | None,
-                focus_id: str, height: int, random_weights: bool, on_action, image: bool = False) -> None:
+                focus_id: str, height: int, random_weights: bool, on_action, image: bool = False,
+                neighbours: dict[str, dict | None] | None = None) -> None:
     """Draw the viewer for the case `case_id` (an opaque name; the canvas says which case it shows, even
     when two cases share their files), at most `height` px tall (it fits itself to the window below it),
     with the random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs
     (as a callback, before the page reruns) when the reader presses N, P or B inside it. `image`: a 2-D
-    picture, shown as stored (no radiological flip, no orientation letters)."""
+    picture, shown as stored (no radiological flip, no orientation letters). `neighbours`: the opening views
+    (`opening_view`) of the worklist's `next` and `previous` cases, which the viewer prepares and shows
+    itself on N and P."""
     served_folder()
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
@@ -201,7 +210,8 @@ def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: 
               colormap=style.colormap, opacity=float(style.opacity), threshold=float(style.threshold),
               map_max=float(map_max), layout=layout, plane=plane,
               focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None, height=int(height),
-              random_weights=bool(random_weights), image=bool(image), key=KEY_VIEWER, default=None,
+              random_weights=bool(random_weights), image=bool(image), neighbours=neighbours or {},
+              key=KEY_VIEWER, default=None,
               on_change=partial(_dispatch, on_action))
 
 
@@ -209,6 +219,7 @@ def _dispatch(on_action) -> None:
     value = st.session_state.get(KEY_VIEWER)
     if not isinstance(value, dict) or value.get("action") not in ("next", "previous", "bookmark"):
         return
-    mm = value.get("mm")
+    mm, case_id = value.get("mm"), value.get("case")
     on_action(ViewerAction(value["action"], value.get("plane"),
-                           tuple(float(v) for v in mm) if isinstance(mm, list) and len(mm) == 3 else None))
+                           tuple(float(v) for v in mm) if isinstance(mm, list) and len(mm) == 3 else None,
+                           case_id if isinstance(case_id, str) else None))

@@ -5,8 +5,6 @@ a jump button's slice after one), and the viewer's keys wired to the worklist an
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import streamlit as st
 from medclip_ad.inference.overlay import OverlayStyle
@@ -23,10 +21,12 @@ from medclip_viewer.niivue_viewer import (
     peak_mm,
     scan_url,
 )
+from medclip_viewer.cases import ResultFolder, item_key
+from medclip_viewer.opening_view import focus_id, neighbour_offer, viewer_case_id
 from medclip_viewer.review_capture import Bookmark
 from medclip_viewer.state import ViewerSession
 from medclip_viewer.verdict_panel import add_bookmark
-from medclip_viewer.worklist_panel import step_worklist
+from medclip_viewer.worklist_panel import open_worklist_case, step_worklist, worklist_folders, worklist_neighbours
 
 KEY_LAYOUT = "view.layout"
 # The tallest the viewer gets; it fits itself to the window below it (the whole image on a 1280x800 screen).
@@ -49,17 +49,30 @@ def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mappin
     focus = peak_mm(anomaly_map, affine, layout.slice_axis, index) if anomaly_map is not None else None
     shown_layout = "axial" if image else st.segmented_control("Layout", LAYOUTS, key=KEY_LAYOUT, default=LAYOUTS[0],
                                                               label_visibility="collapsed") or LAYOUTS[0]
-    case_id = hashlib.sha256((session.case_key or "").encode("utf-8")).hexdigest()[:16]
-    niivue_view(case_id=case_id, scan_file=scan_url(scan), map_file=map_file, mapping=mapping, style=style,
-                map_max=result.map_max if result is not None else 1.0, layout=shown_layout, plane=layout.plane,
-                focus_mm=focus, focus_id=f"{session.case_key}|{layout.plane}|{index}", height=VIEWER_HEIGHT_PX,
+    niivue_view(case_id=viewer_case_id(session.case_key or ""), scan_file=scan_url(scan), map_file=map_file,
+                mapping=mapping, style=style, map_max=result.map_max if result is not None else 1.0,
+                layout=shown_layout, plane=layout.plane, focus_mm=focus,
+                focus_id=focus_id(session.case_key or "", layout.plane, index), height=VIEWER_HEIGHT_PX,
                 random_weights=bool(result is not None and result.random_weights),
-                on_action=lambda action: _act(session, action), image=image)
+                on_action=lambda action: _act(session, action), image=image, neighbours=_neighbour_views())
+
+
+def _neighbour_views() -> dict[str, dict | None]:
+    """The next and previous worklist cases' opening views (or where they will be: `neighbour_offer`)."""
+    views: dict[str, dict | None] = {}
+    for name, step in (("next", 1), ("previous", -1)):
+        found = worklist_neighbours((step,))
+        views[name] = neighbour_offer(found[0][1], found[0][2]) if found else None
+    return views
 
 
 def _act(session: ViewerSession, action: ViewerAction) -> None:
     if action.action in ("next", "previous"):
-        step_worklist(1 if action.action == "next" else -1)
+        # the viewer names the case it shows now when it had it prepared: the page follows it
+        shown = [folder for folder in worklist_folders()
+                 if viewer_case_id(item_key(ResultFolder(folder))) == action.case_id]
+        if not (shown and open_worklist_case(shown[0])):
+            step_worklist(1 if action.action == "next" else -1)
         return
     result, scan = session.shown(), session.scan
     if action.mm is None or result is None or scan is None or scan.kind != "volume" or action.plane not in LAYOUTS[1:]:

@@ -13,6 +13,7 @@ import streamlit as st
 
 from medclip_viewer.case_cache import read_ahead
 from medclip_viewer.cases import Catalogue, ResultFolder
+from medclip_viewer.confinement import Scope
 from medclip_viewer.display_text import plain
 from medclip_viewer.review_capture import REVIEW_FILE, reviews_csv
 from medclip_viewer.worklist import NOT_REVIEWED, ORDERS, SCORES_FILE, WorklistRow, listed_folders, neighbour, \
@@ -135,16 +136,44 @@ def step_worklist(step: int) -> None:
         st.session_state[KEY_WORKLIST_CURRENT] = str(target)
 
 
-def read_ahead_neighbours() -> None:
-    """Start opening the next and the previous case in the background, so N and P find them ready."""
+# How far ahead and back the worklist is read: the viewer prepares the next and previous cases, so after a
+# move the new neighbours (two away before it) are ready too.
+READ_AHEAD_STEPS = (1, -1, 2, -2)
+
+
+def worklist_neighbours(steps: tuple[int, ...]) -> list[tuple[int, Path, Scope]]:
+    """The worklist's cases `steps` away from the current one in reading order (each once, never the current
+    one), with the scope they are read in; none without a worklist."""
     rows = st.session_state.get(_KEY_ROWS)
     current = st.session_state.get(KEY_WORKLIST_CURRENT)
     if not rows or current is None:
-        return
-    for step in (1, -1):
+        return []
+    found: list[tuple[int, Path, Scope]] = []
+    for step in steps:
         target = neighbour(rows, Path(current), step)
-        if target is not None and target != Path(current):
-            read_ahead(target, st.session_state[_KEY_SCOPE])
+        if target is not None and target != Path(current) and all(target != known for _, known, _ in found):
+            found.append((step, target, st.session_state[_KEY_SCOPE]))
+    return found
+
+
+def read_ahead_neighbours() -> None:
+    """Start opening the cases around the current one in the background, so N and P find them ready."""
+    for _, folder, scope in worklist_neighbours(READ_AHEAD_STEPS):
+        read_ahead(folder, scope)
+
+
+def worklist_folders() -> list[Path]:
+    """The worklist's case folders in reading order (none without a worklist)."""
+    return [row.folder for row in st.session_state.get(_KEY_ROWS) or []]
+
+
+def open_worklist_case(folder: Path) -> bool:
+    """Make `folder` the current case if it is in the worklist (a callback, like `step_worklist`)."""
+    rows = st.session_state.get(_KEY_ROWS) or []
+    if all(row.folder != folder for row in rows):
+        return False
+    st.session_state[KEY_WORKLIST_CURRENT] = str(folder)
+    return True
 
 
 def _select() -> None:

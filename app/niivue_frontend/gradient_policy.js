@@ -8,18 +8,19 @@ const PLACEHOLDER_DIMS = [3, 1, 1, 1];
 
 let needed = () => true;
 
-// `test()` says whether a volume render is shown (the viewer refreshes its layers when that changes).
+// `test(gl)` says whether the view drawing with that WebGL context shows a volume render (the viewer
+// refreshes its layers when that changes).
 export function setGradientNeeded(test) {
   needed = test;
 }
 
-// Whether the next layer refresh computes the gradient.
-export function gradientNeeded() {
-  return needed();
+// Whether the next layer refresh in that context computes the gradient.
+export function gradientNeeded(gl) {
+  return needed(gl);
 }
 
 export function gradientStep(params, compute) {
-  if (needed()) return compute(params);
+  if (needed(params.gl)) return compute(params);
   const { gl, gradientTexture, paqdTexture, unusedVAO, rgbaTex } = params;
   const placeholder = rgbaTex(gradientTexture, TEXTURE6_GRADIENT, PLACEHOLDER_DIMS, true);
   gl.activeTexture(TEXTURE8_PAQD);

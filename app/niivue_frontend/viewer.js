@@ -32,16 +32,17 @@ const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
 const mark = (name) => performance.mark(`viewer:${name}`);
 mark("script");
 
-const canvas = document.getElementById("gl");
+// Views kept: the case on screen, and the worklist's next and previous cases prepared in spare ones.
+const MAX_VIEWS = 3;
+const wrap = document.getElementById("wrap");
 const readout = document.getElementById("readout");
 const status = document.getElementById("status");
-let nv = null;
-let loaded = { scan: null, map: null };
 let settings = null;
 let overlayVisible = true;
-let focusNonce = null;
 let actionCount = 0;
 let hoverPlane = null;
+// Volume loads and layer refreshes so far, on the shown canvas: a test tells a prepared switch from a reload.
+const counts = { loads: 0, refreshes: 0 };
 
 function send(type, payload) {
   window.parent.postMessage({ isStreamlitMessage: true, type, ...payload }, "*");
@@ -56,29 +57,9 @@ function sendAction(action, extra) {
   send("streamlit:setComponentValue", { value: { action, count: actionCount, ...extra }, dataType: "json" });
 }
 
-async function ensureViewer() {
-  if (nv) return;
-  nv = new Niivue({
-    isRadiologicalConvention: true,
-    isColorbar: true,
-    isOrientationTextVisible: true,
-    showAllOrientationMarkers: true,
-    multiplanarShowRender: SHOW_RENDER.NEVER,
-    multiplanarLayout: MULTIPLANAR_TYPE.AUTO,
-    dragMode: DRAG_MODE.windowing,
-    backColor: [0, 0, 0, 1],
-    crosshairColor: [0.1, 1, 0.1, 0.7],
-    show3Dcrosshair: false,
-    isNearestInterpolation: true,
-    dragAndDropEnabled: false,
-    fontMinPx: 15,
-  });
-  setGradientNeeded(() => nv.opts.sliceType === SLICE_TYPE.RENDER || nv.opts.multiplanarShowRender !== SHOW_RENDER.NEVER);
-  await nv.attachToCanvas(canvas);
-  nv.setMouseEventConfig(MOUSE_BUTTONS);
-  holdLayerRefresh();
-  mark("attached");
-  nv.onLocationChange = (location) => { readout.dataset.crosshair = location.string || ""; };
+// What needs a layer refresh when it changes (a layout change only redraws).
+function lookOf(args) {
+  return JSON.stringify([args.window, args.colormap, args.opacity, args.threshold, args.map_max, overlayVisible]);
 }
 
 // The display files, fetched as soon as a render names them: the download then runs while NiiVue sets up
@@ -93,68 +74,243 @@ function fetchVolumes(args) {
 }
 
 // NiiVue takes a fetched file as `url` (its name, with the extension, tells the format).
-function volumeOptions(files) {
+function volumeOptions(args, files) {
   const [scanFile, mapFile] = files;
   const name = (file) => file.url.split("/").pop();
-  const scan = { url: scanFile.buffer, name: name(scanFile), colormap: "gray",
-    cal_min: settings.window[0], cal_max: settings.window[1] };
+  const scan = { url: scanFile.buffer, name: name(scanFile), colormap: "gray", cal_min: args.window[0],
+    cal_max: args.window[1] };
   if (!mapFile) return [scan];
-  return [scan, { url: mapFile.buffer, name: name(mapFile), colormap: settings.colormap,
-    opacity: overlayVisible ? settings.opacity : 0, cal_min: settings.threshold, cal_max: settings.map_max }];
+  return [scan, { url: mapFile.buffer, name: name(mapFile), colormap: args.colormap,
+    opacity: overlayVisible ? args.opacity : 0, cal_min: args.threshold, cal_max: args.map_max }];
 }
 
-// Every GPU refresh of the layers (NiiVue's updateGLVolume) re-uploads and reorients both volumes (and,
-// while a render is shown, recomputes the gradient: gradient_policy.js): seconds on a software GPU. Loading two volumes refreshes three times on its own,
-// so refreshes are held back while volumes load and settings are set, and run once after.
-let holdRefresh = false;
-let appliedLook = null;
+// One NiiVue on its own canvas, holding one case's scan and map. Every GPU refresh of the layers (NiiVue's
+// updateGLVolume) re-uploads and reorients both volumes into 3-D textures (the gradient is skipped while no
+// render is shown: gradient_policy.js): about 0.6 s on the CPU and 1.5-2 s of GPU work on a software GPU.
+// Loading two volumes refreshes three times on its own, so refreshes are held back while volumes load
+// and settings are set, and run once after.
+class SliceView {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.nv = null;
+    this.files = { scan: null, map: null };
+    this.look = null;
+    this.focusNonce = null;
+    this.holdRefresh = false;
+    this.ready = Promise.resolve();
+    canvas.addEventListener("mousemove", (event) => this.showValue(event));
+    // Ctrl+wheel zooms (before NiiVue's own wheel handler, which would scroll slices; the page never zooms).
+    canvas.addEventListener("wheel", (event) => {
+      if (!this.nv || !event.ctrlKey) return;
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+    }, { capture: true, passive: false });
+  }
 
-function holdLayerRefresh() {
-  const refresh = nv.updateGLVolume.bind(nv);
-  nv.updateGLVolume = () => {
-    if (!holdRefresh) refresh();
-  };
-}
+  holds(args) {
+    return this.files.scan === args.scan_url && this.files.map === (args.map_url || null);
+  }
 
-// What needs a layer refresh when it changes (a layout change only redraws).
-function lookOf(args) {
-  return JSON.stringify([args.window, args.colormap, args.opacity, args.threshold, args.map_max, overlayVisible]);
-}
+  async attach() {
+    if (this.nv) return;
+    const nv = new Niivue({
+      isRadiologicalConvention: true,
+      isColorbar: true,
+      isOrientationTextVisible: true,
+      showAllOrientationMarkers: true,
+      multiplanarShowRender: SHOW_RENDER.NEVER,
+      multiplanarLayout: MULTIPLANAR_TYPE.AUTO,
+      dragMode: DRAG_MODE.windowing,
+      backColor: [0, 0, 0, 1],
+      crosshairColor: [0.1, 1, 0.1, 0.7],
+      show3Dcrosshair: false,
+      isNearestInterpolation: true,
+      dragAndDropEnabled: false,
+      fontMinPx: 15,
+    });
+    await nv.attachToCanvas(this.canvas);
+    nv.setMouseEventConfig(MOUSE_BUTTONS);
+    const refresh = nv.updateGLVolume.bind(nv);
+    nv.updateGLVolume = () => {
+      if (this.holdRefresh) return;
+      counts.refreshes += 1;
+      refresh();
+    };
+    nv.onLocationChange = (location) => {
+      if (this === shown) readout.dataset.crosshair = location.string || "";
+    };
+    this.nv = nv;
+  }
 
-function applySettings(args) {
-  const look = lookOf(args);
-  if (look !== appliedLook) {
-    const [scan, map] = nv.volumes;
-    scan.cal_min = args.window[0];
-    scan.cal_max = args.window[1];
-    scan.colorbarVisible = false;
-    if (map) {
-      map.colormap = args.colormap;
-      map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
-      // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
-      map.cal_min = Math.max(args.threshold, 1e-6);
-      map.cal_max = args.map_max;
-      map.opacity = overlayVisible ? args.opacity : 0;
-      map.colorbarVisible = overlayVisible;
+  // Show a case's fetched volumes with its settings (`onScreen`: the marks are the shown case's).
+  async load(args, files, onScreen) {
+    this.files = { scan: args.scan_url, map: args.map_url || null };
+    this.look = null;
+    this.focusNonce = null;
+    this.holdRefresh = true;
+    try {
+      await this.nv.loadVolumes(volumeOptions(args, files));
+      if (onScreen) mark("loaded");
+      this.apply(args);
+    } finally {
+      this.holdRefresh = false;
     }
-    appliedLook = look;
-    nv.updateGLVolume();
+    this.nv.updateGLVolume();
+    counts.loads += 1;
   }
-  const sliceType = LAYOUTS[args.layout] ?? SLICE_TYPE.MULTIPLANAR;
-  if (nv.opts.sliceType !== sliceType) {
-    const hadGradient = gradientNeeded();
-    nv.setSliceType(sliceType);
-    if (!hadGradient && gradientNeeded()) nv.updateGLVolume();  // a render appears: it needs the real gradient
+
+  // A spare view takes a case the reader may move to next; its GPU work runs while the reader reads on.
+  async prepare(args) {
+    try {
+      const files = fetchVolumes(args);
+      await this.attach();
+      await this.load(args, await files, false);
+      this.placeCrosshair(args.focus);
+      this.nv.gl.flush();
+    } catch (error) {
+      this.files = { scan: null, map: null };  // not prepared after all: the switch loads it as usual
+    }
+  }
+
+  apply(args) {
+    const nv = this.nv;
+    // a 2-D picture is shown as stored: no radiological flip, no orientation letters
+    nv.opts.isRadiologicalConvention = !args.image;
+    nv.opts.isOrientationTextVisible = !args.image;
+    const look = lookOf(args);
+    if (look !== this.look) {
+      const [scan, map] = nv.volumes;
+      scan.cal_min = args.window[0];
+      scan.cal_max = args.window[1];
+      scan.colorbarVisible = false;
+      if (map) {
+        map.colormap = args.colormap;
+        map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
+        // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
+        map.cal_min = Math.max(args.threshold, 1e-6);
+        map.cal_max = args.map_max;
+        map.opacity = overlayVisible ? args.opacity : 0;
+        map.colorbarVisible = overlayVisible;
+      }
+      this.look = look;
+      nv.updateGLVolume();
+    }
+    const sliceType = LAYOUTS[args.layout] ?? SLICE_TYPE.MULTIPLANAR;
+    if (nv.opts.sliceType !== sliceType) {
+      const hadGradient = gradientNeeded(nv.gl);
+      nv.setSliceType(sliceType);
+      if (!hadGradient && gradientNeeded(nv.gl)) nv.updateGLVolume();  // a render appears: it needs the real gradient
+    }
+  }
+
+  placeCrosshair(focus) {
+    if (!focus || focus.nonce === this.focusNonce) return;
+    this.focusNonce = focus.nonce;
+    const [x, y, z] = focus.mm;
+    this.nv.scene.crosshairPos = this.nv.mm2frac([x, y, z]);
+    this.nv.createOnLocationChange();
+    this.nv.drawScene();
+  }
+
+  // Value under the cursor, without moving the crosshair.
+  showValue(event) {
+    const nv = this.nv;
+    if (!nv || nv.volumes.length === 0) return;
+    const rect = this.canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const frac = nv.canvasPos2frac([(event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr]);
+    if (frac[0] < 0) {
+      readout.textContent = "";
+      return;
+    }
+    const tile = nv.tileIndex ? nv.tileIndex((event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr) : -1;
+    const screen = tile >= 0 && nv.screenSlices[tile] ? nv.screenSlices[tile].axCorSag : -1;
+    hoverPlane = ["axial", "coronal", "sagittal"][screen] || hoverPlane;
+    const mm = nv.frac2mm(frac);
+    const parts = nv.volumes.map((volume, index) => {
+      const vox = volume.mm2vox([mm[0], mm[1], mm[2]]);
+      const value = volume.getValue(vox[0], vox[1], vox[2]);
+      return `${index === 0 ? "scan" : "map"} ${Number.isFinite(value) ? value.toFixed(index === 0 ? 0 : 3) : "-"}`;
+    });
+    const vox = nv.frac2vox(frac);
+    readout.textContent = `voxel ${vox[0]}, ${vox[1]}, ${vox[2]} · ${parts.join(" · ")}`;
   }
 }
 
-function applyFocus() {
-  if (!settings.focus || settings.focus.nonce === focusNonce) return;
-  focusNonce = settings.focus.nonce;
-  const [x, y, z] = settings.focus.mm;
-  nv.scene.crosshairPos = nv.mm2frac([x, y, z]);
-  nv.createOnLocationChange();
-  nv.drawScene();
+const views = [new SliceView(document.getElementById("gl"))];
+let shown = views[0];
+setGradientNeeded((gl) => {
+  const view = views.find((candidate) => candidate.nv && candidate.nv.gl === gl);
+  return !view || view.nv.opts.sliceType === SLICE_TYPE.RENDER || view.nv.opts.multiplanarShowRender !== SHOW_RENDER.NEVER;
+});
+
+// Put a prepared view on the screen: it takes the canvas id (what tests and the benchmark look at).
+function show(view) {
+  const hidden = shown;
+  const hadFocus = document.activeElement === hidden.canvas;
+  hidden.canvas.removeAttribute("id");
+  delete hidden.canvas.dataset.ready;
+  hidden.canvas.classList.add("spare");
+  view.canvas.id = "gl";
+  view.canvas.classList.remove("spare");
+  shown = view;
+  if (hadFocus) view.canvas.focus();
+  view.nv.drawScene();
+}
+
+// Once a case is drawn, the neighbours the server named are loaded into spare views, one after another;
+// a view that holds the shown case or a wanted neighbour is kept.
+let preparing = Promise.resolve();
+
+function spareView(kept) {
+  const free = views.find((view) => view !== shown && !kept.some((args) => view.holds(args)));
+  if (free || views.length >= MAX_VIEWS) return free;
+  const canvas = document.createElement("canvas");
+  canvas.className = "spare";
+  canvas.tabIndex = 0;
+  wrap.appendChild(canvas);
+  const view = new SliceView(canvas);
+  views.push(view);
+  return view;
+}
+
+// A neighbour the server is still reading ahead comes as the URL of a file written once it is ready.
+const PENDING_POLL_MS = 500;
+const PENDING_POLLS = 240;
+
+async function awaitPending(args, direction) {
+  const url = args.neighbours[direction].pending;
+  for (let poll = 0; poll < PENDING_POLLS && settings === args; poll++) {
+    const response = await fetch(url, { cache: "no-store" }).catch(() => null);
+    if (response && response.ok) {
+      args.neighbours[direction] = await response.json();
+      if (settings === args) prepareNeighbours(args);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, PENDING_POLL_MS));
+  }
+}
+
+function known(entry) {
+  return entry && entry.case_id ? entry : null;
+}
+
+function prepareNeighbours(args) {
+  const neighbours = args.neighbours || {};
+  for (const direction of ["next", "previous"]) {
+    if (neighbours[direction] && neighbours[direction].pending) awaitPending(args, direction);
+  }
+  const wanted = ["next", "previous"].map((direction) => known(neighbours[direction])).filter(Boolean);
+  for (const target of wanted) {
+    if (views.some((view) => view.holds(target))) continue;
+    const spare = spareView([args, ...wanted]);
+    if (!spare) continue;
+    const caseArgs = { ...args, ...target };
+    spare.files = { scan: caseArgs.scan_url, map: caseArgs.map_url || null };  // claimed now, loaded in turn
+    preparing = preparing.then(() => spare.prepare(caseArgs));
+    spare.ready = preparing;
+  }
 }
 
 async function render(args) {
@@ -162,65 +318,95 @@ async function render(args) {
   settings = args;
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
-  const newVolumes = loaded.scan !== args.scan_url || loaded.map !== (args.map_url || null);
+  const prepared = views.find((view) => view !== shown && view.holds(args));
+  if (prepared) {
+    await prepared.ready;
+    if (prepared.holds(args)) {
+      show(prepared);
+      mark("swapped");
+    }
+  }
+  const view = shown;
+  const newVolumes = !view.holds(args);
   if (newVolumes) mark("fetch");
   const files = newVolumes ? fetchVolumes(args) : null;
-  await ensureViewer();
-  // a 2-D picture is shown as stored: no radiological flip, no orientation letters
-  nv.opts.isRadiologicalConvention = !args.image;
-  nv.opts.isOrientationTextVisible = !args.image;
+  if (!view.nv) {
+    await view.attach();
+    mark("attached");
+  }
   if (newVolumes) {
     status.textContent = "loading…";
-    loaded = { scan: args.scan_url, map: args.map_url || null };
-    focusNonce = null;
-    appliedLook = null;
     const fetched = await files;
     mark("fetched");
-    holdRefresh = true;
-    try {
-      await nv.loadVolumes(volumeOptions(fetched));
-      mark("loaded");
-      applySettings(args);
-    } finally {
-      holdRefresh = false;
-    }
-    nv.updateGLVolume();
+    await view.load(args, fetched, true);
     status.textContent = "";
   } else {
-    applySettings(args);
+    view.apply(args);
   }
   mark("applied");
-  applyFocus();
-  canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
+  view.placeCrosshair(args.focus);
+  Object.assign(view.canvas.dataset, counts);
+  view.canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
   mark("ready");
   setFrameHeight();
+  await drawn(view.nv.gl);
+  if (settings === args) prepareNeighbours(args);
+}
+
+// Resolves once the GPU has done everything asked of `gl` so far and two frames are on screen, without
+// blocking the page (a fence polled between tasks): spare views are prepared only after the shown case is
+// drawn, so they never delay it.
+const FENCE_POLL_MS = 50;
+
+function drawn(gl) {
+  const fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
+  gl.flush();
+  return new Promise((resolve) => {
+    const poll = () => {
+      if (gl.getSyncParameter(fence, gl.SYNC_STATUS) !== gl.SIGNALED) {
+        setTimeout(poll, FENCE_POLL_MS);
+        return;
+      }
+      gl.deleteSync(fence);
+      requestAnimationFrame(() => requestAnimationFrame(resolve));
+    };
+    poll();
+  });
+}
+
+// N and P: the viewer moves to the neighbour the server named at once (prepared, or fetched without
+// waiting for the page), and tells the page which case it shows; the page's rerun then sends that case.
+function moveCase(direction) {
+  const target = known(settings.neighbours && settings.neighbours[direction]);
+  sendAction(direction, target ? { case: target.case_id } : {});
+  if (target) queueRender({ ...settings, ...target, neighbours: {} });
 }
 
 function stepSlice(delta) {
   const plane = settings.layout === "multiplanar" ? (hoverPlane || settings.plane) : settings.layout;
   const step = [0, 0, 0];
   step[PLANE_AXIS[plane] ?? 2] = delta;
-  nv.moveCrosshairInVox(step[0], step[1], step[2]);
+  shown.nv.moveCrosshairInVox(step[0], step[1], step[2]);
 }
 
 function toggleOverlay() {
   overlayVisible = !overlayVisible;
-  if (nv.volumes[1]) applySettings(settings);
+  if (shown.nv.volumes[1]) shown.apply(settings);
   document.getElementById("overlay-state").textContent = overlayVisible ? "overlay on (O)" : "overlay off (O)";
 }
 
 function crosshairSlice() {
   const plane = settings.layout === "multiplanar" ? settings.plane : settings.layout;
-  const mm = nv.frac2mm(nv.scene.crosshairPos);
+  const mm = shown.nv.frac2mm(shown.nv.scene.crosshairPos);
   return { plane, mm: [mm[0], mm[1], mm[2]] };
 }
 
 window.addEventListener("keydown", (event) => {
-  if (!nv || !settings || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (!shown.nv || !settings || event.ctrlKey || event.metaKey || event.altKey) return;
   const key = event.key.toLowerCase();
   const handled = { arrowup: () => stepSlice(1), pageup: () => stepSlice(5), arrowdown: () => stepSlice(-1),
     pagedown: () => stepSlice(-5), "+": () => zoom(ZOOM_STEP), "=": () => zoom(ZOOM_STEP),
-    "-": () => zoom(1 / ZOOM_STEP), 0: resetZoom, o: toggleOverlay, n: () => sendAction("next"), p: () => sendAction("previous"),
+    "-": () => zoom(1 / ZOOM_STEP), 0: resetZoom, o: toggleOverlay, n: () => moveCase("next"), p: () => moveCase("previous"),
     b: () => sendAction("bookmark", crosshairSlice()) }[key];
   if (handled) {
     event.preventDefault();
@@ -228,31 +414,9 @@ window.addEventListener("keydown", (event) => {
   }
 }, true);
 
-// Value under the cursor, without moving the crosshair.
-canvas.addEventListener("mousemove", (event) => {
-  if (!nv || nv.volumes.length === 0) return;
-  const rect = canvas.getBoundingClientRect();
-  const dpr = window.devicePixelRatio || 1;
-  const frac = nv.canvasPos2frac([(event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr]);
-  if (frac[0] < 0) {
-    readout.textContent = "";
-    return;
-  }
-  const tile = nv.tileIndex ? nv.tileIndex((event.clientX - rect.left) * dpr, (event.clientY - rect.top) * dpr) : -1;
-  const screen = tile >= 0 && nv.screenSlices[tile] ? nv.screenSlices[tile].axCorSag : -1;
-  hoverPlane = ["axial", "coronal", "sagittal"][screen] || hoverPlane;
-  const mm = nv.frac2mm(frac);
-  const parts = nv.volumes.map((volume, index) => {
-    const vox = volume.mm2vox([mm[0], mm[1], mm[2]]);
-    const value = volume.getValue(vox[0], vox[1], vox[2]);
-    return `${index === 0 ? "scan" : "map"} ${Number.isFinite(value) ? value.toFixed(index === 0 ? 0 : 3) : "-"}`;
-  });
-  const vox = nv.frac2vox(frac);
-  readout.textContent = `voxel ${vox[0]}, ${vox[1]}, ${vox[2]} · ${parts.join(" · ")}`;
-});
-
 // Zoom about the crosshair, which stays where it is on screen (as NiiVue's own wheel zoom does).
 function zoom(factor) {
+  const nv = shown.nv;
   const pan = nv.scene.pan2Dxyzmm;
   const next = Math.min(ZOOM_RANGE[1], Math.max(ZOOM_RANGE[0], pan[3] * factor));
   const change = pan[3] - next;
@@ -263,18 +427,11 @@ function zoom(factor) {
 }
 
 function resetZoom() {
+  const nv = shown.nv;
   nv.scene.pan2Dxyzmm = [0, 0, 0, 1];
   nv.drawScene();
   document.getElementById("zoom-state").textContent = "";
 }
-
-// Ctrl+wheel zooms (before NiiVue's own wheel handler, which would scroll slices; the page never zooms).
-canvas.addEventListener("wheel", (event) => {
-  if (!nv || !event.ctrlKey) return;
-  event.preventDefault();
-  event.stopImmediatePropagation();
-  zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
-}, { capture: true, passive: false });
 
 // The whole image on the first screen: the viewer is as tall as the window leaves below it (the page
 // is ours, the same origin), at most the height Python asks for.
@@ -307,6 +464,11 @@ try {
 let nextArgs = null;
 let rendering = false;
 
+function queueRender(args) {
+  nextArgs = args;
+  if (!rendering) renderLatest();
+}
+
 async function renderLatest() {
   rendering = true;
   while (nextArgs) {
@@ -315,7 +477,7 @@ async function renderLatest() {
     try {
       await render(args);
     } catch (error) {
-      loaded = { scan: null, map: null };
+      shown.files = { scan: null, map: null };
       status.textContent = `viewer error: ${error}`;
       setFrameHeight();
     }
@@ -324,10 +486,7 @@ async function renderLatest() {
 }
 
 window.addEventListener("message", (event) => {
-  if (event.data && event.data.type === "streamlit:render") {
-    nextArgs = event.data.args;
-    if (!rendering) renderLatest();
-  }
+  if (event.data && event.data.type === "streamlit:render") queueRender(event.data.args);
 });
 
 send("streamlit:componentReady", { apiVersion: 1 });
