@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(machine_line(args.device))
-    volume = np.random.default_rng(0).normal(40, 60, (args.side, args.side, args.slices)).astype(np.float32)
+    volume = np.asfortranarray(np.random.default_rng(0).normal(40, 60, (args.side, args.side, args.slices)).astype(np.float32))
     for preset in args.presets:
         weights = f"random:{preset}"
         base = DetectorConfig(clip_weights=weights, method="ensemble", image_size=IMAGE_SIZES[preset],

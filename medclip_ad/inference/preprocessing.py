@@ -54,7 +54,15 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
+def model_pictures(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """A list of 8-bit images of any sizes -> the pictures the model sees, (B, size, size, 3) uint8.
+
+    numpy and PIL only: a reader thread can run it beside the model without starting a second OpenMP team
+    (torch ops in another thread would, and on a CPU the two teams then fight for the cores).
+    """
+    return np.stack([resized_rgb(image, size) for image in images])
+
+
 def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """A list of 8-bit images of any sizes -> one normalised batch (B, 3, size, size) on the CPU."""
-    stacked = np.stack([resized_rgb(image, size) for image in images])
-    return normalise(torch.from_numpy(stacked).permute(0, 3, 1, 2))
+    return normalise(torch.from_numpy(model_pictures(images, size)).permute(0, 3, 1, 2))
