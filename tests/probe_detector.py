@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from medclip_ad.inference.predictor import Prediction
 
 
 class PreparedFromPredict:
-    """A probe defines `predict(images)`; this gives it `prepare` and `predict_prepared` on top of it, and the
-    device the volume pipeline asks about (whether to read ahead)."""
-
-    device = torch.device("cpu")
+    """A probe defines `predict(images)`; this gives it `prepare` and `predict_prepared` on top of it."""
 
     def prepare(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return list(images)

@@ -1,25 +1,24 @@
-"""The volume pipeline, with or without a reader thread one batch ahead, gives exactly the sequential results."""
+"""The volume pipeline, its reader thread one batch ahead, gives exactly the results of a sequential loop."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-import pytest
-import torch
-from medclip_ad.inference import volume as volume_module
 from medclip_ad.config import DetectorConfig
-from medclip_ad.inference.predictor import AnomalyPredictor
-from medclip_ad.inference.volume import infer_volume, reads_ahead
+from medclip_ad.inference.predictor import AnomalyPredictor, Prediction
+from medclip_ad.inference.volume import infer_volume
 from medclip_ad.io.intensity import to_uint8
 from medclip_ad.io.orientation import extract_slice, insert_slice, plane_layout
+
+from probe_detector import PreparedFromPredict
 
 
 def _window(array: np.ndarray) -> np.ndarray:
     return to_uint8(array, -160.0, 240.0)
 
 
-@pytest.mark.parametrize("ahead", [True, False])
-def test_volume_pipeline_is_bit_identical_to_a_sequential_loop(monkeypatch, ahead: bool) -> None:
-    monkeypatch.setattr(volume_module, "reads_ahead", lambda predictor: ahead)
+def test_volume_pipeline_is_bit_identical_to_a_sequential_loop() -> None:
     predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224,
                                                 device="cpu", batch_size=3))
     volume = np.random.default_rng(0).normal(40, 80, (40, 36, 8)).astype(np.float32)
@@ -41,11 +40,29 @@ def test_volume_pipeline_is_bit_identical_to_a_sequential_loop(monkeypatch, ahea
         np.testing.assert_array_equal(result.map_volume, expected_maps)
 
 
-def test_reader_thread_only_where_the_model_leaves_a_core_idle(monkeypatch) -> None:
-    predictor = AnomalyPredictor(DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224,
-                                                device="cpu"))
-    monkeypatch.setattr(volume_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert not reads_ahead(predictor)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    assert reads_ahead(predictor)
+class _OverlapProbe(PreparedFromPredict):
+    """Scoring the first batch waits until the second is being read: it passes only if reading runs ahead."""
+
+    def __init__(self) -> None:
+        self.config = DetectorConfig(clip_weights="random:tiny", batch_size=2)
+        self.second_read = threading.Event()
+        self.readers: list[str] = []
+        self.overlapped = False
+
+    def prepare(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.readers.append(threading.current_thread().name)
+        if len(self.readers) == 2:
+            self.second_read.set()
+        return list(images)
+
+    def predict(self, images: list[np.ndarray]) -> Prediction:
+        if not self.second_read.is_set():
+            self.overlapped = self.second_read.wait(timeout=10)
+        return Prediction(np.zeros(len(images), np.float32), [np.zeros(image.shape, np.float32) for image in images])
+
+
+def test_the_next_batch_is_read_while_this_one_is_scored() -> None:
+    probe = _OverlapProbe()
+    infer_volume(probe, np.zeros((6, 5, 4), np.float32), plane_layout("axial", None), _window)
+    assert probe.overlapped
+    assert probe.readers and all(name.startswith("slice-reader") for name in probe.readers)

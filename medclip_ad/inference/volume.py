@@ -1,8 +1,8 @@
 """Slice-wise inference on 3-D scans: the 2-D detector over every slice along one axis, batched.
 
 Slices are read, mapped to 8 bits and scored a batch at a time, so memory beyond the input and the
-output volume stays bounded by the batch size, whatever the number of slices; where the model leaves a
-core idle, a reader thread prepares the next batch while the model scores the current one. Each slice
+output volume stays bounded by the batch size, whatever the number of slices; a reader thread prepares
+the next batch while the model scores the current one. Each slice
 reaches the model in radiological orientation (`medclip_ad.io.orientation`: the picture the viewer shows, whatever
 the storage order) and its map is put back into the scan's own voxel grid, so the map volume has
 exactly the input's shape and geometry and the same study stored in any order gets the same scores.
@@ -10,41 +10,25 @@ exactly the input's shape and geometry and the same study stored in any order ge
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from medclip_ad.config import AGGREGATIONS
 from medclip_ad.inference.predictor import AnomalyPredictor, PreparedBatch
 from medclip_ad.io.orientation import PlaneLayout, extract_slice, insert_slice
 
 
-def reads_ahead(predictor: AnomalyPredictor) -> bool:
-    """Whether a reader thread should prepare the next batch while the model scores this one.
+def _prepared_batches(read: Callable[[range], PreparedBatch],
+                      batches: list[range]) -> Iterator[tuple[range, PreparedBatch]]:
+    """Each batch's slice indices and prepared images, in order, read by a reader thread one batch ahead.
 
-    Only where the model leaves a core idle: on an accelerator, or on the CPU with fewer intra-op threads
-    than cores. Where its OpenMP threads use every core, a reader takes a core from one of them in the
-    middle of a parallel region while the others spin at its barrier, and overlapping lost more than the
-    reader's ~15 ms of work per slice it could save (0.78x and 0.76x the sequential rate on 2 cores at 2
-    threads, benchmarks/bench_volume.py; README Performance), so there the batches are read in turn.
+    `read` runs numpy and PIL only (`AnomalyPredictor.prepare`), which release the GIL and start no OpenMP
+    team of their own, so the reader costs the model little even where its threads fill every core (1.07x
+    the batches read in turn, 2 cores at 2 threads; benchmarks/bench_volume.py, README Performance).
     """
-    if predictor.device.type != "cpu":
-        return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return torch.get_num_threads() < cores
-
-
-def _prepared_batches(read: Callable[[range], PreparedBatch], batches: list[range],
-                      ahead: bool) -> Iterator[tuple[range, PreparedBatch]]:
-    """Each batch's slice indices and prepared images, in order; with `ahead`, read by a reader thread one
-    batch ahead (numpy, PIL and torch release the GIL)."""
-    if not ahead:
-        yield from ((indices, read(indices)) for indices in batches)
-        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-reader") as reader:
         pending = reader.submit(read, batches[0]) if batches else None
         for number, indices in enumerate(batches):
@@ -102,7 +86,7 @@ def infer_volume(predictor: AnomalyPredictor, volume: np.ndarray, layout: PlaneL
     def read(indices: range) -> PreparedBatch:
         return predictor.prepare([to_uint8(extract_slice(volume, layout, index)) for index in indices])
 
-    for indices, batch in _prepared_batches(read, batches, reads_ahead(predictor)):
+    for indices, batch in _prepared_batches(read, batches):
         prediction = predictor.predict_prepared(batch)
         slice_scores[indices.start:indices.stop] = prediction.scores
         for index, slice_map in zip(indices, prediction.maps):
