@@ -184,7 +184,7 @@ on_read_ahead(_prepare_display)
 
 def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index: int) -> list[float]:
     """World position of the map's highest voxel within one slice: where the crosshair starts."""
-    plane = np.take(anomaly_map, index, axis=slice_axis)
+    plane = anomaly_map[(slice(None),) * slice_axis + (index,)]  # a view: np.take copied slowly from nibabel's order
     row, column = np.unravel_index(int(np.argmax(plane)), plane.shape)
     voxel = [int(row), int(column)]
     voxel.insert(slice_axis, index)
