@@ -77,7 +77,7 @@ def _prepare(key: tuple, opened: OpenedCase) -> None:
         while len(_views) > MAX_DISPLAY_FILES:
             _views.popitem(last=False)
         promised = _promised.pop(key, None)
-    if promised is not None and view is not None:
+    if promised is not None:  # null for a 2-D image: the viewer stops asking
         partial = promised.with_name(f".{promised.name}.partial")
         partial.write_text(json.dumps(view))
         partial.replace(promised)

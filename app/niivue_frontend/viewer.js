@@ -4,7 +4,9 @@
 // component's folder) plus display settings. Volumes load once per URL; every other interaction
 // (wheel and key slice scrolling, window/level drag, zoom and pan, crosshair, value under the cursor,
 // overlay toggle) stays in the browser. Only deliberate actions go back to Python as the component value:
-// next/previous case (N/P) and bookmarking the slice under the crosshair (B).
+// next/previous case (N/P) and bookmarking the slice under the crosshair (B). With the open case, Python
+// names the worklist's next and previous cases (their files and opening settings); once the open case is
+// drawn they are loaded into hidden spare views, and N/P show the prepared one at once, then tell Python.
 //
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
