@@ -351,8 +351,9 @@ async function render(args) {
   view.canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
   mark("ready");
   setFrameHeight();
-  await drawn(view.nv.gl);
-  if (settings === args) prepareNeighbours(args);
+  drawn(view.nv.gl).then(() => {
+    if (settings === args) prepareNeighbours(args);
+  });
 }
 
 // Resolves once the GPU has done everything asked of `gl` so far and two frames are on screen, without
