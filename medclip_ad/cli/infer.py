@@ -27,6 +27,8 @@ from medclip_ad.errors import PARTIAL_FAILURE_EXIT, USER_ERROR_EXIT, UserInputEr
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from medclip_ad.inference.calibration import Calibration
     from medclip_ad.inference.case_failures import CaseFailures
     from medclip_ad.inference.predictor import AnomalyPredictor
@@ -195,24 +197,77 @@ def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_di
                   failures: CaseFailures, written: list[tuple[Path, dict]]) -> None:
     """Run each case; a case that fails, whatever it raises, adds its one line to `failures` and the rest go on.
 
-    Each finished case folder is appended to `written` with its scores.json document as it finishes, so an
-    interrupted run still knows them.
+    While the model scores a case, a reader thread reads the next one and a writer thread writes the one
+    before (reading and writing are numpy, zlib, PIL and pydicom work, which the model's threads barely
+    notice), so a batch costs little more than its model time. Each finished case folder is appended to
+    `written` with its scores.json document as it finishes, so an interrupted run still knows them: the
+    case being written is finished first.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from medclip_ad.inference.case import missing_outputs, resolve_slice_axis, run_case
-    from medclip_ad.inference.case_failures import print_failure
+    from medclip_ad.inference.case import check_case, predict_scan, resolve_slice_axis, write_case
     from medclip_ad.io.readers import read_case
 
-    for source in tqdm(sources, desc="cases", unit="case", disable=len(sources) < 2):
+    def read(source: CaseSource):
+        return read_case(source, volume_index=options.volume_index)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="case-reader") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="case-writer") as writer:
+        writing = _CaseBeingWritten(out_dir, failures, written)
+        reads = [reader.submit(read, sources[0])] if sources else []
         try:
-            scan = read_case(source, volume_index=options.volume_index)
-            total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 0
-            with tqdm(total=total, desc=scan.name, unit="slice", leave=False, disable=not total) as bar:
-                document = run_case(predictor, scan, out_dir, options, progress=bar.update)
-        except Exception as error:  # one bad case never stops the run: named on one line, logged if unexpected
-            print_failure(failures.record(source.location, error))
-            continue
-        written.append((out_dir / scan.name, document))
-        for line in missing_outputs(document, out_dir / scan.name):
-            print_failure(failures.add(line))
+            for number, source in enumerate(tqdm(sources, desc="cases", unit="case", disable=len(sources) < 2)):
+                if number + 1 < len(sources):
+                    reads.append(reader.submit(read, sources[number + 1]))
+                try:
+                    scan = reads[number].result()
+                    reads[number] = None  # the scan is held only while it is scored and written
+                    check_case(scan, out_dir, options)
+                    total = scan.array.shape[resolve_slice_axis(scan, options)] if scan.kind == "volume" else 0
+                    with tqdm(total=total, desc=scan.name, unit="slice", leave=False, disable=not total) as bar:
+                        prediction = predict_scan(predictor, scan, options, progress=bar.update)
+                except Exception as error:  # one bad case never stops the run: named on one line
+                    _print_case_failure(failures, source, error)
+                    continue
+                writing.finish()  # at most one case is being written
+                writing.start(source, scan.name, writer.submit(write_case, predictor, scan, prediction, out_dir,
+                                                                options))
+        finally:
+            writing.finish()
+
+
+class _CaseBeingWritten:
+    """The case the writer thread is writing: its outcome is recorded once it is done."""
+
+    def __init__(self, out_dir: Path, failures: CaseFailures, written: list[tuple[Path, dict]]) -> None:
+        self.out_dir, self.failures, self.written = out_dir, failures, written
+        self.pending: tuple[CaseSource, str, Future[dict]] | None = None
+
+    def start(self, source: CaseSource, name: str, future: Future[dict]) -> None:
+        self.pending = (source, name, future)
+
+    def finish(self) -> None:
+        from medclip_ad.inference.case import missing_outputs
+        from medclip_ad.inference.case_failures import print_failure
+
+        if self.pending is None:
+            return
+        source, name, future = self.pending
+        self.pending = None
+        try:
+            document = future.result()
+        except Exception as error:
+            _print_case_failure(self.failures, source, error)
+            return
+        self.written.append((self.out_dir / name, document))
+        for line in missing_outputs(document, self.out_dir / name):
+            print_failure(self.failures.add(line))
+
+
+def _print_case_failure(failures: CaseFailures, source: CaseSource, error: BaseException) -> None:
+    """A failed case's one line (logged in full if unexpected)."""
+    from medclip_ad.inference.case_failures import print_failure
+
+    print_failure(failures.record(source.location, error))

@@ -87,12 +87,17 @@ def predict_scan(predictor: AnomalyPredictor, scan: Scan, options: CaseOptions =
 def run_case(predictor: AnomalyPredictor, scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions(),
              progress: Callable[[int], None] | None = None) -> dict:
     """Score a scan and write its case folder; returns the scores.json document."""
+    check_case(scan, out_dir, options)
+    return write_case(predictor, scan, predict_scan(predictor, scan, options, progress), out_dir, options)
+
+
+def check_case(scan: Scan, out_dir: Path, options: CaseOptions = CaseOptions()) -> None:
+    """Refuse, before any model time is spent on it, a scan whose outputs could not be written."""
     if options.dicom_out:
-        dicom_source_files(scan)  # refuse a non-DICOM input before spending model time on it
+        dicom_source_files(scan)
     if options.calibration:
         options.calibration.check_kind(scan.kind, scan.source)
     check_case_folder_free(out_dir, scan.name, options.overwrite)
-    return write_case(predictor, scan, predict_scan(predictor, scan, options, progress), out_dir, options)
 
 
 def write_case(predictor: AnomalyPredictor, scan: Scan, prediction: ScanPrediction, out_dir: Path,
