@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,20 +114,31 @@ def test_resume_skips_finished_cases_only(three_images, tmp_path, capsys):
     assert "c: output case folder already exists" in capsys.readouterr().err
 
 
-def test_sigterm_removes_the_unfinished_case_like_ctrl_c(three_images, tmp_path, capsys, monkeypatch):
+def test_sigterm_finishes_the_case_being_written_and_drops_the_one_being_scored(three_images, tmp_path, capsys,
+                                                                                 monkeypatch):
     from medclip_ad.inference import case
 
-    write_png = case.write_png
+    write_png, predict_scan = case.write_png, case.predict_scan
+    b_scoring = threading.Event()
 
     def terminated_while_writing(path, image):
         write_png(path, image)
-        os.kill(os.getpid(), signal.SIGTERM)  # the staging folder exists and holds a file by now
+        b_scoring.wait(timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)  # a's staging folder holds a file; b is being scored
+
+    def scoring(predictor, scan, *args, **kwargs):
+        if scan.name == "b":
+            b_scoring.set()
+            time.sleep(5)  # the signal arrives while b is scored
+        return predict_scan(predictor, scan, *args, **kwargs)
 
     monkeypatch.setattr(case, "write_png", terminated_while_writing)
+    monkeypatch.setattr(case, "predict_scan", scoring)
     out = tmp_path / "out"
-    assert main(["infer", str(three_images / "a.png"), "--out", str(out), *FAST]) == 143
+    assert main(["infer", str(three_images / "a.png"), str(three_images / "b.png"), "--out", str(out), *FAST]) == 143
     assert "terminated" in capsys.readouterr().err
-    assert list(out.iterdir()) == []  # no hidden .partial folder, no case
+    assert sorted(path.name for path in out.iterdir()) == ["a"]  # no hidden .partial folder, no b
+    assert (out / "a" / SCORES_FILE).is_file() and (out / "a" / "overlay.png").is_file()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

@@ -200,8 +200,9 @@ def infer_sources(predictor: AnomalyPredictor, sources: list[CaseSource], out_di
     While the model scores a case, a reader thread reads the next one and a writer thread writes the one
     before (reading and writing are numpy, zlib, PIL and pydicom work, which the model's threads barely
     notice), so a batch costs little more than its model time. Each finished case folder is appended to
-    `written` with its scores.json document as it finishes, so an interrupted run still knows them: the
-    case being written is finished first.
+    `written` with its scores.json document as it finishes, so an interrupted run still knows them. On
+    Ctrl-C or SIGTERM the case being written is finished (its folder appears whole) and the one being
+    scored is dropped; no staging folder is ever left, since only the writer thread makes them.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -255,12 +256,13 @@ class _CaseBeingWritten:
         if self.pending is None:
             return
         source, name, future = self.pending
-        self.pending = None
         try:
-            document = future.result()
+            document = future.result()  # Ctrl-C here leaves it pending: the run's way out waits for it again
         except Exception as error:
+            self.pending = None
             _print_case_failure(self.failures, source, error)
             return
+        self.pending = None
         self.written.append((self.out_dir / name, document))
         for line in missing_outputs(document, self.out_dir / name):
             print_failure(self.failures.add(line))
