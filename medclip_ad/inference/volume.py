@@ -26,8 +26,9 @@ def _prepared_batches(read: Callable[[range], PreparedBatch],
     """Each batch's slice indices and prepared images, in order, read by a reader thread one batch ahead.
 
     `read` runs numpy and PIL only (`AnomalyPredictor.prepare`), which release the GIL and start no OpenMP
-    team of their own, so the reader costs the model little even where its threads fill every core (1.07x
-    the batches read in turn, 2 cores at 2 threads; benchmarks/bench_volume.py, README Performance).
+    team of their own, so the reader costs the model little even where its threads fill every core
+    (1.06x-1.21x the batches read in turn, 2 cores at 2 threads; benchmarks/bench_volume.py, README
+    Performance).
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-reader") as reader:
         pending = reader.submit(read, batches[0]) if batches else None
