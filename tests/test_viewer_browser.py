@@ -213,6 +213,21 @@ def grey_fraction(pixels: np.ndarray) -> float:
     return float(((spread < GREY_SPREAD) & (pixels.mean(axis=2) > LIT_LEVEL)).mean())
 
 
+def assert_scan_and_overlay_drawn(browser, wait, canvas) -> np.ndarray:
+    """The canvas shows the scan, and the overlay on top of it: O (which leaves the overlay off) changes
+    enough of the picture. Returns the picture with the overlay."""
+    time.sleep(SETTLE_S)
+    with_overlay = canvas_pixels(canvas)
+    ActionChains(browser).send_keys_to_element(canvas, "o").perform()
+    wait.until(lambda d: "overlay off" in d.find_element(By.ID, "overlay-state").text)
+    time.sleep(SETTLE_S)
+    scan_only = canvas_pixels(canvas)
+    assert grey_fraction(scan_only) > MIN_SCAN_FRACTION
+    overlay_share = float((np.abs(with_overlay - scan_only).max(axis=2) > OVERLAY_DIFFERENCE).mean())
+    assert overlay_share > MIN_OVERLAY_FRACTION, overlay_share
+    return with_overlay
+
+
 def crosshair(driver) -> str:
     return driver.find_element(By.ID, "readout").get_attribute("data-crosshair") or ""
 
@@ -277,15 +292,7 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     assert browser.find_element(By.ID, "mark").text == "RANDOM WEIGHTS"
 
     # scan and overlay on the WebGL canvas; O hides the overlay in the browser
-    time.sleep(SETTLE_S)
-    with_overlay = canvas_pixels(canvas)
-    ActionChains(browser).send_keys_to_element(canvas, "o").perform()
-    wait.until(lambda d: "overlay off" in d.find_element(By.ID, "overlay-state").text)
-    time.sleep(SETTLE_S)
-    scan_only = canvas_pixels(canvas)
-    assert grey_fraction(scan_only) > MIN_SCAN_FRACTION
-    overlay_share = float((np.abs(with_overlay - scan_only).max(axis=2) > OVERLAY_DIFFERENCE).mean())
-    assert overlay_share > MIN_OVERLAY_FRACTION, overlay_share
+    with_overlay = assert_scan_and_overlay_drawn(browser, wait, canvas)
     ActionChains(browser).send_keys_to_element(canvas, "o").perform()
 
     # the wheel scrolls slices in the browser: the crosshair's slice changes, the script does not rerun
@@ -358,15 +365,7 @@ def test_a_2d_image_in_the_niivue_view(predictor, browser, tmp_path_factory, tmp
         browser.switch_to.frame(wait.until(viewer_frame))
         canvas = wait.until(loaded_canvas)
         assert "|volumes/" in canvas.get_attribute("data-ready")  # scan and map by URL: the NiiVue view
-        time.sleep(SETTLE_S)
-        with_overlay = canvas_pixels(canvas)
-        ActionChains(browser).send_keys_to_element(canvas, "o").perform()
-        wait.until(lambda d: "overlay off" in d.find_element(By.ID, "overlay-state").text)
-        time.sleep(SETTLE_S)
-        image_only = canvas_pixels(canvas)
-    assert grey_fraction(image_only) > MIN_SCAN_FRACTION
-    overlay_share = float((np.abs(with_overlay - image_only).max(axis=2) > OVERLAY_DIFFERENCE).mean())
-    assert overlay_share > MIN_OVERLAY_FRACTION, overlay_share
+        assert_scan_and_overlay_drawn(browser, wait, canvas)
 
 
 def test_an_uploaded_result_cannot_show_a_server_file(case_folder, browser, tmp_path):
