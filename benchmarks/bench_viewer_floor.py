@@ -40,7 +40,7 @@ from medclip_viewer.case_cache import load_map_shared, open_result_shared  # noq
 from medclip_viewer.confinement import Scope  # noqa: E402
 from medclip_viewer.display_controls import default_threshold, overlay_controls  # noqa: E402
 from medclip_viewer.intensity import window_mapping  # noqa: E402
-from medclip_viewer.niivue_viewer import STILL_PLACEHOLDERS, map_url, niivue_view, peak_mm, scan_url  # noqa: E402
+from medclip_viewer.niivue_viewer import STILL_PLACEHOLDERS, map_files, niivue_view, peak_mm, scan_files  # noqa: E402
 
 
 @st.cache_resource
@@ -49,7 +49,7 @@ def display(folder: str) -> dict:
     scan, result = open_result_shared(case, Scope.of(case.parent, case.parents[1]))
     anomaly_map = load_map_shared(result, scan)
     top = result.document["top_slices"][0]
-    return dict(scan_file=scan_url(scan), map_file=map_url(result, anomaly_map, scan.affine), map_max=result.map_max,
+    return dict(scan=scan_files(scan), anomaly_map=map_files(result, anomaly_map, scan.affine, volume=True), map_max=result.map_max,
                 threshold=default_threshold(result.document, anomaly_map), plane=result.document["slice_axis"],
                 focus_mm=peak_mm(anomaly_map, scan.affine, scan.slice_axis, top), focus_id=f"{folder}|{top}")
 
@@ -62,7 +62,7 @@ with st.sidebar:
     style = overlay_controls(shown["map_max"], lambda: shown["threshold"])
 viewer_column, _ = st.columns([3, 1])
 with viewer_column:
-    niivue_view(case_id="floor", scan_file=shown["scan_file"], map_file=shown["map_file"],
+    niivue_view(case_id="floor", scan=shown["scan"], anomaly_map=shown["anomaly_map"],
                 mapping=window_mapping(400.0, 40.0), style=style, map_max=shown["map_max"], layout="multiplanar",
                 plane=shown["plane"], focus_mm=shown["focus_mm"], focus_id=shown["focus_id"], height=900,
                 random_weights=True, on_action=lambda action: None)

@@ -72,10 +72,10 @@ from medclip_ad.io.readers import read_case
 from medclip_ad.io.scan import Scan
 from medclip_viewer.case_cache import load_map_shared, open_result_shared
 from medclip_viewer.confinement import Scope
-from medclip_viewer.niivue_viewer import map_url, scan_url
+from medclip_viewer.niivue_viewer import map_files, scan_files
 heavy = lambda: sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)
 scan, result = open_result_shared(Path({str(scored['case'])!r}), Scope.of(Path({str(scored['root'])!r})))
-print(scan_url(scan), map_url(result, load_map_shared(result, scan), scan.affine))
+print(scan_files(scan).full, map_files(result, load_map_shared(result, scan), scan.affine, volume=True).full)
 read_case(discover_cases([Path({str(png)!r})])[0][0])
 print(heavy())
 read_case(discover_cases([Path({str(scored['study'].dicom_dir)!r})])[0][0])
@@ -174,13 +174,13 @@ def test_the_next_case_is_read_ahead_with_its_display_files(scored, tmp_path):
     assert key in case_cache._cases
     scan, result = case_cache.open_result_shared(case, scope)
     served = niivue_viewer.served_folder()
-    for url in (niivue_viewer.scan_url(scan),
-                niivue_viewer.map_url(result, case_cache.load_map_shared(result, scan), scan.affine)):
+    for url in (niivue_viewer.scan_files(scan).full,
+                niivue_viewer.map_files(result, case_cache.load_map_shared(result, scan), scan.affine, volume=True).full):
         path = served / url
         assert path.is_file() and path.name.endswith(".nii.gz")
         image = nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
         assert image.shape == scan.array.shape
-    shown = nib.Nifti1Image.from_bytes(gzip.decompress((served / niivue_viewer.scan_url(scan)).read_bytes()))
+    shown = nib.Nifti1Image.from_bytes(gzip.decompress((served / niivue_viewer.scan_files(scan).full).read_bytes()))
     assert np.allclose(shown.get_fdata(), scan.array, atol=1e-3) and np.allclose(shown.affine, scan.affine)
     broken = tmp_path / "ahead" / "broken"
     broken.mkdir()

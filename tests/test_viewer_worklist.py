@@ -33,7 +33,7 @@ from medclip_viewer.case_cache import read_ahead, read_ahead_settled  # noqa: E4
 from medclip_viewer.cases import ResultFolder, item_key, load_result  # noqa: E402
 from medclip_viewer.confinement import Scope  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
-from medclip_viewer.niivue_viewer import ViewerAction, served_folder  # noqa: E402
+from medclip_viewer.niivue_viewer import ViewerAction, display_urls, served_folder  # noqa: E402
 from medclip_viewer.opening_view import neighbour_offer, viewer_case_id  # noqa: E402
 from medclip_viewer.review_capture import (  # noqa: E402
     REVIEW_FILE,
@@ -154,7 +154,7 @@ def test_the_viewer_is_told_exactly_how_the_next_and_previous_cases_open(monkeyp
         at = ok(at.button(key=button).click().run())
         shown = sent[-1]
         low, high = shown["mapping"].bounds
-        assert expected == dict(case_id=shown["case_id"], scan_url=shown["scan_file"], map_url=shown["map_file"],
+        assert expected == dict(case_id=shown["case_id"], **display_urls(shown["scan"], shown["anomaly_map"]),
                                 window=[low, high], map_max=shown["map_max"], threshold=shown["style"].threshold,
                                 plane=shown["plane"], focus={"mm": shown["focus_mm"], "nonce": shown["focus_id"]},
                                 random_weights=shown["random_weights"], image=shown["image"]), name

@@ -7,7 +7,8 @@ are whole numbers that fit, else uint16 with a NIfTI scale) and the map as 8-bit
 values read back in map units. Both are gzipped once when written (the server would otherwise compress
 the scan again for every request, seconds on a loaded machine). File names are content hashes, so every
 session and rerun reuses them and nothing guessable is served; the worklist's next case gets its files
-while the reader looks at this one (case_cache.read_ahead). The browser fetches them once per case;
+while the reader looks at this one (case_cache.read_ahead). A large volume also gets a coarse preview of
+scan and map (preview_volume), which the viewer draws first while the full files load. The browser fetches them once per case;
 scrolling, window/level, crosshair and the value under the cursor never call back into Python. Only N/P
 (next or previous case) and B (bookmark the crosshair's slice) come back as the component's value.
 
@@ -38,6 +39,7 @@ from medclip_ad.io.scan import Scan
 
 from medclip_viewer.case_cache import OpenedCase, SharedTable, file_version, load_map_shared, on_read_ahead
 from medclip_viewer.cases import CaseResult
+from medclip_viewer.preview_volume import preview_affine, preview_factor, reduce_blocks
 
 COMPONENT_NAME = "niivue_slices"
 BUILD_DIR = Path(__file__).resolve().parent / "niivue" / "build"
@@ -62,9 +64,20 @@ GZIP_LEVEL = 1
 STILL_PLACEHOLDERS = '<style>[data-testid="stSkeleton"] { animation: none !important; }</style>'
 _served_lock = threading.Lock()
 _served: list[Path] = []
-# Display file of each open scan, by the scan object (its id, with a weak reference to tell a reused id).
-_scan_files: SharedTable[tuple[weakref.ref, str]] = SharedTable(MAX_DISPLAY_FILES)
-_map_files: SharedTable[str] = SharedTable(MAX_DISPLAY_FILES)
+
+
+@dataclass(frozen=True)
+class DisplayFiles:
+    """URLs (relative to the component page) of one volume's display file and of its coarse preview (None
+    when the volume is small enough to show at once)."""
+
+    full: str
+    preview: str | None = None
+
+
+# Display files of each open scan, by the scan object (its id, with a weak reference to tell a reused id).
+_scan_files: SharedTable[tuple[weakref.ref, DisplayFiles]] = SharedTable(MAX_DISPLAY_FILES)
+_map_files: SharedTable[DisplayFiles] = SharedTable(MAX_DISPLAY_FILES)
 
 
 @dataclass(frozen=True)
@@ -107,14 +120,17 @@ def _rgb_image(volume: np.ndarray) -> nib.Nifti1Image:
     return nib.Nifti1Image(rgb, IMAGE_AFFINE)
 
 
-def display_scan_bytes(scan: Scan) -> bytes:
+def display_scan_bytes(scan: Scan, factor: int = 1) -> bytes:
     """The scan as a NIfTI in its stored units, at 16 bits: int16 when every value is a whole number in
     range (CT in HU), else uint16 spanning the finite range with a scale (MR, PET). A 2-D image becomes a
-    one-slice volume (`image_volume`), colour ones as RGB."""
+    one-slice volume (`image_volume`), colour ones as RGB. `factor` > 1: a volume's preview, its blocks
+    of factor^3 voxels averaged."""
     if scan.kind == "image" and scan.array.ndim == 3:
         return _rgb_image(image_volume(scan.array)).to_bytes()
     array = image_volume(scan.array) if scan.kind == "image" else np.asarray(scan.array)
     affine = IMAGE_AFFINE if scan.kind == "image" else scan.affine
+    if factor > 1:
+        array, affine = reduce_blocks(array, factor, np.mean), preview_affine(affine, factor)
     finite = np.isfinite(array)
     low, high = (float(array[finite].min()), float(array[finite].max())) if finite.any() else (0.0, 0.0)
     if INT16.min <= low and high <= INT16.max and np.array_equal(array[finite], np.round(array[finite])):
@@ -127,8 +143,11 @@ def display_scan_bytes(scan: Scan) -> bytes:
     return image.to_bytes()
 
 
-def display_map_bytes(anomaly_map: np.ndarray, affine: np.ndarray, map_max: float) -> bytes:
-    """The map as 8-bit levels of [0, map_max] (gzipped; mostly near zero, it shrinks tenfold)."""
+def display_map_bytes(anomaly_map: np.ndarray, affine: np.ndarray, map_max: float, factor: int = 1) -> bytes:
+    """The map as 8-bit levels of [0, map_max] (gzipped; mostly near zero, it shrinks tenfold). `factor` > 1:
+    its preview, each block of factor^3 voxels at its highest value (a small hot spot stays visible)."""
+    if factor > 1:
+        anomaly_map, affine = reduce_blocks(anomaly_map, factor, np.max), preview_affine(affine, factor)
     slope = map_max / MAP_LEVELS
     levels = np.round(np.clip(anomaly_map / slope, 0, MAP_LEVELS)).astype(np.uint8)
     image = nib.Nifti1Image(levels, affine)
@@ -156,27 +175,47 @@ def _prune(folder: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def scan_url(scan: Scan) -> str:
-    """The scan's display file, made once per scan object for the whole server (the case cache shares
+def scan_files(scan: Scan) -> DisplayFiles:
+    """The scan's display files, made once per scan object for the whole server (the case cache shares
     one object per opened case between sessions)."""
-    reference, url = _scan_files.get(id(scan), lambda: (weakref.ref(scan), _served_file(display_scan_bytes(scan))))
+    def made() -> tuple[weakref.ref, DisplayFiles]:
+        factor = preview_factor(scan.array.shape) if scan.kind == "volume" else 1
+        preview = _served_file(display_scan_bytes(scan, factor)) if factor > 1 else None
+        return weakref.ref(scan), DisplayFiles(_served_file(display_scan_bytes(scan)), preview)
+
+    reference, files = _scan_files.get(id(scan), made)
     if reference() is not scan:  # the id of a scan since dropped
         _scan_files.discard(id(scan))
-        return scan_url(scan)
-    return url
+        return scan_files(scan)
+    return files
 
 
-def map_url(result: CaseResult, anomaly_map: np.ndarray, affine: np.ndarray) -> str:
-    """The result's 8-bit display map, made once per map file and version."""
+def map_files(result: CaseResult, anomaly_map: np.ndarray, affine: np.ndarray, volume: bool) -> DisplayFiles:
+    """The result's 8-bit display map (and, for a `volume`'s map, its preview on the grid of the scan's),
+    made once per map file and version."""
+    def made() -> DisplayFiles:
+        factor = preview_factor(anomaly_map.shape) if volume else 1
+        preview = _served_file(display_map_bytes(anomaly_map, affine, result.map_max, factor)) if factor > 1 else None
+        return DisplayFiles(_served_file(display_map_bytes(anomaly_map, affine, result.map_max)), preview)
+
     key = (str(result.map_path.resolve()), file_version(result.map_path), result.map_max)
-    return _map_files.get(key, lambda: _served_file(display_map_bytes(anomaly_map, affine, result.map_max)))
+    return _map_files.get(key, made)
+
+
+def display_urls(scan: DisplayFiles, anomaly_map: DisplayFiles | None) -> dict:
+    """The viewer's file arguments: the full files, and the preview pair drawn first when the scan has one."""
+    preview = None
+    if scan.preview is not None:
+        preview = {"scan_url": scan.preview, "map_url": anomaly_map.preview if anomaly_map is not None else None}
+    return {"scan_url": scan.full, "map_url": anomaly_map.full if anomaly_map is not None else None,
+            "preview": preview}
 
 
 def _prepare_display(_key: tuple, opened: OpenedCase) -> None:
     """Write a read-ahead case's display files, so opening it only sends their URLs."""
     if opened.scan.kind == "volume":
-        scan_url(opened.scan)
-        map_url(opened.result, load_map_shared(opened.result, opened.scan), opened.scan.affine)
+        scan_files(opened.scan)
+        map_files(opened.result, load_map_shared(opened.result, opened.scan), opened.scan.affine, volume=True)
 
 
 on_read_ahead(_prepare_display)
@@ -191,7 +230,7 @@ def peak_mm(anomaly_map: np.ndarray, affine: np.ndarray, slice_axis: int, index:
     return [float(v) for v in (np.asarray(affine) @ np.array([*voxel, 1.0]))[:3]]
 
 
-def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: IntensityMapping,
+def niivue_view(*, case_id: str, scan: DisplayFiles, anomaly_map: DisplayFiles | None, mapping: IntensityMapping,
                 style: OverlayStyle | None, map_max: float, layout: str, plane: str, focus_mm: list[float] | None,
                 focus_id: str, height: int, random_weights: bool, on_action, image: bool = False,
                 neighbours: dict[str, dict | None] | None = None) -> None:
@@ -206,7 +245,7 @@ def niivue_view(*, case_id: str, scan_file: str, map_file: str | None, mapping: 
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
     style = style or OverlayStyle()
-    component(case_id=case_id, scan_url=scan_file, map_url=map_file, window=[float(low), float(high)],
+    component(case_id=case_id, **display_urls(scan, anomaly_map), window=[float(low), float(high)],
               colormap=style.colormap, opacity=float(style.opacity), threshold=float(style.threshold),
               map_max=float(map_max), layout=layout, plane=plane,
               focus={"mm": focus_mm, "nonce": focus_id} if focus_mm else None, height=int(height),

@@ -25,7 +25,15 @@ from medclip_viewer.case_cache import OpenedCase, case_key, load_map_shared, on_
 from medclip_viewer.cases import ResultFolder, item_key
 from medclip_viewer.confinement import Scope
 from medclip_viewer.display_controls import default_threshold, opening_mapping, opening_threshold
-from medclip_viewer.niivue_viewer import MAX_DISPLAY_FILES, VOLUMES_DIR, map_url, peak_mm, scan_url, served_folder
+from medclip_viewer.niivue_viewer import (
+    MAX_DISPLAY_FILES,
+    VOLUMES_DIR,
+    display_urls,
+    map_files,
+    peak_mm,
+    scan_files,
+    served_folder,
+)
 
 PENDING_SUFFIX = ".json"
 # Opening views of the cases read ahead (None for a 2-D image), by case key (folder, scope and file
@@ -59,8 +67,8 @@ def opening_view(opened: OpenedCase) -> dict | None:
     index = top[0] if top else scan.array.shape[layout.slice_axis] // 2
     low, high = opening_mapping(scan, result.document.get("intensity")).bounds or (0.0, 255.0)
     threshold = opening_threshold(result.map_max, default_threshold(result.document, anomaly_map))
-    return dict(case_id=viewer_case_id(key), scan_url=scan_url(scan), map_url=map_url(result, anomaly_map, scan.affine),
-                window=[float(low), float(high)], map_max=float(result.map_max), threshold=float(threshold),
+    return dict(case_id=viewer_case_id(key),
+                **display_urls(scan_files(scan), map_files(result, anomaly_map, scan.affine, volume=True)), window=[float(low), float(high)], map_max=float(result.map_max), threshold=float(threshold),
                 plane=plane, focus={"mm": peak_mm(anomaly_map, scan.affine, layout.slice_axis, index),
                                     "nonce": focus_id(key, plane, index)},
                 random_weights=bool(result.random_weights), image=False)

@@ -16,10 +16,10 @@ from medclip_viewer.niivue_viewer import (
     LAYOUTS,
     ViewerAction,
     image_volume,
-    map_url,
+    map_files,
     niivue_view,
     peak_mm,
-    scan_url,
+    scan_files,
 )
 from medclip_viewer.cases import ResultFolder, item_key
 from medclip_viewer.opening_view import focus_id, neighbour_offer, viewer_case_id
@@ -45,11 +45,11 @@ def reading_view(session: ViewerSession, layout: PlaneLayout, index: int, mappin
         affine, layout, index = IMAGE_AFFINE, plane_layout("axial", IMAGE_AFFINE), 0
     else:
         affine = scan.affine
-    map_file = map_url(result, anomaly_map, affine) if anomaly_map is not None else None
+    map_file = map_files(result, anomaly_map, affine, volume=not image) if anomaly_map is not None else None
     focus = peak_mm(anomaly_map, affine, layout.slice_axis, index) if anomaly_map is not None else None
     shown_layout = "axial" if image else st.segmented_control("Layout", LAYOUTS, key=KEY_LAYOUT, default=LAYOUTS[0],
                                                               label_visibility="collapsed") or LAYOUTS[0]
-    niivue_view(case_id=viewer_case_id(session.case_key or ""), scan_file=scan_url(scan), map_file=map_file,
+    niivue_view(case_id=viewer_case_id(session.case_key or ""), scan=scan_files(scan), anomaly_map=map_file,
                 mapping=mapping, style=style, map_max=result.map_max if result is not None else 1.0,
                 layout=shown_layout, plane=layout.plane, focus_mm=focus,
                 focus_id=focus_id(session.case_key or "", layout.plane, index), height=VIEWER_HEIGHT_PX,
