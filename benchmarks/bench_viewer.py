@@ -7,7 +7,9 @@ Makes two CT-like volumes of `--shape` with a bright lesion, scores them with th
 app/viewer.py` on the results folder and measures:
 
 - first image, cold server: from opening the page on a just-started server to the WebGL canvas showing
-  scan and map (every import and the first read of the case included);
+  scan and map (every import and the first read of the case included); for a volume with a preview
+  (app/medclip_viewer/preview_volume.py) that is the preview, and the time to the full volume on screen
+  follows it;
 - first image, warm server: the same for a new browser session on that server, started SETTLE_S after
   the first one's image (the server reads the next case ahead meanwhile);
 - slice step: one ArrowUp key or one wheel notch in the viewer until the next frame is drawn (median and
@@ -159,7 +161,7 @@ def wait_for(condition, poll_s: float = 0.02):
 
 
 def first_image(driver, url: str) -> float:
-    """Seconds from opening the page to the canvas showing its loaded scan and map."""
+    """Seconds from opening the page to the canvas showing its loaded scan and map (at either resolution)."""
     from selenium.webdriver.common.by import By
 
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": LONG_TASKS_RECORDER})
@@ -173,6 +175,19 @@ def first_image(driver, url: str) -> float:
     return time.monotonic() - start
 
 
+RESOLUTION_SCRIPT = "return document.getElementById('gl').dataset.resolution"
+
+
+def full_resolution(driver, first_s: float) -> str:
+    """Called as `first_image` returns (after `first_s`): which resolution that image was, and when the full
+    volumes were on screen, from the page's opening."""
+    start = time.monotonic() - first_s
+    resolution = driver.execute_script(RESOLUTION_SCRIPT)
+    wait_for(lambda: driver.execute_script(RESOLUTION_SCRIPT) == "full")
+    driver.execute_async_script(DRAWN_SCRIPT)
+    return f"at {resolution} resolution; full resolution on screen at {time.monotonic() - start:.2f} s"
+
+
 # Once the viewer says it is ready: a 1-pixel read of the canvas waits for the GPU work queued so far
 # (gpu), then two animation frames put the image on the screen (drawn).
 DRAWN_SCRIPT = """
@@ -184,11 +199,12 @@ performance.mark("viewer:gpu");
 requestAnimationFrame(() => requestAnimationFrame(() => { performance.mark("viewer:drawn"); done(); }));
 """
 # The viewer's performance marks (viewer.js, and DRAWN_SCRIPT's), in the order a first image passes them.
-MARKS = ("script", "fetch", "swapped", "attached", "fetched", "loaded", "applied", "ready", "seen", "gpu", "drawn")
+MARKS = ("frame", "script", "fetch", "swapped", "attached", "fetched", "preview", "loaded", "applied", "ready", "seen", "gpu",
+         "drawn", "upgraded")
 MARKS_SCRIPT = """
 const since = arguments[0];
 const t0 = since === null ? performance.timeOrigin - window.parent.performance.timeOrigin : -since;
-const seen = {};
+const seen = since === null ? { frame: t0 / 1000 } : {};
 for (const entry of performance.getEntriesByType("mark")) {
   const name = entry.name.replace("viewer:", "");
   if ((since === null || entry.startTime >= since) && !(name in seen)) seen[name] = (t0 + entry.startTime) / 1000;
@@ -236,7 +252,7 @@ def long_tasks(driver, since_ms: float | None = None) -> str:
 def breakdown(driver, log_path: Path, since_ms: float | None = None) -> str:
     """Where a first image's time went, from the page's start (or a case switch's, from the key press at
     `since_ms` on the viewer's clock): the server starts the script run (run, from its debug log), the
-    viewer page loaded (script), volumes asked for (fetch), WebGL set up (attached), files downloaded
+    viewer frame made (frame), its script running (script), volumes asked for (fetch), WebGL set up (attached), files downloaded
     (fetched), parsed (loaded), layers on the GPU (applied), ready to draw (ready), seen by the benchmark
     (seen), GPU work done (gpu), on the screen (drawn); and the long tasks."""
     seen = driver.execute_script(MARKS_SCRIPT, since_ms)
@@ -282,12 +298,15 @@ def main() -> None:
         process, url = start_server(results, log_path)
         try:
             cold = browser(work / "profile-cold")
-            print(f"first image, cold server: {first_image(cold, url):.2f} s ({breakdown(cold, log_path)})")
+            seconds = first_image(cold, url)
+            print(f"first image, cold server: {seconds:.2f} s; {full_resolution(cold, seconds)} "
+                  f"({breakdown(cold, log_path)})")
             cold.quit()
             time.sleep(SETTLE_S)
             driver = browser(work / "profile-warm")
             seconds = first_image(driver, url)
-            print(f"first image, warm server (new session): {seconds:.2f} s ({breakdown(driver, log_path)})")
+            print(f"first image, warm server (new session): {seconds:.2f} s; {full_resolution(driver, seconds)} "
+                  f"({breakdown(driver, log_path)})")
             before = runs(log_path)
             keys = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
             wheel = driver.execute_async_script(STEP_SCRIPT, "wheel", args.steps)

@@ -7,6 +7,9 @@
 // next/previous case (N/P) and bookmarking the slice under the crosshair (B). With the open case, Python
 // names the worklist's next and previous cases (their files and opening settings); once the open case is
 // drawn they are loaded into hidden spare views, and N/P show the prepared one at once, then tell Python.
+// A large volume comes with a coarse preview (its 2x2x2 blocks as voxels, about an eighth of the GPU work):
+// a case loaded on screen shows its preview first, and its full volume, loaded into a spare view, replaces
+// it once drawn, keeping the crosshair, zoom and window the reader set meanwhile.
 //
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
@@ -34,8 +37,12 @@ const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
 const mark = (name) => performance.mark(`viewer:${name}`);
 mark("script");
 
-// Views kept: the case on screen, and the worklist's next and previous cases prepared in spare ones.
+// Views kept: the case on screen, and the worklist's next and previous cases prepared in spare ones (or
+// the shown case's full volume while its preview is on screen).
 const MAX_VIEWS = 3;
+// What a view holds of its case: the coarse preview or the full volumes.
+const PREVIEW = "preview";
+const FULL = "full";
 const wrap = document.getElementById("wrap");
 const readout = document.getElementById("readout");
 const status = document.getElementById("status");
@@ -96,6 +103,7 @@ class SliceView {
     this.canvas = canvas;
     this.nv = null;
     this.files = { scan: null, map: null };
+    this.resolution = null;
     this.look = null;
     this.focusNonce = null;
     this.holdRefresh = false;
@@ -110,8 +118,26 @@ class SliceView {
     }, { capture: true, passive: false });
   }
 
+  // Whether this view holds (or is loading) the case whose full files `args` names, at either resolution.
   holds(args) {
     return this.files.scan === args.scan_url && this.files.map === (args.map_url || null);
+  }
+
+  holdsFull(args) {
+    return this.holds(args) && this.resolution === FULL;
+  }
+
+  // Take the case now, before its files load: no other case is put in this view meanwhile.
+  claim(args, resolution) {
+    this.files = { scan: args.scan_url, map: args.map_url || null };
+    this.resolution = resolution;
+    delete this.canvas.dataset.prepared;
+  }
+
+  release() {
+    this.files = { scan: null, map: null };
+    this.resolution = null;
+    delete this.canvas.dataset.prepared;
   }
 
   async attach() {
@@ -145,15 +171,16 @@ class SliceView {
     this.nv = nv;
   }
 
-  // Show a case's fetched volumes with its settings (`onScreen`: the marks are the shown case's).
-  async load(args, files, onScreen) {
-    this.files = { scan: args.scan_url, map: args.map_url || null };
+  // Show a case's fetched volumes (its full files, or its preview's) with its settings (`onScreen`: the
+  // marks are the shown case's).
+  async load(args, files, onScreen, resolution) {
+    this.claim(args, resolution);
     this.look = null;
     this.focusNonce = null;
     this.holdRefresh = true;
     try {
       await this.nv.loadVolumes(volumeOptions(args, files));
-      if (onScreen) mark("loaded");
+      if (onScreen) mark(resolution === PREVIEW ? "preview" : "loaded");
       this.apply(args);
     } finally {
       this.holdRefresh = false;
@@ -162,17 +189,38 @@ class SliceView {
     counts.loads += 1;
   }
 
-  // A spare view takes a case the reader may move to next; its GPU work runs while the reader reads on.
+  // A spare view takes the full volumes of a case the reader may move to next (or of the case shown as a
+  // preview); its GPU work runs while the reader reads on.
   async prepare(args) {
     try {
       const files = fetchVolumes(args);
       await this.attach();
-      await this.load(args, await files, false);
+      await this.load(args, await files, false, FULL);
       this.placeCrosshair(args.focus);
-      this.nv.gl.flush();
+      await drawn(this.nv.gl);
+      this.canvas.dataset.prepared = args.case_id;
     } catch (error) {
-      this.files = { scan: null, map: null };  // not prepared after all: the switch loads it as usual
+      this.release();  // not prepared after all: the switch loads it as usual
     }
+  }
+
+  // Go on where the reader is in `other`, the same case's preview: crosshair, zoom and pan, and the scan's
+  // window (a right-drag sets it in the browser alone).
+  takeReadingFrom(other) {
+    const nv = this.nv;
+    const from = other.nv;
+    const mm = from.frac2mm(from.scene.crosshairPos);
+    nv.scene.crosshairPos = nv.mm2frac([mm[0], mm[1], mm[2]]);
+    nv.scene.pan2Dxyzmm = [...from.scene.pan2Dxyzmm];
+    this.focusNonce = other.focusNonce;
+    const [scan] = nv.volumes;
+    const [shownScan] = from.volumes;
+    if (scan.cal_min !== shownScan.cal_min || scan.cal_max !== shownScan.cal_max) {
+      scan.cal_min = shownScan.cal_min;
+      scan.cal_max = shownScan.cal_max;
+      nv.updateGLVolume();
+    }
+    nv.createOnLocationChange();
   }
 
   apply(args) {
@@ -298,18 +346,25 @@ function known(entry) {
   return entry && entry.case_id ? entry : null;
 }
 
+function wantedNeighbours(args) {
+  const neighbours = args.neighbours || {};
+  return ["next", "previous"].map((direction) => known(neighbours[direction])).filter(Boolean);
+}
+
+// Neighbours are prepared at full resolution, and only once the shown case is on screen at full resolution.
 function prepareNeighbours(args) {
   const neighbours = args.neighbours || {};
   for (const direction of ["next", "previous"]) {
     if (neighbours[direction] && neighbours[direction].pending) awaitPending(args, direction);
   }
-  const wanted = ["next", "previous"].map((direction) => known(neighbours[direction])).filter(Boolean);
+  if (!shown.holdsFull(args)) return;
+  const wanted = wantedNeighbours(args);
   for (const target of wanted) {
-    if (views.some((view) => view.holds(target))) continue;
+    if (views.some((view) => view.holdsFull(target))) continue;
     const spare = spareView([args, ...wanted]);
     if (!spare) continue;
     const caseArgs = { ...args, ...target };
-    spare.files = { scan: caseArgs.scan_url, map: caseArgs.map_url || null };  // claimed now, loaded in turn
+    spare.claim(caseArgs, FULL);  // claimed now, loaded in turn
     preparing = preparing.then(() => spare.prepare(caseArgs));
     spare.ready = preparing;
   }
@@ -320,18 +375,22 @@ async function render(args) {
   settings = args;
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
-  const prepared = views.find((view) => view !== shown && view.holds(args));
+  const prepared = shown.holdsFull(args) ? null : views.find((view) => view !== shown && view.holdsFull(args));
   if (prepared) {
     await prepared.ready;
-    if (prepared.holds(args)) {
+    if (prepared.holdsFull(args)) {
+      const preview = shown.holds(args) ? shown : null;  // the same case: its full volumes replace its preview
+      if (preview) prepared.takeReadingFrom(preview);
       show(prepared);
-      mark("swapped");
+      if (preview) preview.release();
+      mark(preview ? "upgraded" : "swapped");
     }
   }
   const view = shown;
   const newVolumes = !view.holds(args);
+  const resolution = args.preview ? PREVIEW : FULL;
   if (newVolumes) mark("fetch");
-  const files = newVolumes ? fetchVolumes(args) : null;
+  const files = newVolumes ? fetchVolumes(args.preview || args) : null;
   if (!view.nv) {
     await view.attach();
     mark("attached");
@@ -340,7 +399,7 @@ async function render(args) {
     status.textContent = "loading…";
     const fetched = await files;
     mark("fetched");
-    await view.load(args, fetched, true);
+    await view.load(args, fetched, true, resolution);
     status.textContent = "";
   } else {
     view.apply(args);
@@ -349,10 +408,30 @@ async function render(args) {
   view.placeCrosshair(args.focus);
   Object.assign(view.canvas.dataset, counts);
   view.canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
+  view.canvas.dataset.resolution = view.resolution;
+  status.textContent = view.resolution === PREVIEW ? "preview, full resolution loading…" : "";
   mark("ready");
   setFrameHeight();
   drawn(view.nv.gl).then(() => {
-    if (settings === args) prepareNeighbours(args);
+    if (settings !== args) return;
+    if (view.resolution === PREVIEW) loadFullVolumes(args);
+    else prepareNeighbours(args);
+  });
+}
+
+// The shown case's full volumes go into a spare view first (before any neighbour); once drawn there, the
+// page's latest render puts them on screen in place of the preview.
+function loadFullVolumes(args) {
+  if (views.some((view) => view !== shown && view.holdsFull(args))) return;
+  const spare = spareView([args, ...wantedNeighbours(args)]) || spareView([args]);
+  if (!spare) return;
+  spare.claim(args, FULL);
+  preparing = preparing.then(() => spare.prepare(args));
+  spare.ready = preparing;
+  spare.ready.then(() => {
+    if (!settings || !shown.holds(settings)) return;
+    if (spare.holdsFull(settings)) queueRender(settings);
+    else if (spare.files.scan === null) status.textContent = "full resolution could not be loaded: showing the preview";
   });
 }
 
@@ -480,7 +559,7 @@ async function renderLatest() {
     try {
       await render(args);
     } catch (error) {
-      shown.files = { scan: null, map: null };
+      shown.release();
       status.textContent = `viewer error: ${error}`;
       setFrameHeight();
     }
