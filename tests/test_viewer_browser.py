@@ -3,8 +3,8 @@
 Selenium is given the system chromium and chromedriver explicitly and runs offline (SE_OFFLINE), so no
 browser or driver is ever downloaded; WebGL runs on SwiftShader. The test opens a results folder of two
 cases in a 1280x800 window, checks the whole WebGL canvas lies on the first screen (no Deploy button, no
-truncated control), that it shows scan and overlay (the O key hides the overlay: the pixels that change
-are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
+truncated control), that it shows scan and overlay (first the volume's coarse preview, then the full volume
+in its place; the O key hides the overlay: the pixels that change are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
 script rerun, moves to the next case with N (shown from the view the viewer prepared, with no reload when the
 page follows), records a review of that case and finds review.json written; a
 screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay in the same view.
@@ -58,6 +58,8 @@ MIN_SCAN_FRACTION = 0.05
 OVERLAY_DIFFERENCE = 40
 MIN_OVERLAY_FRACTION = 0.005
 MIN_CANVAS_HEIGHT_PX = 300
+# Just over the preview budget (preview_volume.PREVIEW_MAX_VOXELS): the viewer shows a preview first.
+STUDY_SHAPE = (128, 128, 64)
 IMAGE_SIZE_PX = (160, 200)  # the 2-D case: rows, columns
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
@@ -93,7 +95,7 @@ def results_folder(tmp_path_factory, predictor) -> tuple[Path, dict]:
     under a second name with a lower score and half its map (the worklist reads it second; its own map file
     makes the viewer prepare it in a view of its own)."""
     root = tmp_path_factory.mktemp("viewer-browser")
-    study = make_synthetic_study(root / "study")
+    study = make_synthetic_study(root / "study", shape=STUDY_SHAPE)
     sources, _ = discover_cases([study.dicom_dir])
     document = run_case(predictor, read_case(sources[0]), root / "results")
     second = root / "results" / SECOND_CASE
@@ -196,10 +198,17 @@ def viewer_frame(driver):
 
 
 def loaded_canvas(driver, previous: str | None = None):
-    """Inside the viewer frame: the WebGL canvas once its volumes are loaded (a new pair after `previous`)."""
+    """Inside the viewer frame: the WebGL canvas once its full volumes are loaded (a new pair after
+    `previous`)."""
     canvases = driver.find_elements(By.ID, "gl")
     ready = canvases[0].get_attribute("data-ready") if canvases else None
-    return canvases[0] if ready and ready != previous else None
+    full = bool(canvases) and canvases[0].get_attribute("data-resolution") == "full"
+    return canvases[0] if ready and ready != previous and full else None
+
+
+def marks(driver, name: str) -> int:
+    """How often the viewer passed its performance mark `name` (viewer.js)."""
+    return driver.execute_script("return performance.getEntriesByName(arguments[0]).length", f"viewer:{name}")
 
 
 def canvas_pixels(canvas) -> np.ndarray:
@@ -284,6 +293,7 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     assert "Deploy" not in body and not truncated_texts(browser)
     browser.switch_to.frame(frame)
     canvas = wait.until(loaded_canvas)
+    assert (marks(browser, "preview"), marks(browser, "upgraded")) == (1, 1)  # the preview first, then in its place
     first_pair = canvas.get_attribute("data-ready")
     wait.until(lambda d: crosshair(d))
     top, bottom, window_height = canvas_box(browser, frame)
@@ -318,11 +328,12 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
 
     # N: the viewer shows the next case, which it prepared meanwhile, at once; the page follows (one script
     # run), and that run's render reloads and refreshes nothing
+    second_id = viewer_case_id(item_key(ResultFolder((folder / SECOND_CASE).resolve())))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"canvas.spare[data-prepared='{second_id}']"))
     ActionChains(browser).send_keys_to_element(canvas, "n").perform()
     switched = wait.until(lambda d: loaded_canvas(d, first_pair))
-    assert switched.get_attribute("data-ready").startswith(
-        viewer_case_id(item_key(ResultFolder((folder / SECOND_CASE).resolve()))) + "|")
-    assert browser.execute_script("return performance.getEntriesByName('viewer:swapped').length") == 1
+    assert switched.get_attribute("data-ready").startswith(second_id + "|")
+    assert marks(browser, "swapped") == 1
     counts = (switched.get_attribute("data-loads"), switched.get_attribute("data-refreshes"))
     wait.until(lambda d: "case 2 of 2" in main_text(d))
     wait.until(settled)
