@@ -199,8 +199,8 @@ performance.mark("viewer:gpu");
 requestAnimationFrame(() => requestAnimationFrame(() => { performance.mark("viewer:drawn"); done(); }));
 """
 # The viewer's performance marks (viewer.js, and DRAWN_SCRIPT's), in the order a first image passes them.
-MARKS = ("frame", "script", "fetch", "swapped", "attached", "fetched", "preview", "loaded", "applied", "ready", "seen", "gpu",
-         "drawn", "upgraded")
+MARKS = ("frame", "script", "fetch", "swapped", "attached", "fetched", "preview", "loaded", "applied", "ready", "seen",
+         "gpu", "drawn", "upgraded")
 MARKS_SCRIPT = """
 const since = arguments[0];
 const t0 = since === null ? performance.timeOrigin - window.parent.performance.timeOrigin : -since;
@@ -252,9 +252,10 @@ def long_tasks(driver, since_ms: float | None = None) -> str:
 def breakdown(driver, log_path: Path, since_ms: float | None = None) -> str:
     """Where a first image's time went, from the page's start (or a case switch's, from the key press at
     `since_ms` on the viewer's clock): the server starts the script run (run, from its debug log), the
-    viewer frame made (frame), its script running (script), volumes asked for (fetch), WebGL set up (attached), files downloaded
-    (fetched), parsed (loaded), layers on the GPU (applied), ready to draw (ready), seen by the benchmark
-    (seen), GPU work done (gpu), on the screen (drawn); and the long tasks."""
+    viewer frame made (frame), its script running (script), volumes asked for (fetch), WebGL set up
+    (attached), files downloaded (fetched), the preview parsed (preview) or the full volumes (loaded), layers
+    on the GPU (applied), ready to draw (ready), seen by the benchmark (seen), GPU work done (gpu), on the
+    screen (drawn), the preview replaced by the full volumes (upgraded); and the long tasks."""
     seen = driver.execute_script(MARKS_SCRIPT, since_ms)
     started = [at - seen["origin"] / 1000 for at in script_run_starts(log_path) if at >= seen["origin"] / 1000]
     run = f"run {started[0]:.1f}, " if started else "no run, "

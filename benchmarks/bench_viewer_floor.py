@@ -49,7 +49,8 @@ def display(folder: str) -> dict:
     scan, result = open_result_shared(case, Scope.of(case.parent, case.parents[1]))
     anomaly_map = load_map_shared(result, scan)
     top = result.document["top_slices"][0]
-    return dict(scan=scan_files(scan), anomaly_map=map_files(result, anomaly_map, scan.affine, volume=True), map_max=result.map_max,
+    return dict(scan=scan_files(scan), anomaly_map=map_files(result, anomaly_map, scan.affine, volume=True),
+                map_max=result.map_max,
                 threshold=default_threshold(result.document, anomaly_map), plane=result.document["slice_axis"],
                 focus_mm=peak_mm(anomaly_map, scan.affine, scan.slice_axis, top), focus_id=f"{folder}|{top}")
 

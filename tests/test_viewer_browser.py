@@ -3,11 +3,12 @@
 Selenium is given the system chromium and chromedriver explicitly and runs offline (SE_OFFLINE), so no
 browser or driver is ever downloaded; WebGL runs on SwiftShader. The test opens a results folder of two
 cases in a 1280x800 window, checks the whole WebGL canvas lies on the first screen (no Deploy button, no
-truncated control), that it shows scan and overlay (first the volume's coarse preview, then the full volume
-in its place; the O key hides the overlay: the pixels that change are the overlay's), scrolls slices with the wheel and zooms with + while the server's debug log shows no
-script rerun, moves to the next case with N (shown from the view the viewer prepared, with no reload when the
-page follows), records a review of that case and finds review.json written; a
-screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay in the same view.
+truncated control), that it shows scan and overlay (first the volume's coarse preview, then the full
+volume in its place; the O key hides the overlay: the pixels that change are the overlay's), scrolls slices
+with the wheel and zooms with + while the server's debug log shows no script rerun, moves to the next case
+with N (shown from the view the viewer prepared, with no reload when the page follows), records a review of
+that case and finds review.json written; a screenshot goes to test-artifacts/viewer.png. A 2-D PNG result
+shows its pixels and overlay in the same view.
 Without chromium it is skipped, except in CI, where it must run.
 """
 

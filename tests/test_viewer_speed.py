@@ -174,8 +174,9 @@ def test_the_next_case_is_read_ahead_with_its_display_files(scored, tmp_path):
     assert key in case_cache._cases
     scan, result = case_cache.open_result_shared(case, scope)
     served = niivue_viewer.served_folder()
+    anomaly_map = case_cache.load_map_shared(result, scan)
     for url in (niivue_viewer.scan_files(scan).full,
-                niivue_viewer.map_files(result, case_cache.load_map_shared(result, scan), scan.affine, volume=True).full):
+                niivue_viewer.map_files(result, anomaly_map, scan.affine, volume=True).full):
         path = served / url
         assert path.is_file() and path.name.endswith(".nii.gz")
         image = nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))

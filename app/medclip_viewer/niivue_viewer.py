@@ -8,9 +8,10 @@ values read back in map units. Both are gzipped once when written (the server wo
 the scan again for every request, seconds on a loaded machine). File names are content hashes, so every
 session and rerun reuses them and nothing guessable is served; the worklist's next case gets its files
 while the reader looks at this one (case_cache.read_ahead). A large volume also gets a coarse preview of
-scan and map (preview_volume), which the viewer draws first while the full files load. The browser fetches them once per case;
-scrolling, window/level, crosshair and the value under the cursor never call back into Python. Only N/P
-(next or previous case) and B (bookmark the crosshair's slice) come back as the component's value.
+scan and map (preview_volume), which the viewer draws first while the full files load. The browser
+fetches them once per case; scrolling, window/level, crosshair and the value under the cursor never call
+back into Python. Only N/P (next or previous case) and B (bookmark the crosshair's slice) come back as the
+component's value.
 
 The volume shown is the in-memory scan the model scored, with its affine (a DICOM series in the same
 orientation inference used), and the map on the same grid.

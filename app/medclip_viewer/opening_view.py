@@ -67,10 +67,11 @@ def opening_view(opened: OpenedCase) -> dict | None:
     index = top[0] if top else scan.array.shape[layout.slice_axis] // 2
     low, high = opening_mapping(scan, result.document.get("intensity")).bounds or (0.0, 255.0)
     threshold = opening_threshold(result.map_max, default_threshold(result.document, anomaly_map))
-    return dict(case_id=viewer_case_id(key),
-                **display_urls(scan_files(scan), map_files(result, anomaly_map, scan.affine, volume=True)), window=[float(low), float(high)], map_max=float(result.map_max), threshold=float(threshold),
-                plane=plane, focus={"mm": peak_mm(anomaly_map, scan.affine, layout.slice_axis, index),
-                                    "nonce": focus_id(key, plane, index)},
+    files = display_urls(scan_files(scan), map_files(result, anomaly_map, scan.affine, volume=True))
+    return dict(case_id=viewer_case_id(key), **files, window=[float(low), float(high)], map_max=float(result.map_max),
+                threshold=float(threshold), plane=plane,
+                focus={"mm": peak_mm(anomaly_map, scan.affine, layout.slice_axis, index),
+                       "nonce": focus_id(key, plane, index)},
                 random_weights=bool(result.random_weights), image=False)
 
 
