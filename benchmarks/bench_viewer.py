@@ -13,8 +13,10 @@ app/viewer.py` on the results folder and measures:
 - first image, warm server: the same for a new browser session on that server, started SETTLE_S after
   the first one's image (the server reads the next case ahead meanwhile);
 - slice step: one ArrowUp key or one wheel notch in the viewer until the next frame is drawn (median and
-  95th percentile over `--steps`), with the number of script reruns they caused;
-- case switch: the N key until the next case's scan and map are on the canvas.
+  95th percentile over `--steps`), with the number of script reruns they caused: arrow keys at once after
+  the warm first image (while the full volumes load in the background), then, once the viewer has
+  prepared the next case (it waits for the reader to pause), keys and wheel again;
+- case switch: the N key, once the next case is prepared, until its scan and map are on the canvas.
 
 Each first image and the switch also print the viewer's own marks (viewer.js), in seconds from the page's
 start or the key press: where the time went (page and script run, WebGL set-up, download, parsing, GPU,
@@ -176,16 +178,17 @@ def first_image(driver, url: str) -> float:
 
 
 RESOLUTION_SCRIPT = "return document.getElementById('gl').dataset.resolution"
+PREPARED_SCRIPT = "return document.querySelectorAll('canvas.spare[data-prepared]').length > 0"
 
 
-def full_resolution(driver, first_s: float) -> str:
-    """Called as `first_image` returns (after `first_s`): which resolution that image was, and when the full
-    volumes were on screen, from the page's opening."""
-    start = time.monotonic() - first_s
-    resolution = driver.execute_script(RESOLUTION_SCRIPT)
+def full_resolution(driver, first_resolution: str) -> str:
+    """After a first image at `first_resolution`: when the full volumes replaced a preview
+    (the viewer's mark, from the page's opening)."""
+    if first_resolution == "full":
+        return "at full resolution"
     wait_for(lambda: driver.execute_script(RESOLUTION_SCRIPT) == "full")
-    driver.execute_async_script(DRAWN_SCRIPT)
-    return f"at {resolution} resolution; full resolution on screen at {time.monotonic() - start:.2f} s"
+    upgraded = driver.execute_script(MARKS_SCRIPT, None)["upgraded"]
+    return f"at {first_resolution} resolution; full resolution on screen at {upgraded:.2f} s"
 
 
 # Once the viewer says it is ready: a 1-pixel read of the canvas waits for the GPU work queued so far
@@ -300,21 +303,28 @@ def main() -> None:
         try:
             cold = browser(work / "profile-cold")
             seconds = first_image(cold, url)
-            print(f"first image, cold server: {seconds:.2f} s; {full_resolution(cold, seconds)} "
+            shown = cold.execute_script(RESOLUTION_SCRIPT)
+            print(f"first image, cold server: {seconds:.2f} s; {full_resolution(cold, shown)} "
                   f"({breakdown(cold, log_path)})")
             cold.quit()
             time.sleep(SETTLE_S)
             driver = browser(work / "profile-warm")
             seconds = first_image(driver, url)
-            print(f"first image, warm server (new session): {seconds:.2f} s; {full_resolution(driver, seconds)} "
-                  f"({breakdown(driver, log_path)})")
+            shown = driver.execute_script(RESOLUTION_SCRIPT)
             before = runs(log_path)
+            loading = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
+            print(f"first image, warm server (new session): {seconds:.2f} s; {full_resolution(driver, shown)} "
+                  f"({breakdown(driver, log_path)})")
+            waited = time.monotonic()
+            wait_for(lambda: driver.execute_script(PREPARED_SCRIPT))
+            print(f"next case prepared {time.monotonic() - waited:.1f} s after the full volumes were on screen")
             keys = driver.execute_async_script(STEP_SCRIPT, "key", args.steps)
             wheel = driver.execute_async_script(STEP_SCRIPT, "wheel", args.steps)
             time.sleep(1.0)
-            print(f"slice step, arrow key: {summary(keys)}")
-            print(f"slice step, wheel: {summary(wheel)}")
-            print(f"script reruns during {2 * args.steps} slice steps: {runs(log_path) - before}")
+            print(f"slice step, arrow key, at once after the first image: {summary(loading)}")
+            print(f"slice step, arrow key, next case prepared: {summary(keys)}")
+            print(f"slice step, wheel, next case prepared: {summary(wheel)}")
+            print(f"script reruns during {3 * args.steps} slice steps: {runs(log_path) - before}")
             ready = driver.execute_script("return document.getElementById('gl').dataset.ready")
             start = time.monotonic()
             pressed_ms = driver.execute_script("const t = performance.now(); window.dispatchEvent("

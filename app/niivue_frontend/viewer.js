@@ -104,6 +104,7 @@ class SliceView {
     this.nv = null;
     this.files = { scan: null, map: null };
     this.resolution = null;
+    this.loadStarted = false;  // a background load of its claimed case has begun (or is done)
     this.look = null;
     this.focusNonce = null;
     this.holdRefresh = false;
@@ -192,6 +193,7 @@ class SliceView {
   // A spare view takes the full volumes of a case the reader may move to next (or of the case shown as a
   // preview); its GPU work runs while the reader reads on.
   async prepare(args) {
+    this.loadStarted = true;
     try {
       const files = fetchVolumes(args);
       await this.attach();
@@ -309,9 +311,50 @@ function show(view) {
   view.nv.drawScene();
 }
 
-// Once a case is drawn, the neighbours the server named are loaded into spare views, one after another;
-// a view that holds the shown case or a wanted neighbour is kept.
-let preparing = Promise.resolve();
+// Background loads into spare views (the shown preview's full volumes, the neighbours the server named)
+// run one at a time, so their GPU work never piles up: the shown case's full volumes first, and a
+// neighbour only once the reader has paused for READER_PAUSE_MS (a load holds the page and the GPU for a
+// second or two on a software GPU; slice steps meanwhile wait). A view that holds the shown case or a
+// wanted neighbour is kept.
+const READER_PAUSE_MS = 600;
+const PAUSE_POLL_MS = 100;
+const background = [];
+let backgroundRunning = false;
+let lastInput = -Infinity;
+for (const type of ["keydown", "wheel", "pointerdown"]) {
+  window.addEventListener(type, () => { lastInput = performance.now(); }, { capture: true, passive: true });
+}
+window.addEventListener("pointermove", (event) => {
+  if (event.buttons) lastInput = performance.now();  // a drag: window/level, pan
+}, { capture: true, passive: true });
+
+// Claims `view` for `args`' full volumes now and loads them in turn (`urgent`: before any neighbour).
+function loadInBackground(view, args, urgent) {
+  view.claim(args, FULL);
+  view.loadStarted = false;
+  view.ready = new Promise((resolve) => {
+    const task = { view, args, urgent, resolve };
+    if (urgent) background.unshift(task);
+    else background.push(task);
+  });
+  runBackground();
+  return view.ready;
+}
+
+async function runBackground() {
+  if (backgroundRunning) return;
+  backgroundRunning = true;
+  while (background.length) {
+    if (!background[0].urgent && performance.now() - lastInput < READER_PAUSE_MS) {
+      await new Promise((resolve) => setTimeout(resolve, PAUSE_POLL_MS));
+      continue;
+    }
+    const task = background.shift();
+    if (task.view.holdsFull(task.args)) await task.view.prepare(task.args);  // else released while queued
+    task.resolve();
+  }
+  backgroundRunning = false;
+}
 
 function spareView(kept) {
   const free = views.find((view) => view !== shown && !kept.some((args) => view.holds(args)));
@@ -363,10 +406,7 @@ function prepareNeighbours(args) {
     if (views.some((view) => view.holdsFull(target))) continue;
     const spare = spareView([args, ...wanted]);
     if (!spare) continue;
-    const caseArgs = { ...args, ...target };
-    spare.claim(caseArgs, FULL);  // claimed now, loaded in turn
-    preparing = preparing.then(() => spare.prepare(caseArgs));
-    spare.ready = preparing;
+    loadInBackground(spare, { ...args, ...target }, false);
   }
 }
 
@@ -375,7 +415,11 @@ async function render(args) {
   settings = args;
   fitHeight(args.height);
   document.getElementById("mark").textContent = args.random_weights ? "RANDOM WEIGHTS" : "";
-  const prepared = shown.holdsFull(args) ? null : views.find((view) => view !== shown && view.holdsFull(args));
+  let prepared = shown.holdsFull(args) ? null : views.find((view) => view !== shown && view.holdsFull(args));
+  if (prepared && !prepared.loadStarted) {  // still queued (the reader had not paused): load it here instead
+    prepared.release();
+    prepared = null;
+  }
   if (prepared) {
     await prepared.ready;
     if (prepared.holdsFull(args)) {
@@ -425,10 +469,7 @@ function loadFullVolumes(args) {
   if (views.some((view) => view !== shown && view.holdsFull(args))) return;
   const spare = spareView([args, ...wantedNeighbours(args)]) || spareView([args]);
   if (!spare) return;
-  spare.claim(args, FULL);
-  preparing = preparing.then(() => spare.prepare(args));
-  spare.ready = preparing;
-  spare.ready.then(() => {
+  loadInBackground(spare, args, true).then(() => {
     if (!settings || !shown.holds(settings)) return;
     if (spare.holdsFull(settings)) queueRender(settings);
     else if (spare.files.scan === null) status.textContent = "full resolution could not be loaded: showing the preview";
