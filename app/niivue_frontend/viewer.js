@@ -14,6 +14,7 @@
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
 import { gradientNeeded, setGradientNeeded } from "./gradient_policy.js";
+import { programCounts } from "./lazy_shaders.js";
 
 // NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
 // below cal_min, while type 1 fades values below it in): colours keep the [0, max] scale and values under
@@ -450,7 +451,7 @@ async function render(args) {
   }
   mark("applied");
   view.placeCrosshair(args.focus);
-  Object.assign(view.canvas.dataset, counts);
+  Object.assign(view.canvas.dataset, counts, programCounts(view.nv.gl));
   view.canvas.dataset.ready = `${args.case_id}|${args.scan_url}|${args.map_url || ""}`;
   view.canvas.dataset.resolution = view.resolution;
   status.textContent = view.resolution === PREVIEW ? "preview, full resolution loading…" : "";

@@ -1,0 +1,144 @@
+// NiiVue builds every shader program it may ever draw with when it attaches to a canvas (about 48: volume
+// renders, meshes, fibres, picking, gradients, one per volume data type), linking and checking each one
+// synchronously; under SwiftShader that is a third of the attach time, and the viewer's 2-D slices draw
+// with a handful of them. build.mjs puts LazyShader in place of NiiVue's Shader, and runs the shader set-up
+// in NiiVue's init() on the context deferredSetup() returns: a program is compiled when it is first used
+// (bound, or its program or uniforms read), and the uniform values set-up gave it before that are set then.
+// A shader that does not compile fails there, with NiiVue's own message.
+
+// NiiVue's way of finding a shader's uniforms: every "uniform <type> <name>;" declaration in its sources.
+const UNIFORM_DECLARATION = /uniform[^;]+[ ](\w+);/g;
+
+// Programs declared and compiled so far, per WebGL context: what a test or a benchmark reads.
+const countsByContext = new WeakMap();
+// The context set-up is deferred on, while NiiVue's init() sets its shaders up (synchronously), else null.
+let settingUp = null;
+// The context behind each context deferredSetup() returned.
+const realContexts = new WeakMap();
+
+/** Programs NiiVue declared and compiled so far on `gl`: a test sees that the unused ones stay uncompiled. */
+export function programCounts(gl) {
+  const { declared, compiled } = countsFor(gl);
+  return { programsDeclared: declared, programsCompiled: compiled };
+}
+
+function countsFor(gl) {
+  if (!countsByContext.has(gl)) countsByContext.set(gl, { declared: 0, compiled: 0 });
+  return countsByContext.get(gl);
+}
+
+// A not-yet-compiled program, as set-up sees it: it can only name uniforms.
+class PendingProgram {
+  constructor(shader) {
+    this.shader = shader;
+  }
+}
+
+// A uniform of a not-yet-compiled program: set-up's values for it are kept on its shader.
+class PendingUniform {
+  constructor(shader, name) {
+    this.shader = shader;
+    this.name = name;
+  }
+}
+
+function isUniformSetter(name) {
+  return name.startsWith("uniform") && name !== "uniformBlockBinding";
+}
+
+/**
+ * `gl` as NiiVue's shader set-up should use it: values for uniforms of not-yet-compiled programs are kept
+ * until the program is compiled; everything else goes to `gl`. End with `endDeferredSetup()`.
+ */
+export function deferredSetup(gl) {
+  settingUp = gl;
+  const deferring = new Proxy(gl, {
+    get(context, key) {
+      const value = context[key];
+      if (typeof value !== "function") return value;
+      if (key === "getUniformLocation") {
+        return (program, name) => (program instanceof PendingProgram
+          ? new PendingUniform(program.shader, name) : context.getUniformLocation(program, name));
+      }
+      if (typeof key === "string" && isUniformSetter(key)) {
+        return (location, ...values) => (location instanceof PendingUniform
+          ? location.shader.keepSetUp(key, location.name, values) : value.call(context, location, ...values));
+      }
+      return value.bind(context);
+    },
+  });
+  realContexts.set(deferring, gl);
+  return deferring;
+}
+
+/** Ends the set-up deferredSetup() began: from now on a program is compiled whenever it is asked for. */
+export function endDeferredSetup() {
+  settingUp = null;
+}
+
+function uniformNames(...sources) {
+  return sources.flatMap((source) => [...source.matchAll(UNIFORM_DECLARATION)].map((match) => match[1]));
+}
+
+/**
+ * NiiVue's Shader, compiled on first use. `compileShader(gl, vertexSource, fragmentSource)` is NiiVue's own
+ * (it links, checks and throws), so failures read as they always did.
+ */
+export function lazyShaderClass(compileShader) {
+  return class LazyShader {
+    constructor(gl, vertexSource, fragmentSource) {
+      this.gl = realContexts.get(gl) ?? gl;
+      this.sources = [vertexSource, fragmentSource];
+      this.compiled = null;
+      this.pendingProgram = new PendingProgram(this);
+      this.pendingUniforms = Object.fromEntries(uniformNames(...this.sources)
+        .map((name) => [name, new PendingUniform(this, name)]));
+      this.setUp = [];
+      this.isMatcap = undefined;
+      this.isCrosscut = undefined;
+      countsFor(this.gl).declared += 1;
+    }
+
+    get program() {
+      return this.deferring() ? this.pendingProgram : this.compile().program;
+    }
+
+    get uniforms() {
+      return this.deferring() ? this.pendingUniforms : this.compile().uniforms;
+    }
+
+    use(gl) {
+      if (!this.deferring()) gl.useProgram(this.compile().program);
+    }
+
+    keepSetUp(setter, name, values) {
+      this.setUp.push([setter, name, values]);
+    }
+
+    deferring() {
+      return settingUp === this.gl && this.compiled === null;
+    }
+
+    // Compiles once; set-up's uniform values are set on the program, the program in use is left in use.
+    compile() {
+      if (this.compiled) return this.compiled;
+      const gl = this.gl;
+      const program = compileShader(gl, ...this.sources);
+      const uniforms = {};
+      for (const [key, pending] of Object.entries(this.pendingUniforms)) {
+        uniforms[key] = gl.getUniformLocation(program, pending.name);
+      }
+      if (this.setUp.length) {
+        const inUse = gl.getParameter(gl.CURRENT_PROGRAM);
+        gl.useProgram(program);
+        for (const [setter, name, values] of this.setUp) gl[setter](gl.getUniformLocation(program, name), ...values);
+        gl.useProgram(inUse);
+      }
+      this.compiled = { program, uniforms };
+      this.pendingUniforms = null;
+      this.setUp = null;
+      countsFor(gl).compiled += 1;
+      return this.compiled;
+    }
+  };
+}
