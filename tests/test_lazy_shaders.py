@@ -1,0 +1,112 @@
+"""The viewer's NiiVue compiles a shader program only when it is first used (app/niivue_frontend/lazy_shaders.js,
+put in place of NiiVue's Shader by build.mjs). Run in Node against a WebGL context that records its calls: set-up
+through deferredSetup() compiles nothing and reaches the context only for what is not a uniform of a pending
+program; the first use compiles once and sets the values set-up gave, leaving the program in use as it was; a
+program that fails to compile fails at its first use. That the viewer's first image compiles fewer programs
+than NiiVue declares, and still draws, is checked in the browser (tests/test_viewer_browser.py).
+Without Node it is skipped, except in CI, where it must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+LAZY_SHADERS = Path(__file__).resolve().parents[1] / "app" / "niivue_frontend" / "lazy_shaders.js"
+NODE = shutil.which("node")
+NODE_TIMEOUT_S = 60
+
+# Drives lazy_shaders.js with a recording context and prints what happened, as JSON.
+SCENARIO = """
+const { lazyShaderClass, deferredSetup, endDeferredSetup, programCounts } = await import(process.argv[1]);
+const calls = [];
+let current = "P0";
+let programs = 0;
+const gl = {
+  CURRENT_PROGRAM: 0x8b8d,
+  getParameter(name) { return name === this.CURRENT_PROGRAM ? current : null; },
+  useProgram(program) { current = program; calls.push(["useProgram", program]); },
+  getUniformLocation(program, name) { return `${program}:${name}`; },
+  uniform1i(location, value) { calls.push(["uniform1i", location, value]); },
+  uniform1fv(location, values) { calls.push(["uniform1fv", location, values]); },
+  createBuffer() { calls.push(["createBuffer"]); return "B1"; },
+};
+const compileShader = (context, vertex, fragment) => {
+  if (context !== gl) throw new Error("compiled on another context");
+  if (fragment.includes("broken")) throw new Error("Shader failed to link, see console for log");
+  programs += 1;
+  calls.push(["compile", `P${programs}`]);
+  return `P${programs}`;
+};
+const Shader = lazyShaderClass(compileShader);
+const report = {};
+
+const setup = deferredSetup(gl);
+const slice = new Shader(setup, "uniform mat4 mvpMtx;", "uniform sampler3D volume; uniform float opacity;");
+const unused = new Shader(setup, "uniform mat4 mvpMtx;", "uniform float gain;");
+slice.use(setup);
+setup.uniform1i(slice.uniforms.volume, 0);
+setup.uniform1fv(setup.getUniformLocation(slice.program, "lut"), [0.5, 1]);
+slice.uniforms.clipPlanes = setup.getUniformLocation(slice.program, "clipPlanes[0]");
+report.buffer = setup.createBuffer();
+endDeferredSetup();
+report.afterSetup = { calls: calls.splice(0), counts: programCounts(gl) };
+
+slice.use(gl);
+slice.use(gl);
+report.firstUse = { calls: calls.splice(0), counts: programCounts(gl), clipPlanes: slice.uniforms.clipPlanes };
+
+report.unusedUniform = unused.uniforms.gain;
+report.afterUniformRead = { calls: calls.splice(0), counts: programCounts(gl) };
+
+const broken = new Shader(gl, "", "broken");
+report.declaredBroken = programCounts(gl);
+try { broken.use(gl); report.brokenError = null; } catch (error) { report.brokenError = error.message; }
+console.log(JSON.stringify(report));
+"""
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    if NODE is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is required in CI")
+        pytest.skip("node is not installed")
+    result = subprocess.run([NODE, "--input-type=module", "-e", SCENARIO, LAZY_SHADERS.as_uri()],
+                            capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_set_up_compiles_nothing_and_passes_other_calls_on(report):
+    assert report["afterSetup"] == {"calls": [["createBuffer"]],
+                                    "counts": {"programsDeclared": 2, "programsCompiled": 0}}
+    assert report["buffer"] == "B1"
+
+
+def test_first_use_compiles_once_and_sets_the_set_up_values(report):
+    first_use = report["firstUse"]
+    assert first_use["calls"] == [
+        ["compile", "P1"],
+        ["useProgram", "P1"], ["uniform1i", "P1:volume", 0], ["uniform1fv", "P1:lut", [0.5, 1]],
+        ["useProgram", "P0"],  # the program in use before the compile, bound again
+        ["useProgram", "P1"], ["useProgram", "P1"],  # the two use() calls, one compile
+    ]
+    assert first_use["counts"] == {"programsDeclared": 2, "programsCompiled": 1}
+    assert first_use["clipPlanes"] == "P1:clipPlanes[0]"  # a uniform set-up named by location, looked up
+
+
+def test_reading_uniforms_after_set_up_compiles(report):
+    assert report["unusedUniform"] == "P2:gain"
+    assert report["afterUniformRead"] == {"calls": [["compile", "P2"]],
+                                          "counts": {"programsDeclared": 2, "programsCompiled": 2}}
+
+
+def test_a_broken_program_fails_at_first_use(report):
+    assert report["declaredBroken"] == {"programsDeclared": 3, "programsCompiled": 2}
+    assert report["brokenError"] == "Shader failed to link, see console for log"
