@@ -35,8 +35,8 @@ function replaceOnce(source, find, replacement) {
 
 // The gradient step (gradientGL) asks gradient_policy.js first.
 function routeGradientStep(source) {
-  return replaceOnce(source, "function gradientGL(params) {",
-    "function gradientGL(params) { return __gradientStep(params, computeGradient); }\nfunction computeGradient(params) {");
+  return replaceOnce(source, "function gradientGL(params) {", "function gradientGL(params) { "
+    + "return __gradientStep(params, computeGradient); }\nfunction computeGradient(params) {");
 }
 
 // NiiVue's Shader class (`var Shader = class {` to its closing `};`), known by its digest: lazy_shaders.js
@@ -54,7 +54,8 @@ function compileShadersOnFirstUse(source) {
   const end = source.indexOf(SHADER_CLASS_END, start) + SHADER_CLASS_END.length;
   const shaderClass = start < 0 ? "" : source.slice(start, end);
   if (createHash("sha256").update(shaderClass).digest("hex") !== SHADER_CLASS_SHA256) {
-    throw new Error("NiiVue: its Shader class is not the one lazy_shaders.js replaces (a NiiVue version this build does not know)");
+    throw new Error("NiiVue: its Shader class is not the one lazy_shaders.js stands in for "
+      + "(a NiiVue version this build does not know)");
   }
   const lazy = replaceOnce(source, shaderClass, "var Shader = __lazyShaderClass(compileShader);\n");
   const deferred = replaceOnce(lazy, SETUP_START,
@@ -64,7 +65,8 @@ function compileShadersOnFirstUse(source) {
 
 const IMPORTS = [
   `import { gradientStep as __gradientStep } from ${JSON.stringify(GRADIENT_POLICY)};`,
-  `import { lazyShaderClass as __lazyShaderClass, deferredSetup as __deferredSetup, endDeferredSetup as __endDeferredSetup } from ${JSON.stringify(LAZY_SHADERS)};`,
+  "import { lazyShaderClass as __lazyShaderClass, deferredSetup as __deferredSetup, "
+    + `endDeferredSetup as __endDeferredSetup } from ${JSON.stringify(LAZY_SHADERS)};`,
 ].join("\n");
 
 const patchNiivue = {

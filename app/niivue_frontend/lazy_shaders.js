@@ -1,10 +1,10 @@
-// NiiVue builds every shader program it may ever draw with when it attaches to a canvas (about 48: volume
-// renders, meshes, fibres, picking, gradients, one per volume data type), linking and checking each one
-// synchronously; under SwiftShader that is a third of the attach time, and the viewer's 2-D slices draw
-// with a handful of them. build.mjs puts LazyShader in place of NiiVue's Shader, and runs the shader set-up
-// in NiiVue's init() on the context deferredSetup() returns: a program is compiled when it is first used
-// (bound, or its program or uniforms read), and the uniform values set-up gave it before that are set then.
-// A shader that does not compile fails there, with NiiVue's own message.
+// NiiVue builds every shader program it may ever draw with when it attaches to a canvas (48: volume renders,
+// meshes, fibres, picking, gradients, one per volume data type), linking and checking each one synchronously;
+// under SwiftShader that is half the attach time, and the viewer's 2-D slices draw with 9 of them. build.mjs
+// puts LazyShader in place of NiiVue's Shader, and runs the shader set-up in NiiVue's init() on the context
+// deferredSetup() returns: a program is compiled when it is first used (bound, or its program or uniforms
+// read), and the uniform values set-up gave it before that are set then. A shader that does not compile
+// fails there, with NiiVue's own message.
 
 // NiiVue's way of finding a shader's uniforms: every "uniform <type> <name>;" declaration in its sources.
 const UNIFORM_DECLARATION = /uniform[^;]+[ ](\w+);/g;
