@@ -34,9 +34,10 @@ from medclip_viewer.review_panel import (
     random_weights_banner,
     score_metrics,
     score_plot,
-    slice_control,
+    slice_position,
+    slice_slider,
 )
-from medclip_viewer.state import KEY_SHOW_PATIENT, viewer_session
+from medclip_viewer.state import KEY_SECTION, KEY_SHOW_PATIENT, viewer_session
 from medclip_viewer.verdict_panel import verdict_panel
 from medclip_viewer.worklist_panel import read_ahead_neighbours, worklist_table
 
@@ -66,10 +67,14 @@ with privacy_box:
               help="Off: no identifiers, and the case is called by a neutral label instead of its file name.")
 
 # The image comes first (it fits a 1280x800 screen): one row of worklist controls above it, the case's
-# header, score and review beside it, everything else in tabs below it.
+# header, score and review beside it, everything else in tabs below it. The viewer goes to the browser as
+# early as the script allows (the worklist row, header and score are filled in after it), and only the open
+# tab's content is built: the browser draws the viewer's page on the same thread as the rest of the page.
 exposure_warning()
-worklist_table(show_patient)
+worklist_box = st.container()
 if session.scan is None:
+    with worklist_box:
+        worklist_table(show_patient)
     st.info("Open a case from the sidebar: a results folder, a folder under the data root, or an upload.")
     st.stop()
 
@@ -82,43 +87,43 @@ with display_box:
         if result else None
 viewer_column, side_column = st.columns([3, 1])
 with side_column:
+    header_box = st.container()
+    plane = plane_control(scan, result)
+    review_box = st.container()
+layout, index = slice_position(scan, result, plane)
+with viewer_column:
+    reading_view(session, layout, index, mapping, style)
+    sections = [name for name, shown in ((IMAGES_TAB, True),
+                                         (SCORES_TAB, result is not None and scan.kind == "volume"),
+                                         (FINDINGS_TAB, result is not None and "flagged" in result.document),
+                                         (PROVENANCE_TAB, result is not None)) if shown]
+    tab = dict(zip(sections, st.tabs(sections, key=KEY_SECTION, on_change="rerun")))
+with worklist_box:
+    worklist_table(show_patient)
+with header_box:
     case_header(scan, title, show_patient)
     if result is None:
         st.info("No results for this case yet: choose the model in the sidebar and press Run inference.")
     else:
         random_weights_banner(result)
-    metrics_box = st.container()
-    plane = plane_control(scan, result)
-    review_box = st.container()
-with viewer_column:
-    view_box = st.container()
-    sections = [name for name, shown in ((IMAGES_TAB, True),
-                                         (SCORES_TAB, result is not None and scan.kind == "volume"),
-                                         (FINDINGS_TAB, result is not None and "flagged" in result.document),
-                                         (PROVENANCE_TAB, result is not None)) if shown]
-    tab = dict(zip(sections, st.tabs(sections)))
-    with tab[IMAGES_TAB]:
-        layout, index = slice_control(scan, result, plane)
-    # the viewer goes to the browser before the PNG panels are rendered (0.4 s of a script run)
-    with view_box:
-        reading_view(session, layout, index, mapping, style)
-    with tab[IMAGES_TAB]:
-        overlay_png = image_panels(session, layout, index, mapping, style)
-        if result is not None:
-            exports(title, scan, result, layout, index, overlay_png)
-if result is not None:
-    with metrics_box:
         score_metrics(result, layout, index)
-    if SCORES_TAB in tab:
+if tab[IMAGES_TAB].open:
+    with tab[IMAGES_TAB]:
+        slice_slider(scan, layout)
+        overlay_png = image_panels(session, layout, index, mapping, style)
+        exports(title, scan, result, layout, index, overlay_png)
+if result is not None:
+    if SCORES_TAB in tab and tab[SCORES_TAB].open:
         with tab[SCORES_TAB]:
             jump_buttons(result)
             score_plot(result)
-    if FINDINGS_TAB in tab:
+    if FINDINGS_TAB in tab and tab[FINDINGS_TAB].open:
         with tab[FINDINGS_TAB]:
             findings_panel(result)
-    with tab[PROVENANCE_TAB]:
-        provenance(result)
+    if tab[PROVENANCE_TAB].open:
+        with tab[PROVENANCE_TAB]:
+            provenance(result)
     if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
         with review_box:
-            verdict_panel(result, layout.plane if scan.kind == "volume" else None, index)
+            verdict_panel(result, title, layout.plane if scan.kind == "volume" else None, index)
 read_ahead_neighbours()

@@ -68,6 +68,7 @@ from medclip_viewer.state import (  # noqa: E402
     KEY_PLANE,
     KEY_RUN,
     KEY_SCORED_PLANE,
+    KEY_SECTION,
     KEY_SHOW_PATIENT,
     KEY_SOURCE,
     KEY_THRESHOLD,
@@ -76,11 +77,15 @@ from medclip_viewer.state import (  # noqa: E402
     KEY_WINDOW_LEVEL,
     KEY_WINDOW_PRESET,
     KEY_WINDOW_WIDTH,
+    SLICE_KEY_PREFIX,
     slice_key,
 )
+from medclip_viewer.score_plot import SELECTION  # noqa: E402
 from medclip_viewer.uploads import save_upload  # noqa: E402
+from widget_values import run_with_chart_selection  # noqa: E402
 
 VIEWER = APP_DIR / "viewer.py"
+IMAGES_TAB, SCORES_TAB, PROVENANCE_TAB = "Slice images (PNG) and export", "Slice scores", "Model provenance"
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
 APP_TIMEOUT_S = 180
 LESION_SLICE = 16
@@ -132,6 +137,31 @@ def opened_case(viewer: AppTest, monkeypatch, case: Path, data_root: Path | None
     return ok(viewer.run())
 
 
+def tables_with(at: AppTest, column: str) -> list:
+    """The tables on the page with this column."""
+    return [frame.value for frame in at.dataframe if column in frame.value.columns]
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Select a tab below the viewer (as a click on it does) and rerun."""
+    at.session_state[KEY_SECTION] = label
+    return ok(at.run())
+
+
+def slice_sliders(at: AppTest) -> list:
+    return [slider for slider in at.slider if str(slider.key).startswith(SLICE_KEY_PREFIX)]
+
+
+def jump_buttons(at: AppTest) -> list:
+    return [button for button in at.button if str(button.key).startswith(JUMP_KEY_PREFIX)]
+
+
+def viewer_focus(at: AppTest) -> str:
+    """Where the viewer is told to put its crosshair: the focus nonce (case, plane and slice)."""
+    [viewer] = at.get("component_instance")
+    return json.loads(viewer.proto.json_args)["focus"]["nonce"]
+
+
 def table_with(at: AppTest, column: str):
     """The table on the page with this column (the patient table has `field`, the provenance one `setting`)."""
     return next(frame.value for frame in at.dataframe if column in frame.value.columns)
@@ -170,6 +200,9 @@ def metric(at: AppTest, label_start: str) -> str:
 
 
 def provenance_row(at: AppTest, setting: str) -> str:
+    """A row of the provenance table (its tab opened first when closed)."""
+    if not tables_with(at, "setting"):
+        open_tab(at, PROVENANCE_TAB)
     table = table_with(at, "setting")
     return table["value"][list(table["setting"]).index(setting)]
 
@@ -305,14 +338,50 @@ def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, g
     assert has_colour(hidden[:MARK_ROWS], RANDOM_WEIGHTS_RED) and not has_colour(scan_png, RANDOM_WEIGHTS_RED)
 
 
-def test_jump_buttons_show_the_top_slices(viewer, monkeypatch, generated):
+def test_only_the_open_tab_below_the_viewer_is_built(viewer, monkeypatch, generated):
     at = opened_case(viewer, monkeypatch, generated["case"])
-    ok(at.radio(key=KEY_PLANE).set_value("coronal").run())
-    ok(at.button(key=f"{JUMP_KEY_PREFIX}2").click().run())
+    # the images tab is open at first: its slider, panels and exports are built; the score curve, the jumps
+    # and the provenance table are not sent at all
+    assert at.session_state[KEY_SECTION] == IMAGES_TAB
+    assert panel(at, "Overlay") and at.slider(key=slice_key("axial")) and at.download_button(key=KEY_DOWNLOAD_OVERLAY)
+    assert not at.get("vega_lite_chart") and not jump_buttons(at) and not tables_with(at, "setting")
+    at = open_tab(at, SCORES_TAB)
+    assert len(at.get("vega_lite_chart")) == 1 and len(jump_buttons(at)) == len(generated["document"]["top_slices"])
+    assert not at.image and not slice_sliders(at) and not at.download_button and not tables_with(at, "setting")
+    at = open_tab(at, PROVENANCE_TAB)
+    assert provenance_row(at, "method") == "ensemble"
+    assert not at.get("vega_lite_chart") and not jump_buttons(at) and not at.image
+    assert metric(at, "Case score") == f"{generated['document']['score']:.4f}"  # beside the viewer, in every tab
+
+
+def test_the_slice_stays_while_its_slider_is_hidden(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    at = ok(at.slider(key=slice_key("axial")).set_value(7).run())
+    assert viewer_focus(at).endswith("|axial|7")
+    at = open_tab(at, PROVENANCE_TAB)
+    assert not slice_sliders(at) and metric(at, "Slice 7") and viewer_focus(at).endswith("|axial|7")
+    at = ok(at.radio(key=KEY_PLANE).set_value("coronal").run())
+    at = ok(at.radio(key=KEY_PLANE).set_value("axial").run())
+    at = open_tab(at, IMAGES_TAB)
+    assert at.slider(key=slice_key("axial")).value == 7 and "axial slice 7 of 31" in panel(at, "Overlay")[1]
+
+
+def test_jump_buttons_and_a_click_on_the_score_curve_show_their_slice(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"])
+    at = ok(at.radio(key=KEY_PLANE).set_value("coronal").run())
+    at = open_tab(at, SCORES_TAB)
+    at = ok(at.button(key=f"{JUMP_KEY_PREFIX}2").click().run())
     third = generated["document"]["top_slices"][2]
-    assert at.radio(key=KEY_PLANE).value == "axial"
-    assert at.slider(key=slice_key("axial")).value == third
-    assert f"axial slice {third} of 31" in panel(at, "Overlay")[1]
+    assert at.radio(key=KEY_PLANE).value == "axial" and viewer_focus(at).endswith(f"|axial|{third}")
+    assert metric(at, f"Slice {third} score")
+    clicked = 20 if third != 20 else 21
+    [chart] = at.get("vega_lite_chart")
+    at = ok(run_with_chart_selection(at, chart.proto.id, {SELECTION: [{"slice": clicked}]}))
+    assert viewer_focus(at).endswith(f"|axial|{clicked}") and metric(at, f"Slice {clicked} score")
+    assert len(at.get("vega_lite_chart")) == 1  # the tab stays open, its curve drawn
+    at = open_tab(at, IMAGES_TAB)
+    assert at.slider(key=slice_key("axial")).value == clicked
+    assert f"axial slice {clicked} of 31" in panel(at, "Overlay")[1]
 
 
 def test_overlay_export_is_the_displayed_png(viewer, monkeypatch, generated):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(APP_DIR))
 
 from medclip_viewer.findings_panel import FINDING_KEY_PREFIX  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
-from medclip_viewer.state import KEY_PLANE, KEY_THRESHOLD, slice_key  # noqa: E402
+from medclip_viewer.state import KEY_PLANE, KEY_SECTION, KEY_THRESHOLD, slice_key  # noqa: E402
 
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
 
@@ -53,6 +53,9 @@ def test_verdict_percentile_and_components_are_text_with_jumps(calibrated_case, 
     monkeypatch.setenv(CASE_ENV, str(case))
     at = AppTest.from_file(str(APP_DIR / "viewer.py"), default_timeout=180).run()
     assert not at.exception, [e.value for e in at.exception]
+    assert not [t for t in at.text if "calibration normals" in t.value]  # its tab below the viewer is closed
+    at.session_state[KEY_SECTION] = "Findings"
+    at.run()
     texts = [t.value for t in at.text]
     verdict = "FLAGGED" if document["flagged"] else "not flagged"
     assert f"{verdict} at FPR 5% (score > {document['threshold']:.4f})" in texts
@@ -69,4 +72,4 @@ def test_verdict_percentile_and_components_are_text_with_jumps(calibrated_case, 
     at.button(key=f"{FINDING_KEY_PREFIX}{second['label']}").click().run()
     assert not at.exception
     assert at.radio(key=KEY_PLANE).value == document["slice_axis"]
-    assert at.slider(key=slice_key(document["slice_axis"])).value == second["peak_slice"]
+    assert at.session_state[slice_key(document["slice_axis"])] == second["peak_slice"]

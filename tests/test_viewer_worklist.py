@@ -14,12 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from medclip_ad.config import DetectorConfig
 from medclip_ad.errors import UserInputError
 from medclip_ad.inference.case import run_case
 from medclip_ad.inference.predictor import AnomalyPredictor
 from medclip_ad.io.discovery import discover_cases
+from medclip_ad.io.orientation import plane_layout
 from medclip_ad.io.readers import read_case
 from medclip_ad.io.synthetic import make_synthetic_study
 from streamlit.testing.v1 import AppTest
@@ -33,7 +35,9 @@ from medclip_viewer.case_cache import read_ahead, read_ahead_settled  # noqa: E4
 from medclip_viewer.cases import ResultFolder, item_key, load_result  # noqa: E402
 from medclip_viewer.confinement import Scope  # noqa: E402
 from medclip_viewer.launch import CASE_ENV, DATA_ROOT_ENV  # noqa: E402
-from medclip_viewer.niivue_viewer import ViewerAction, display_urls, served_folder  # noqa: E402
+from medclip_viewer.niivue_viewer import display_urls, served_folder  # noqa: E402
+from medclip_viewer.viewer_actions import ViewerAction, received  # noqa: E402
+from widget_values import run_with_component_value  # noqa: E402
 from medclip_viewer.opening_view import neighbour_offer, viewer_case_id  # noqa: E402
 from medclip_viewer.review_capture import (  # noqa: E402
     REVIEW_FILE,
@@ -173,6 +177,83 @@ def test_a_viewer_move_opens_the_case_it_names(monkeypatch, viewer):
     assert open_case(viewer) == "case_a"
     reading_view._act(viewer.session_state["viewer.session"], ViewerAction("next", case_id="unknown"))
     assert open_case(viewer) == "case_b"  # an id it does not know: one step on, wrapping round
+
+
+def viewer_id(at: AppTest) -> str:
+    """The NiiVue component's element id (what its value is sent under)."""
+    [component] = at.get("component_instance")
+    return component.proto.id
+
+
+def case_id(folder: Path) -> str:
+    return viewer_case_id(item_key(ResultFolder(folder.resolve())))
+
+
+def axial_mm(at: AppTest, index: int) -> list[float]:
+    """World position of a voxel in axial slice `index` of the open scan (the three cases share its grid)."""
+    scan = at.session_state["viewer.session"].scan
+    voxel = [0.0, 0.0, 0.0, 1.0]
+    voxel[plane_layout("axial", scan.affine).slice_axis] = index
+    return [float(v) for v in (np.asarray(scan.affine) @ np.array(voxel))[:3]]
+
+
+def test_every_viewer_action_counts_once_in_order_and_a_bookmark_lands_on_its_case(viewer, fresh):
+    """N then B pressed before the page reran: both reach the page, the bookmark on the case it was made on."""
+    at, component = viewer, viewer_id(viewer)
+    keys = {name: verdict_keys(load_result(fresh / name)) for name in SCORES}
+    on_c = {"action": "bookmark", "count": 2, "plane": "axial", "mm": axial_mm(at, 5),
+            "case": case_id(fresh / "case_c")}
+    actions = [{"action": "next", "count": 1, "case": case_id(fresh / "case_c")}, on_c]
+    at = ok(run_with_component_value(at, component, {"epoch": "load-1", "actions": actions}))
+    assert open_case(at) == "case_c" and at.session_state[keys["case_c"]["bookmarks"]] == ["axial 5"]
+    assert at.multiselect(key=keys["case_c"]["bookmarks"]).value == ["axial 5"]
+    at = ok(run_with_component_value(at, component, {"epoch": "load-1", "actions": actions}))  # sent again
+    assert open_case(at) == "case_c" and at.session_state[keys["case_c"]["bookmarks"]] == ["axial 5"]
+
+    # a bookmark still made on case b (the viewer had not switched yet) waits for case b, then P goes back
+    on_b = {"action": "bookmark", "count": 3, "plane": "axial", "mm": axial_mm(at, 6),
+            "case": case_id(fresh / "case_b")}
+    actions = [*actions, on_b]
+    at = ok(run_with_component_value(at, component, {"epoch": "load-1", "actions": actions}))
+    assert open_case(at) == "case_c" and at.session_state[keys["case_c"]["bookmarks"]] == ["axial 5"]
+    actions = [*actions, {"action": "previous", "count": 4, "case": case_id(fresh / "case_b")}]
+    at = ok(run_with_component_value(at, component, {"epoch": "load-1", "actions": actions}))
+    assert open_case(at) == "case_b" and at.session_state[keys["case_b"]["bookmarks"]] == ["axial 6"]
+
+    # a reloaded viewer numbers its actions from 1 again: they are new
+    at = ok(run_with_component_value(at, component, {"epoch": "load-2", "actions": [{"action": "next", "count": 1}]}))
+    assert open_case(at) == "case_c"
+
+
+def test_a_review_saved_after_the_viewer_moved_on_is_not_recorded(viewer, fresh):
+    """Save pressed on case b's form in the moment after N showed case c: nothing is written, the page says
+    so, and the form then names case c and records it."""
+    at, component = viewer, viewer_id(viewer)
+    keys_b, keys_c = (verdict_keys(load_result(fresh / name)) for name in ("case_b", "case_c"))
+    assert "Your read of case 2" in [header.value for header in at.subheader]
+    at.text_input(key=KEY_READER).set_value("Dr Reader")
+    at = ok(at.radio(key=keys_b["verdict"]).set_value("agree").run())
+    moved = {"epoch": "load-1", "actions": [{"action": "next", "count": 1, "case": case_id(fresh / "case_c")}]}
+    at.button(key=keys_b["save"]).click()
+    at = ok(run_with_component_value(at, component, moved))
+    assert not (fresh / "case_b" / REVIEW_FILE).exists() and open_case(at) == "case_c"
+    assert any("Review of case 2 not saved" in error.value for error in at.error)
+    assert "Your read of case 3" in [header.value for header in at.subheader]
+    at.radio(key=keys_c["verdict"]).set_value("disagree")
+    at.button(key=keys_c["save"]).click()
+    at = ok(run_with_component_value(at, component, moved))  # the browser sends the viewer's value again
+    assert json.loads((fresh / "case_c" / REVIEW_FILE).read_text())["verdict"] == "disagree"
+    assert not (fresh / "case_b" / REVIEW_FILE).exists()
+
+
+def test_viewer_values_are_read_defensively():
+    assert received(None) == (None, []) and received({"action": "next", "count": 1}) == (None, [])
+    epoch, actions = received({"epoch": "e", "actions": [
+        {"action": "bookmark", "count": 2, "plane": "axial", "mm": [1, 2.5, True], "case": "c"},
+        {"action": "next", "count": 1}, {"action": "rm -rf", "count": 3}, {"action": "next", "count": "4"},
+        {"action": "previous", "count": True}, "next"]})
+    assert epoch == "e" and actions == [ViewerAction("next", count=1),
+                                        ViewerAction("bookmark", "axial", None, "c", 2)]
 
 
 def test_a_neighbour_still_being_read_is_promised_as_a_file(fresh, results):

@@ -26,13 +26,11 @@ import shutil
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import streamlit as st
 import streamlit.components.v1 as components
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.intensity import IntensityMapping
@@ -41,11 +39,11 @@ from medclip_ad.io.scan import Scan
 from medclip_viewer.case_cache import OpenedCase, SharedTable, file_version, load_map_shared, on_read_ahead
 from medclip_viewer.cases import CaseResult
 from medclip_viewer.preview_volume import preview_affine, preview_factor, reduce_blocks
+from medclip_viewer.viewer_actions import KEY_VIEWER, take_unhandled
 
 COMPONENT_NAME = "niivue_slices"
 BUILD_DIR = Path(__file__).resolve().parent / "niivue" / "build"
 VOLUMES_DIR = "volumes"
-KEY_VIEWER = "niivue.viewer"
 LAYOUTS: tuple[str, ...] = ("multiplanar", "axial", "coronal", "sagittal")
 # Display files kept on the server; the oldest go first (a 256x256x120 case is about 17 MB).
 MAX_DISPLAY_FILES = 64
@@ -79,17 +77,6 @@ class DisplayFiles:
 # Display files of each open scan, by the scan object (its id, with a weak reference to tell a reused id).
 _scan_files: SharedTable[tuple[weakref.ref, DisplayFiles]] = SharedTable(MAX_DISPLAY_FILES)
 _map_files: SharedTable[DisplayFiles] = SharedTable(MAX_DISPLAY_FILES)
-
-
-@dataclass(frozen=True)
-class ViewerAction:
-    """What the reader asked for from inside the viewer: `next` or `previous` (with the `case_id` the viewer
-    moved to when it had that case prepared), or `bookmark` (with `mm`)."""
-
-    action: str
-    plane: str | None = None
-    mm: tuple[float, float, float] | None = None
-    case_id: str | None = None
 
 
 def served_folder() -> Path:
@@ -238,10 +225,10 @@ def niivue_view(*, case_id: str, scan: DisplayFiles, anomaly_map: DisplayFiles |
     """Draw the viewer for the case `case_id` (an opaque name; the canvas says which case it shows, even
     when two cases share their files), at most `height` px tall (it fits itself to the window below it),
     with the random-weights mark when the map came from random CLIP weights; `on_action(ViewerAction)` runs
-    (as a callback, before the page reruns) when the reader presses N, P or B inside it. `image`: a 2-D
-    picture, shown as stored (no radiological flip, no orientation letters). `neighbours`: the opening views
-    (`opening_view`) of the worklist's `next` and `previous` cases, which the viewer prepares and shows
-    itself on N and P."""
+    (as a callback, before the page reruns) once for each N, P or B the reader pressed inside it, in order.
+    `image`: a 2-D picture, shown as stored (no radiological flip, no orientation letters). `neighbours`: the
+    opening views (`opening_view`) of the worklist's `next` and `previous` cases, which the viewer prepares
+    and shows itself on N and P."""
     served_folder()
     component = components.declare_component(COMPONENT_NAME, path=str(served_folder()))
     low, high = mapping.bounds if mapping.bounds is not None else (0.0, 255.0)
@@ -256,10 +243,5 @@ def niivue_view(*, case_id: str, scan: DisplayFiles, anomaly_map: DisplayFiles |
 
 
 def _dispatch(on_action) -> None:
-    value = st.session_state.get(KEY_VIEWER)
-    if not isinstance(value, dict) or value.get("action") not in ("next", "previous", "bookmark"):
-        return
-    mm, case_id = value.get("mm"), value.get("case")
-    on_action(ViewerAction(value["action"], value.get("plane"),
-                           tuple(float(v) for v in mm) if isinstance(mm, list) and len(mm) == 3 else None,
-                           case_id if isinstance(case_id, str) else None))
+    for action in take_unhandled():
+        on_action(action)

@@ -111,8 +111,9 @@ def plane_control(scan: Scan, result: CaseResult | None) -> str | None:
     return st.radio("View", list(SCREEN_AXES), key=KEY_PLANE, horizontal=True)
 
 
-def slice_control(scan: Scan, result: CaseResult | None, plane: str | None) -> tuple[PlaneLayout, int]:
-    """The slice on screen; each plane remembers its own, and the scored plane starts at its top slice."""
+def slice_position(scan: Scan, result: CaseResult | None, plane: str | None) -> tuple[PlaneLayout, int]:
+    """The slice on screen, whether or not its slider is drawn: the viewer needs it before the slider's tab
+    is built. Each plane remembers its own, and the scored plane starts at its top slice."""
     if plane is None:
         return image_layout(scan.spacing), 0
     layout = plane_layout(plane, scan.affine)
@@ -124,8 +125,16 @@ def slice_control(scan: Scan, result: CaseResult | None, plane: str | None) -> t
         st.session_state.pop(key)
     top = result.document["top_slices"] if result and plane == result.document["slice_axis"] else []
     st.session_state.setdefault(key, top[0] if top else count // 2)
-    index = st.slider("Slice", 0, count - 1, key=key, help="Array index along the plane's normal")
-    return layout, index
+    return layout, int(st.session_state[key])
+
+
+def slice_slider(scan: Scan, layout: PlaneLayout) -> None:
+    """The slider of `slice_position`'s slice (a volume with more than one slice in the plane); its value is
+    kept while its tab is closed."""
+    count = scan.array.shape[layout.slice_axis] if scan.kind == "volume" else 1
+    if count > 1:
+        st.slider("Slice", 0, count - 1, key=slice_key(layout.plane), persist_state="page",
+                  help="Array index along the plane's normal")
 
 
 def image_panels(session: ViewerSession, layout: PlaneLayout, index: int, mapping: IntensityMapping,

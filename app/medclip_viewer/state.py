@@ -47,6 +47,8 @@ KEY_SCORED_PLANE = "model.scored_plane"
 KEY_AGGREGATION = "model.aggregation"
 KEY_TOP_K = "model.top_k"
 KEY_PLANE = "view.plane"
+# The open tab below the viewer: only its content is built.
+KEY_SECTION = "view.section"
 KEY_INTENSITY_MODE = "display.mode"
 KEY_WINDOW_PRESET = "display.window_preset"
 KEY_WINDOW_WIDTH = "display.window_width"

@@ -4,7 +4,9 @@ saved as the case's review.json (see `review_capture`).
 Only cases opened from a results folder can be reviewed: the review lives beside their scores.json.
 The reader's name comes from the login when the viewer runs behind one, else from a field kept for the
 session. Each case has its own widgets (keyed by its folder), so a half-written note never follows the
-reader to the next case.
+reader to the next case. The form names the case it is for, and records only that case: a Save pressed
+after the viewer had already moved on to another case (N or P, before the page followed) saves nothing
+and says so, since the reader may have judged the case then on screen with the previous case's form.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import streamlit as st
 from medclip_ad.errors import UserInputError
 
 from medclip_viewer.cases import CaseResult
-from medclip_viewer.review_capture import VERDICTS, Bookmark, load_review, new_review, save_review
+from medclip_viewer.display_text import plain
+from medclip_viewer.review_capture import VERDICTS, Bookmark, Review, load_review, new_review, save_review
+from medclip_viewer.viewer_actions import ActionMark, moved_since, received_mark
 
 KEY_READER = "review.reader"
 KEY_VERDICT_PREFIX = "review.verdict."
@@ -24,6 +28,8 @@ KEY_BOOKMARKS_PREFIX = "review.bookmarks."
 KEY_BOOKMARK_PREFIX = "review.bookmark."
 KEY_SAVE_PREFIX = "review.save."
 KEY_MESSAGE_PREFIX = "review.message."
+# Not a widget: why the last Save recorded nothing, shown by the next form drawn, whichever case it is for.
+KEY_REFUSED = "review.refused"
 
 
 def _case_id(result: CaseResult) -> str:
@@ -50,19 +56,20 @@ def login_name() -> str | None:
     return None
 
 
-def verdict_panel(result: CaseResult, plane: str | None, index: int) -> None:
-    """The review form of the open result, prefilled with its saved review."""
+def verdict_panel(result: CaseResult, title: str, plane: str | None, index: int) -> None:
+    """The review form of the open result (`title`: the case's name on the page), prefilled with its saved
+    review."""
     keys = verdict_keys(result)
     try:
         saved = load_review(result.folder)
     except UserInputError as error:
         st.warning(str(error))
         saved = None
-    if keys["verdict"] not in st.session_state:
-        st.session_state[keys["verdict"]] = saved.verdict if saved else None
-        st.session_state[keys["note"]] = saved.note if saved else ""
-        st.session_state[keys["bookmarks"]] = [b.label() for b in saved.bookmarks] if saved else []
-    st.subheader("Your read")
+    _prefill(keys, saved)
+    st.subheader(f"Your read of {plain(title)}")
+    refused = st.session_state.pop(KEY_REFUSED, None)
+    if refused is not None:
+        st.error(refused)
     if saved is not None:
         st.text(f"Saved: {saved.verdict} by {saved.reader}, {saved.reviewed_at}")
     if login_name() is None:
@@ -76,15 +83,28 @@ def verdict_panel(result: CaseResult, plane: str | None, index: int) -> None:
         st.multiselect("Bookmarked slices", st.session_state[keys["bookmarks"]], key=keys["bookmarks"])
     st.text_area("Note (optional)", key=keys["note"], height=68)
     st.button("Save review", key=keys["save"], type="primary", width="stretch", on_click=_save,
-              args=(result, keys))
+              args=(result, keys, title, received_mark()))
     message = st.session_state.pop(keys["message"], None)
     if message is not None:
         (st.success if message[0] else st.error)(message[1])
 
 
+def _prefill(keys: dict[str, str], saved: Review | None) -> None:
+    """A case's form starts from its saved review, once per session (then it keeps what the reader typed)."""
+    if keys["verdict"] not in st.session_state:
+        st.session_state[keys["verdict"]] = saved.verdict if saved else None
+        st.session_state[keys["note"]] = saved.note if saved else ""
+        st.session_state[keys["bookmarks"]] = [b.label() for b in saved.bookmarks] if saved else []
+
+
 def add_bookmark(result: CaseResult, label: str) -> None:
     """Bookmark a slice of `result`'s case (from the viewer's B key); saved with the next review."""
-    _bookmark(verdict_keys(result)["bookmarks"], label)
+    keys = verdict_keys(result)
+    try:
+        _prefill(keys, load_review(result.folder))
+    except UserInputError:  # the form reports it when drawn
+        _prefill(keys, None)
+    _bookmark(keys["bookmarks"], label)
 
 
 def _bookmark(key: str, label: str) -> None:
@@ -93,8 +113,13 @@ def _bookmark(key: str, label: str) -> None:
         st.session_state[key] = [*marks, label]
 
 
-def _save(result: CaseResult, keys: dict[str, str]) -> None:
-    """Runs before the page is redrawn, so the worklist shows the new review at once."""
+def _save(result: CaseResult, keys: dict[str, str], title: str, drawn: ActionMark) -> None:
+    """Runs before the page is redrawn, so the worklist shows the new review at once. `drawn`: how far the
+    viewer's actions had reached the page when this form was drawn."""
+    if moved_since(drawn):
+        st.session_state[KEY_REFUSED] = (f"Review of {plain(title)} not saved: the viewer had already moved to "
+                                         "another case. Open that case again to save its review.")
+        return
     verdict = st.session_state.get(keys["verdict"])
     if verdict is None:
         st.session_state[keys["message"]] = (False, "Choose agree, disagree or uncertain before saving.")

@@ -62,9 +62,17 @@ function setFrameHeight() {
   send("streamlit:setFrameHeight", { height: document.body.scrollHeight });
 }
 
+// The value carries the recent actions, numbered since this page loaded (`epoch` names the load): presses
+// faster than the page's reruns (N, then B) all reach Python, which handles each one once, in order.
+const ACTIONS_KEPT = 16;
+const epoch = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}`;
+const recentActions = [];
+
 function sendAction(action, extra) {
   actionCount += 1;
-  send("streamlit:setComponentValue", { value: { action, count: actionCount, ...extra }, dataType: "json" });
+  recentActions.push({ action, count: actionCount, ...extra });
+  if (recentActions.length > ACTIONS_KEPT) recentActions.shift();
+  send("streamlit:setComponentValue", { value: { epoch, actions: [...recentActions] }, dataType: "json" });
 }
 
 // What needs a layer refresh when it changes (a layout change only redraws).
@@ -106,6 +114,7 @@ class SliceView {
     this.files = { scan: null, map: null };
     this.resolution = null;
     this.loadStarted = false;  // a background load of its claimed case has begun (or is done)
+    this.caseId = null;  // the case whose volumes it holds or is loading
     this.look = null;
     this.focusNonce = null;
     this.holdRefresh = false;
@@ -132,12 +141,14 @@ class SliceView {
   // Take the case now, before its files load: no other case is put in this view meanwhile.
   claim(args, resolution) {
     this.files = { scan: args.scan_url, map: args.map_url || null };
+    this.caseId = args.case_id;
     this.resolution = resolution;
     delete this.canvas.dataset.prepared;
   }
 
   release() {
     this.files = { scan: null, map: null };
+    this.caseId = null;
     this.resolution = null;
     delete this.canvas.dataset.prepared;
   }
@@ -447,6 +458,7 @@ async function render(args) {
     await view.load(args, fetched, true, resolution);
     status.textContent = "";
   } else {
+    view.caseId = args.case_id;  // two cases may share their files
     view.apply(args);
   }
   mark("applied");
@@ -531,7 +543,7 @@ window.addEventListener("keydown", (event) => {
   const handled = { arrowup: () => stepSlice(1), pageup: () => stepSlice(5), arrowdown: () => stepSlice(-1),
     pagedown: () => stepSlice(-5), "+": () => zoom(ZOOM_STEP), "=": () => zoom(ZOOM_STEP),
     "-": () => zoom(1 / ZOOM_STEP), 0: resetZoom, o: toggleOverlay, n: () => moveCase("next"), p: () => moveCase("previous"),
-    b: () => sendAction("bookmark", crosshairSlice()) }[key];
+    b: () => sendAction("bookmark", { ...crosshairSlice(), case: shown.caseId }) }[key];
   if (handled) {
     event.preventDefault();
     handled();

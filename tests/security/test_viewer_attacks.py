@@ -31,6 +31,7 @@ from medclip_viewer.state import (  # noqa: E402
     KEY_CLIP_WEIGHTS,
     KEY_PASSWORD,
     KEY_PROMPTS,
+    KEY_SECTION,
     KEY_SHOW_PATIENT,
     KEY_SOURCE,
     KEY_UPLOAD,
@@ -176,7 +177,8 @@ def test_values_from_files_are_shown_as_text_never_as_markdown(viewer, monkeypat
     monkeypatch.setenv(CASE_ENV, str(tmp_path / "root" / "results"))
     monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "root"))
     at = ok(viewer.run())
-    table = table_with(at, "setting")
+    at.session_state[KEY_SECTION] = "Model provenance"  # the tab below the viewer that shows the model's fields
+    table = table_with(ok(at.run()), "setting")
     assert BEACON in set(table["value"]) and FAKE_VERDICT in set(table["value"])  # shown, as text
     upload = _zip({f"{BEACON}/{p.name}": p.read_bytes() for p in series.iterdir()} | {f"{FAKE_VERDICT}.dcm": b"x"})
     ok(at.radio(key=KEY_SOURCE).set_value("Upload").run())
