@@ -42,8 +42,9 @@ from medclip_viewer.verdict_panel import verdict_panel
 from medclip_viewer.worklist_panel import read_ahead_neighbours, worklist_table
 
 NOT_FOR_DIAGNOSIS = "Research software, not for diagnosis: scores and heatmaps are for review by qualified people."
-IMAGES_TAB = "Slice images (PNG) and export"
+TOP_SLICES_TAB = "Top slices"
 SCORES_TAB = "Slice scores"
+IMAGES_TAB = "Slice images (PNG) and export"
 FINDINGS_TAB = "Findings"
 PROVENANCE_TAB = "Model provenance"
 
@@ -93,11 +94,15 @@ with side_column:
 layout, index = slice_position(scan, result, plane)
 with viewer_column:
     reading_view(session, layout, index, mapping, style)
-    sections = [name for name, shown in ((IMAGES_TAB, True),
-                                         (SCORES_TAB, result is not None and scan.kind == "volume"),
+    scored_volume = result is not None and scan.kind == "volume"
+    # the first tab is open at first, so it is a cheap one: the score curve (a Vega-Lite chart) and the
+    # PNG panels each delayed the viewer's first image by about a second (benchmarks/bench_viewer.py)
+    sections = [name for name, shown in ((TOP_SLICES_TAB, scored_volume), (SCORES_TAB, scored_volume),
+                                         (IMAGES_TAB, True),
                                          (FINDINGS_TAB, result is not None and "flagged" in result.document),
                                          (PROVENANCE_TAB, result is not None)) if shown]
-    tab = dict(zip(sections, st.tabs(sections, key=KEY_SECTION, on_change="rerun")))
+    tabs = dict(zip(sections, st.tabs(sections, key=KEY_SECTION, on_change="rerun")))
+    section = next(name for name in sections if tabs[name].open)
 with worklist_box:
     worklist_table(show_patient)
 with header_box:
@@ -107,23 +112,20 @@ with header_box:
     else:
         random_weights_banner(result)
         score_metrics(result, layout, index)
-if tab[IMAGES_TAB].open:
-    with tab[IMAGES_TAB]:
+with tabs[section]:
+    if section == TOP_SLICES_TAB:
+        jump_buttons(result)
+    elif section == SCORES_TAB:
+        score_plot(result)
+    elif section == IMAGES_TAB:
         slice_slider(scan, layout)
         overlay_png = image_panels(session, layout, index, mapping, style)
         exports(title, scan, result, layout, index, overlay_png)
-if result is not None:
-    if SCORES_TAB in tab and tab[SCORES_TAB].open:
-        with tab[SCORES_TAB]:
-            jump_buttons(result)
-            score_plot(result)
-    if FINDINGS_TAB in tab and tab[FINDINGS_TAB].open:
-        with tab[FINDINGS_TAB]:
-            findings_panel(result)
-    if tab[PROVENANCE_TAB].open:
-        with tab[PROVENANCE_TAB]:
-            provenance(result)
-    if not result.folder.resolve().is_relative_to(session.workdir.resolve()):
-        with review_box:
-            verdict_panel(result, title, layout.plane if scan.kind == "volume" else None, index)
+    elif section == FINDINGS_TAB:
+        findings_panel(result)
+    else:
+        provenance(result)
+if result is not None and not result.folder.resolve().is_relative_to(session.workdir.resolve()):
+    with review_box:
+        verdict_panel(result, title, layout.plane if scan.kind == "volume" else None, index)
 read_ahead_neighbours()

@@ -85,7 +85,8 @@ from medclip_viewer.uploads import save_upload  # noqa: E402
 from widget_values import run_with_chart_selection  # noqa: E402
 
 VIEWER = APP_DIR / "viewer.py"
-IMAGES_TAB, SCORES_TAB, PROVENANCE_TAB = "Slice images (PNG) and export", "Slice scores", "Model provenance"
+TOP_SLICES_TAB, SCORES_TAB, IMAGES_TAB = "Top slices", "Slice scores", "Slice images (PNG) and export"
+PROVENANCE_TAB = "Model provenance"
 FAST_CONFIG = DetectorConfig(clip_weights="random:tiny", method="ensemble", image_size=224, device="cpu")
 APP_TIMEOUT_S = 180
 LESION_SLICE = 16
@@ -129,11 +130,15 @@ def viewer(monkeypatch):
     return AppTest.from_file(str(VIEWER), default_timeout=APP_TIMEOUT_S)
 
 
-def opened_case(viewer: AppTest, monkeypatch, case: Path, data_root: Path | None = None) -> AppTest:
+def opened_case(viewer: AppTest, monkeypatch, case: Path, data_root: Path | None = None,
+                tab: str | None = IMAGES_TAB) -> AppTest:
     """The viewer started on a results folder, with the data root its scans lie under (the case's grandparent's
-    parent by default, which holds the generated study)."""
+    parent by default, which holds the generated study), and the tab below the viewer that most tests read
+    (the PNG panels' and the slice slider's) open; `tab=None` leaves the page's own first tab open."""
     monkeypatch.setenv(CASE_ENV, str(case))
     monkeypatch.setenv(DATA_ROOT_ENV, str(data_root or case.parents[1]))
+    if tab is not None:
+        viewer.session_state[KEY_SECTION] = tab
     return ok(viewer.run())
 
 
@@ -174,7 +179,10 @@ def ok(at: AppTest) -> AppTest:
 
 
 def panel(at: AppTest, name: str) -> tuple[np.ndarray, str, str]:
-    """The displayed 'Scan' or 'Overlay' image: decoded pixels, its caption, and its MIME type."""
+    """The displayed 'Scan' or 'Overlay' image: decoded pixels, its caption, and its MIME type (their tab
+    opened first when closed)."""
+    if not at.image:
+        open_tab(at, IMAGES_TAB)
     for element in at.image:
         for url, caption in zip(element.value, element.captions):
             if caption.startswith(f"{name} ·"):
@@ -240,8 +248,8 @@ def test_results_folder_opens_with_score_banner_and_png_panels(viewer, monkeypat
     assert f"axial slice {top} of 31" in caption and "left R, right L, top A, bottom P" in caption
     assert at.slider(key=slice_key("axial")).value == top
     assert "window soft_tissue" in caption  # the model's window (scores.json `intensity`)
-    # the interactive view comes first; the PNG panels, score curve and provenance wait in tabs below it
-    assert [tab.label for tab in at.tabs] == ["Slice images (PNG) and export", "Slice scores", "Model provenance"]
+    # the interactive view comes first; the top slices, score curve, PNG panels and provenance wait in tabs
+    assert [tab.label for tab in at.tabs] == [TOP_SLICES_TAB, SCORES_TAB, IMAGES_TAB, PROVENANCE_TAB]
 
 
 def test_slice_slider_moves_the_slice_and_its_score(viewer, monkeypatch, generated):
@@ -339,15 +347,19 @@ def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, g
 
 
 def test_only_the_open_tab_below_the_viewer_is_built(viewer, monkeypatch, generated):
-    at = opened_case(viewer, monkeypatch, generated["case"])
-    # the images tab is open at first: its slider, panels and exports are built; the score curve, the jumps
-    # and the provenance table are not sent at all
-    assert at.session_state[KEY_SECTION] == IMAGES_TAB
-    assert panel(at, "Overlay") and at.slider(key=slice_key("axial")) and at.download_button(key=KEY_DOWNLOAD_OVERLAY)
-    assert not at.get("vega_lite_chart") and not jump_buttons(at) and not tables_with(at, "setting")
+    at = opened_case(viewer, monkeypatch, generated["case"], tab=None)
+    # the top slices' tab is open at first (cheap: a row of buttons); the score curve, the PNG panels, the
+    # slice slider, the exports and the provenance table are not sent at all
+    assert at.session_state[KEY_SECTION] == TOP_SLICES_TAB
+    assert len(jump_buttons(at)) == len(generated["document"]["top_slices"])
+    assert not at.get("vega_lite_chart") and not at.image and not slice_sliders(at) and not at.download_button
+    assert not tables_with(at, "setting")
+    assert viewer_focus(at).endswith(f"|axial|{generated['document']['top_slices'][0]}")  # the viewer needs no tab
     at = open_tab(at, SCORES_TAB)
-    assert len(at.get("vega_lite_chart")) == 1 and len(jump_buttons(at)) == len(generated["document"]["top_slices"])
-    assert not at.image and not slice_sliders(at) and not at.download_button and not tables_with(at, "setting")
+    assert len(at.get("vega_lite_chart")) == 1 and not jump_buttons(at) and not at.image
+    at = open_tab(at, IMAGES_TAB)
+    assert panel(at, "Overlay") and slice_sliders(at) and at.download_button(key=KEY_DOWNLOAD_OVERLAY)
+    assert not at.get("vega_lite_chart") and not jump_buttons(at) and not tables_with(at, "setting")
     at = open_tab(at, PROVENANCE_TAB)
     assert provenance_row(at, "method") == "ensemble"
     assert not at.get("vega_lite_chart") and not jump_buttons(at) and not at.image
@@ -367,13 +379,13 @@ def test_the_slice_stays_while_its_slider_is_hidden(viewer, monkeypatch, generat
 
 
 def test_jump_buttons_and_a_click_on_the_score_curve_show_their_slice(viewer, monkeypatch, generated):
-    at = opened_case(viewer, monkeypatch, generated["case"])
+    at = opened_case(viewer, monkeypatch, generated["case"], tab=TOP_SLICES_TAB)
     at = ok(at.radio(key=KEY_PLANE).set_value("coronal").run())
-    at = open_tab(at, SCORES_TAB)
     at = ok(at.button(key=f"{JUMP_KEY_PREFIX}2").click().run())
     third = generated["document"]["top_slices"][2]
     assert at.radio(key=KEY_PLANE).value == "axial" and viewer_focus(at).endswith(f"|axial|{third}")
     assert metric(at, f"Slice {third} score")
+    at = open_tab(at, SCORES_TAB)
     clicked = 20 if third != 20 else 21
     [chart] = at.get("vega_lite_chart")
     at = ok(run_with_chart_selection(at, chart.proto.id, {SELECTION: [{"slice": clicked}]}))

@@ -123,7 +123,9 @@ def test_an_uploaded_result_opens_the_scan_uploaded_with_it(viewer, tmp_path):
                                                         for p in case.iterdir()}})
     at = _upload(ok(viewer.run()), "bundle.zip", upload)
     # the only message: the model panel, prefilled from the result's provenance (random:tiny), says so
-    assert _messages(at) == [RANDOM_WEIGHTS_WARNING] and at.image and at.metric[0].value == "0.5000"
+    [shown] = at.get("component_instance")  # the viewer, given the uploaded scan's display file
+    assert _messages(at) == [RANDOM_WEIGHTS_WARNING] and json.loads(shown.proto.json_args)["scan_url"]
+    assert at.metric[0].value == "0.5000"
 
 
 def test_links_and_results_under_the_data_root_cannot_reach_outside(viewer, monkeypatch, tmp_path):
