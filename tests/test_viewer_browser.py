@@ -6,9 +6,10 @@ cases in a 1280x800 window, checks the whole WebGL canvas lies on the first scre
 truncated control), that it shows scan and overlay (first the volume's coarse preview, then the full
 volume in its place; the O key hides the overlay: the pixels that change are the overlay's), scrolls slices
 with the wheel and zooms with + while the server's debug log shows no script rerun, moves to the next case
-with N (shown from the view the viewer prepared, with no reload when the page follows), records a review of
-that case and finds review.json written; a screenshot goes to test-artifacts/viewer.png. A 2-D PNG result
-shows its pixels and overlay in the same view.
+with N (shown from the view the viewer prepared, with no reload when the page follows) and bookmarks its
+slice with B before the page has followed, records a review of that case and finds review.json written with
+that bookmark; a screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay
+in the same view.
 At the first image NiiVue has compiled only the shader programs it drew with (of about 48 it declares).
 Without chromium it is skipped, except in CI, where it must run.
 """
@@ -332,10 +333,11 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     assert script_runs(log_path) == runs_before
 
     # N: the viewer shows the next case, which it prepared meanwhile, at once; the page follows (one script
-    # run), and that run's render reloads and refreshes nothing
+    # run), and that run's render reloads and refreshes nothing. B right after N, before the page has
+    # followed, bookmarks the crosshair's slice of the case now shown, and neither key is lost.
     second_id = viewer_case_id(item_key(ResultFolder((folder / SECOND_CASE).resolve())))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"canvas.spare[data-prepared='{second_id}']"))
-    ActionChains(browser).send_keys_to_element(canvas, "n").perform()
+    ActionChains(browser).send_keys_to_element(canvas, "n").send_keys("b").perform()
     switched = wait.until(lambda d: loaded_canvas(d, first_pair))
     assert switched.get_attribute("data-ready").startswith(second_id + "|")
     assert marks(browser, "swapped") == 1
@@ -361,6 +363,7 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     wait.until(lambda d: review_path.exists())
     review = json.loads(review_path.read_text())
     assert review["verdict"] == "agree" and review["reader"] == "Dr Browser" and review["case"] == SECOND_CASE
+    assert review["bookmarks"] == [{"plane": document["slice_axis"], "slice": document["top_slices"][0]}]
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACT))
 

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 import weakref
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
