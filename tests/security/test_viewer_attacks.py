@@ -193,6 +193,19 @@ def test_values_from_files_are_shown_as_text_never_as_markdown(viewer, monkeypat
         assert "](https://beacon" not in value and "**Case score" not in value, value
 
 
+def test_a_scan_named_like_markdown_is_named_as_text_in_the_review_form(viewer, monkeypatch, tmp_path):
+    """The review form's heading names the case: with identifiers shown, the scan's file name, escaped (a
+    name with markdown in it is shown as its characters, not rendered)."""
+    _result(tmp_path / "root" / "results" / "scan", str(_volume(tmp_path / "root" / f"{FAKE_VERDICT}.nii.gz")))
+    monkeypatch.setenv(CASE_ENV, str(tmp_path / "root" / "results"))
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "root"))
+    at = ok(ok(viewer.run()).toggle(key=KEY_SHOW_PATIENT).set_value(True).run())
+    [heading] = [header.value for header in at.subheader if header.value.startswith("Your read of")]
+    # the reader sees the name's characters (file names come sanitised), each markdown one escaped
+    assert unescape(heading) == "Your read of Case_score_0.0000_normal"
+    assert heading == r"Your read of Case\_score\_0\.0000\_normal"
+
+
 def test_identifiers_hidden_means_no_file_name_in_the_page_or_the_exports(viewer, monkeypatch, tmp_path):
     _result(tmp_path / "root" / "results" / "Doe_John_MRN123456",
             str(_volume(tmp_path / "root" / "Doe_John_MRN123456.nii.gz")))
