@@ -10,7 +10,8 @@ with N (shown from the view the viewer prepared, with no reload when the page fo
 slice with B before the page has followed, records a review of that case and finds review.json written with
 that bookmark; a screenshot goes to test-artifacts/viewer.png. A 2-D PNG result shows its pixels and overlay
 in the same view.
-At the first image NiiVue has compiled only the shader programs it drew with (of about 48 it declares).
+At the first image NiiVue has compiled only the shader programs it drew with (of about 48 it declares), and the
+view that takes the full volumes linked those programs ahead.
 Without chromium it is skipped, except in CI, where it must run.
 """
 
@@ -300,6 +301,9 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     # NiiVue compiled the few programs the 2-D slices draw with, not the ~48 it declares (lazy_shaders.js)
     compiled, declared = (int(canvas.get_attribute(f"data-programs-{count}")) for count in ("compiled", "declared"))
     assert 0 < compiled <= declared // 3, (compiled, declared)
+    # the full volumes' view (a spare canvas) linked the programs the preview's view had used ahead of its first
+    # draw, while the page went on (lazy_shaders.compileAhead)
+    assert int(canvas.get_attribute("data-programs-ahead")) > 0
     first_pair = canvas.get_attribute("data-ready")
     wait.until(lambda d: crosshair(d))
     top, bottom, window_height = canvas_box(browser, frame)

@@ -5,6 +5,11 @@
 // deferredSetup() returns: a program is compiled when it is first used (bound, or its program or uniforms
 // read), and the uniform values set-up gave it before that are set then. A shader that does not compile
 // fails there, with NiiVue's own message.
+//
+// A second view (a spare canvas, its own WebGL context) needs the programs the first one compiled: compileAhead()
+// starts them on its context without waiting (compile and link calls only; the GPU process works through them
+// while the page goes on), so their first use finds them linked instead of holding the page for a quarter of a
+// second while SwiftShader compiles.
 
 // NiiVue's way of finding a shader's uniforms: every "uniform <type> <name>;" declaration in its sources.
 const UNIFORM_DECLARATION = /uniform[^;]+[ ](\w+);/g;
@@ -15,15 +20,24 @@ const countsByContext = new WeakMap();
 let settingUp = null;
 // The context behind each context deferredSetup() returned.
 const realContexts = new WeakMap();
+// Every LazyShader made, per WebGL context, and the sources of those compiled on any context (vertex and
+// fragment, joined): what compileAhead() starts.
+const shadersByContext = new WeakMap();
+const usedSources = new Set();
+const SOURCE_JOIN = "\u0000";
+const LINK_POLL_MS = 50;
 
-/** Programs NiiVue declared and compiled so far on `gl`: a test sees that the unused ones stay uncompiled. */
+/**
+ * Programs NiiVue declared and compiled so far on `gl`, and how many of those compileAhead() had linked: a test
+ * sees that the unused ones stay uncompiled and that a spare view's were linked ahead.
+ */
 export function programCounts(gl) {
-  const { declared, compiled } = countsFor(gl);
-  return { programsDeclared: declared, programsCompiled: compiled };
+  const { declared, compiled, ahead } = countsFor(gl);
+  return { programsDeclared: declared, programsCompiled: compiled, programsAhead: ahead };
 }
 
 function countsFor(gl) {
-  if (!countsByContext.has(gl)) countsByContext.set(gl, { declared: 0, compiled: 0 });
+  if (!countsByContext.has(gl)) countsByContext.set(gl, { declared: 0, compiled: 0, ahead: 0 });
   return countsByContext.get(gl);
 }
 
@@ -76,6 +90,32 @@ export function endDeferredSetup() {
   settingUp = null;
 }
 
+/**
+ * Starts, on `gl`, every program a view compiled before (on any context), and resolves, to how many, once the
+ * GPU process has linked them: a fence polled between tasks, then each link status asked of an idle GPU process
+ * (a status asked while it is busy waits for all its queued work). A program that linked is then used as it
+ * is; one that did not is compiled again at its first use, by NiiVue's compileShader, which reports it.
+ */
+export function compileAhead(gl) {
+  const waiting = (shadersByContext.get(gl) ?? []).filter((shader) => shader.compiled === null
+    && shader.started === null && usedSources.has(shader.sources.join(SOURCE_JOIN)));
+  for (const shader of waiting) shader.start();
+  const fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
+  gl.flush();
+  return new Promise((resolve) => {
+    const poll = () => {
+      if (gl.getSyncParameter(fence, gl.SYNC_STATUS) !== gl.SIGNALED) {
+        setTimeout(poll, LINK_POLL_MS);
+        return;
+      }
+      gl.deleteSync(fence);
+      for (const shader of waiting) shader.checkLink();
+      resolve(waiting.length);
+    };
+    poll();
+  });
+}
+
 function uniformNames(...sources) {
   return sources.flatMap((source) => [...source.matchAll(UNIFORM_DECLARATION)].map((match) => match[1]));
 }
@@ -96,7 +136,11 @@ export function lazyShaderClass(compileShader) {
       this.setUp = [];
       this.isMatcap = undefined;
       this.isCrosscut = undefined;
+      this.started = null;
+      this.linked = null;
       countsFor(this.gl).declared += 1;
+      if (!shadersByContext.has(this.gl)) shadersByContext.set(this.gl, []);
+      shadersByContext.get(this.gl).push(this);
     }
 
     get program() {
@@ -119,11 +163,37 @@ export function lazyShaderClass(compileShader) {
       return settingUp === this.gl && this.compiled === null;
     }
 
+    // The compile and link calls, with no status asked (asking waits for everything the GPU process has queued).
+    start() {
+      const gl = this.gl;
+      const program = gl.createProgram();
+      for (const [type, source] of [[gl.VERTEX_SHADER, this.sources[0]], [gl.FRAGMENT_SHADER, this.sources[1]]]) {
+        const shader = gl.createShader(type);
+        gl.shaderSource(shader, source);
+        gl.compileShader(shader);
+        gl.attachShader(program, shader);
+      }
+      gl.linkProgram(program);
+      this.started = program;
+    }
+
+    // Keeps a started program that linked (its first use then asks the GPU process nothing); drops one that did not.
+    checkLink() {
+      const gl = this.gl;
+      if (this.started === null || this.compiled !== null) return;
+      if (gl.getProgramParameter(this.started, gl.LINK_STATUS)) {
+        this.linked = this.started;
+      } else {
+        gl.deleteProgram(this.started);
+      }
+      this.started = null;
+    }
+
     // Compiles once; set-up's uniform values are set on the program, the program in use is left in use.
     compile() {
       if (this.compiled) return this.compiled;
       const gl = this.gl;
-      const program = compileShader(gl, ...this.sources);
+      const program = this.linked ?? compileShader(gl, ...this.sources);
       const uniforms = {};
       for (const [key, pending] of Object.entries(this.pendingUniforms)) {
         uniforms[key] = gl.getUniformLocation(program, pending.name);
@@ -134,9 +204,12 @@ export function lazyShaderClass(compileShader) {
         for (const [setter, name, values] of this.setUp) gl[setter](gl.getUniformLocation(program, name), ...values);
         gl.useProgram(inUse);
       }
+      if (this.linked !== null) countsFor(gl).ahead += 1;
       this.compiled = { program, uniforms };
       this.pendingUniforms = null;
       this.setUp = null;
+      this.linked = null;
+      usedSources.add(this.sources.join(SOURCE_JOIN));
       countsFor(gl).compiled += 1;
       return this.compiled;
     }

@@ -14,7 +14,7 @@
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
 import { gradientNeeded, setGradientNeeded } from "./gradient_policy.js";
-import { programCounts } from "./lazy_shaders.js";
+import { compileAhead, programCounts } from "./lazy_shaders.js";
 
 // NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
 // below cal_min, while type 1 fades values below it in): colours keep the [0, max] scale and values under
@@ -171,6 +171,8 @@ class SliceView {
       fontMinPx: 15,
     });
     await nv.attachToCanvas(this.canvas);
+    // a spare view's programs (those the first view compiled) link in the GPU process while the page goes on
+    await compileAhead(nv.gl);
     nv.setMouseEventConfig(MOUSE_BUTTONS);
     const refresh = nv.updateGLVolume.bind(nv);
     nv.updateGLVolume = () => {
@@ -249,7 +251,8 @@ class SliceView {
       scan.cal_max = args.window[1];
       scan.colorbarVisible = false;
       if (map) {
-        map.colormap = args.colormap;
+        // setting a colormap makes NiiVue recompute the map's robust range (a pass over the volume): only on a change
+        if (map.colormap !== args.colormap) map.colormap = args.colormap;
         map.colormapType = ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
         // NiiVue clamps a header range to the data's own: the fixed [threshold, map_max] scale is set here.
         map.cal_min = Math.max(args.threshold, 1e-6);
@@ -325,9 +328,11 @@ function show(view) {
 
 // Background loads into spare views (the shown preview's full volumes, the neighbours the server named)
 // run one at a time, so their GPU work never piles up: the shown case's full volumes first, and a
-// neighbour only once the reader has paused for READER_PAUSE_MS (a load holds the page and the GPU for a
-// second or two on a software GPU; slice steps meanwhile wait). A view that holds the shown case or a
-// wanted neighbour is kept.
+// neighbour after them. A load holds the GPU for a second or two on a software GPU, and a slice step
+// meanwhile waits for it, so none starts while the reader is at work: the full volumes wait for a pause
+// in input of UPGRADE_PAUSE_MS (counted from when they were asked for, i.e. from the preview's first
+// image), a neighbour for READER_PAUSE_MS. A view that holds the shown case or a wanted neighbour is kept.
+const UPGRADE_PAUSE_MS = 300;
 const READER_PAUSE_MS = 600;
 const PAUSE_POLL_MS = 100;
 const background = [];
@@ -345,7 +350,7 @@ function loadInBackground(view, args, urgent) {
   view.claim(args, FULL);
   view.loadStarted = false;
   view.ready = new Promise((resolve) => {
-    const task = { view, args, urgent, resolve };
+    const task = { view, args, urgent, resolve, asked: performance.now() };
     if (urgent) background.unshift(task);
     else background.push(task);
   });
@@ -357,7 +362,9 @@ async function runBackground() {
   if (backgroundRunning) return;
   backgroundRunning = true;
   while (background.length) {
-    if (!background[0].urgent && performance.now() - lastInput < READER_PAUSE_MS) {
+    const [next] = background;
+    const pause = next.urgent ? UPGRADE_PAUSE_MS : READER_PAUSE_MS;
+    if (performance.now() - Math.max(lastInput, next.asked) < pause) {
       await new Promise((resolve) => setTimeout(resolve, PAUSE_POLL_MS));
       continue;
     }
@@ -489,12 +496,16 @@ function loadFullVolumes(args) {
   });
 }
 
-// Resolves once the GPU has done everything asked of `gl` so far and two frames are on screen, without
-// blocking the page (a fence polled between tasks): spare views are prepared only after the shown case is
-// drawn, so they never delay it.
+// Resolve once the GPU has done everything asked of `gl` so far (gpuDone), and two frames later (drawn),
+// without blocking the page (a fence polled between tasks): spare views are prepared only after the shown
+// case is drawn, so they never delay it.
 const FENCE_POLL_MS = 50;
 
 function drawn(gl) {
+  return gpuDone(gl).then(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+}
+
+function gpuDone(gl) {
   const fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
   gl.flush();
   return new Promise((resolve) => {
@@ -504,7 +515,7 @@ function drawn(gl) {
         return;
       }
       gl.deleteSync(fence);
-      requestAnimationFrame(() => requestAnimationFrame(resolve));
+      resolve();
     };
     poll();
   });
