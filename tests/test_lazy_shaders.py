@@ -4,8 +4,9 @@ through deferredSetup() compiles nothing and reaches the context only for what i
 program; the first use compiles once and sets the values set-up gave, leaving the program in use as it was; a
 program that fails to compile fails at its first use. On a second context (a spare view's), compileAhead() starts
 the programs used before without asking the GPU anything, waits on a fence, keeps those that linked (their first
-use asks nothing) and leaves one that did not to NiiVue's compile at its first use. That the viewer's first image compiles fewer programs
-than NiiVue declares, and still draws, is checked in the browser (tests/test_viewer_browser.py).
+use asks nothing) and leaves one that did not to NiiVue's compile at its first use. That the viewer's first image
+compiles fewer programs than NiiVue declares, and still draws, is checked in the browser
+(tests/test_viewer_browser.py).
 Without Node it is skipped, except in CI, where it must run.
 """
 
@@ -81,7 +82,12 @@ const gl2 = {
   getParameter() { return null; },
   useProgram(program) { ahead.push(["useProgram", program]); },
   getUniformLocation(program, name) { return `${program}:${name}`; },
-  createProgram() { aheadPrograms += 1; const program = `A${aheadPrograms}`; ahead.push(["createProgram", program]); return program; },
+  createProgram() {
+    aheadPrograms += 1;
+    const program = `A${aheadPrograms}`;
+    ahead.push(["createProgram", program]);
+    return program;
+  },
   createShader(type) { return { type }; },
   shaderSource(shader, source) { shader.source = source; },
   compileShader() {},

@@ -14,6 +14,7 @@
 // The Streamlit component protocol (v1) is spoken directly, without streamlit-component-lib.
 import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@niivue/niivue";
 import { gradientNeeded, setGradientNeeded } from "./gradient_policy.js";
+import { BackgroundLoads } from "./background_loads.js";
 import { compileAhead, programCounts } from "./lazy_shaders.js";
 
 // NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
@@ -326,53 +327,24 @@ function show(view) {
   view.nv.drawScene();
 }
 
-// Background loads into spare views (the shown preview's full volumes, the neighbours the server named)
-// run one at a time, so their GPU work never piles up: the shown case's full volumes first, and a
-// neighbour after them. A load holds the GPU for a second or two on a software GPU, and a slice step
-// meanwhile waits for it, so none starts while the reader is at work: the full volumes wait for a pause
-// in input of UPGRADE_PAUSE_MS (counted from when they were asked for, i.e. from the preview's first
-// image), a neighbour for READER_PAUSE_MS. A view that holds the shown case or a wanted neighbour is kept.
-const UPGRADE_PAUSE_MS = 300;
-const READER_PAUSE_MS = 600;
-const PAUSE_POLL_MS = 100;
-const background = [];
-let backgroundRunning = false;
-let lastInput = -Infinity;
+// Full volumes load into spare views in the background, once the reader pauses (background_loads.js).
+const background = new BackgroundLoads({ now: () => performance.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)) });
 for (const type of ["keydown", "wheel", "pointerdown"]) {
-  window.addEventListener(type, () => { lastInput = performance.now(); }, { capture: true, passive: true });
+  window.addEventListener(type, () => background.noteInput(), { capture: true, passive: true });
 }
 window.addEventListener("pointermove", (event) => {
-  if (event.buttons) lastInput = performance.now();  // a drag: window/level, pan
+  if (event.buttons) background.noteInput();  // a drag: window/level, pan
 }, { capture: true, passive: true });
 
-// Claims `view` for `args`' full volumes now and loads them in turn (`urgent`: before any neighbour).
+// Claims `view` for `args`' full volumes now and loads them in turn (`urgent`: before any neighbour); a view
+// released or claimed for another case while queued is not loaded. A view that holds the shown case or a
+// wanted neighbour is kept.
 function loadInBackground(view, args, urgent) {
   view.claim(args, FULL);
   view.loadStarted = false;
-  view.ready = new Promise((resolve) => {
-    const task = { view, args, urgent, resolve, asked: performance.now() };
-    if (urgent) background.unshift(task);
-    else background.push(task);
-  });
-  runBackground();
+  view.ready = background.add(() => view.prepare(args), () => view.holdsFull(args), urgent);
   return view.ready;
-}
-
-async function runBackground() {
-  if (backgroundRunning) return;
-  backgroundRunning = true;
-  while (background.length) {
-    const [next] = background;
-    const pause = next.urgent ? UPGRADE_PAUSE_MS : READER_PAUSE_MS;
-    if (performance.now() - Math.max(lastInput, next.asked) < pause) {
-      await new Promise((resolve) => setTimeout(resolve, PAUSE_POLL_MS));
-      continue;
-    }
-    const task = background.shift();
-    if (task.view.holdsFull(task.args)) await task.view.prepare(task.args);  // else released while queued
-    task.resolve();
-  }
-  backgroundRunning = false;
 }
 
 function spareView(kept) {
