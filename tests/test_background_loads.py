@@ -7,17 +7,9 @@ Without Node it is skipped, except in CI, where it must run.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-BACKGROUND_LOADS = Path(__file__).resolve().parents[1] / "app" / "niivue_frontend" / "background_loads.js"
-NODE = shutil.which("node")
-NODE_TIMEOUT_S = 60
+from node_scenario import run_node_scenario
 
 # A clock that only moves when the scheduler sleeps or a load runs (each load takes 100 ms); prints, as JSON,
 # when each load started and when each promise resolved.
@@ -45,14 +37,7 @@ console.log(JSON.stringify({ events, pauses: PAUSES }));
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    if NODE is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is required in CI")
-        pytest.skip("node is not installed")
-    result = subprocess.run([NODE, "--input-type=module", "-e", SCENARIO, BACKGROUND_LOADS.as_uri()],
-                            capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return run_node_scenario(SCENARIO, "background_loads.js")
 
 
 def test_the_viewer_waits_300_ms_for_the_full_volumes_and_600_ms_for_a_neighbour(report):

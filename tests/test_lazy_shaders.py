@@ -12,17 +12,9 @@ Without Node it is skipped, except in CI, where it must run.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-LAZY_SHADERS = Path(__file__).resolve().parents[1] / "app" / "niivue_frontend" / "lazy_shaders.js"
-NODE = shutil.which("node")
-NODE_TIMEOUT_S = 60
+from node_scenario import run_node_scenario
 
 # Drives lazy_shaders.js with a recording context and prints what happened, as JSON.
 SCENARIO = """
@@ -122,14 +114,7 @@ console.log(JSON.stringify(report));
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    if NODE is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is required in CI")
-        pytest.skip("node is not installed")
-    result = subprocess.run([NODE, "--input-type=module", "-e", SCENARIO, LAZY_SHADERS.as_uri()],
-                            capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return run_node_scenario(SCENARIO, "lazy_shaders.js")
 
 
 def test_set_up_compiles_nothing_and_passes_other_calls_on(report):

@@ -11,6 +11,8 @@
 // while the page goes on), so their first use finds them linked instead of holding the page for a quarter of a
 // second while SwiftShader compiles.
 
+import { gpuDone } from "./gpu_fence.js";
+
 // NiiVue's way of finding a shader's uniforms: every "uniform <type> <name>;" declaration in its sources.
 const UNIFORM_DECLARATION = /uniform[^;]+[ ](\w+);/g;
 
@@ -25,7 +27,6 @@ const realContexts = new WeakMap();
 const shadersByContext = new WeakMap();
 const usedSources = new Set();
 const SOURCE_JOIN = "\u0000";
-const LINK_POLL_MS = 50;
 
 /**
  * Programs NiiVue declared and compiled so far on `gl`, and how many of those compileAhead() had linked: a test
@@ -100,19 +101,9 @@ export function compileAhead(gl) {
   const waiting = (shadersByContext.get(gl) ?? []).filter((shader) => shader.compiled === null
     && shader.started === null && usedSources.has(shader.sources.join(SOURCE_JOIN)));
   for (const shader of waiting) shader.start();
-  const fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
-  gl.flush();
-  return new Promise((resolve) => {
-    const poll = () => {
-      if (gl.getSyncParameter(fence, gl.SYNC_STATUS) !== gl.SIGNALED) {
-        setTimeout(poll, LINK_POLL_MS);
-        return;
-      }
-      gl.deleteSync(fence);
-      for (const shader of waiting) shader.checkLink();
-      resolve(waiting.length);
-    };
-    poll();
+  return gpuDone(gl).then(() => {
+    for (const shader of waiting) shader.checkLink();
+    return waiting.length;
   });
 }
 

@@ -16,6 +16,7 @@ import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE, MULTIPLANAR_TYPE } from "@n
 import { gradientNeeded, setGradientNeeded } from "./gradient_policy.js";
 import { BackgroundLoads } from "./background_loads.js";
 import { compileAhead, programCounts } from "./lazy_shaders.js";
+import { gpuDone } from "./gpu_fence.js";
 
 // NiiVue's colormapType 2 (the enum is not exported; its shader makes type 2 the one that paints nothing
 // below cal_min, while type 1 fades values below it in): colours keep the [0, max] scale and values under
@@ -468,29 +469,10 @@ function loadFullVolumes(args) {
   });
 }
 
-// Resolve once the GPU has done everything asked of `gl` so far (gpuDone), and two frames later (drawn),
-// without blocking the page (a fence polled between tasks): spare views are prepared only after the shown
-// case is drawn, so they never delay it.
-const FENCE_POLL_MS = 50;
-
+// Resolve two frames after the GPU has done everything asked of `gl` so far, without blocking the page:
+// spare views are prepared only after the shown case is drawn, so they never delay it.
 function drawn(gl) {
   return gpuDone(gl).then(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
-}
-
-function gpuDone(gl) {
-  const fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
-  gl.flush();
-  return new Promise((resolve) => {
-    const poll = () => {
-      if (gl.getSyncParameter(fence, gl.SYNC_STATUS) !== gl.SIGNALED) {
-        setTimeout(poll, FENCE_POLL_MS);
-        return;
-      }
-      gl.deleteSync(fence);
-      resolve();
-    };
-    poll();
-  });
 }
 
 // N and P: the viewer moves to the neighbour the server named at once (prepared, or fetched without
