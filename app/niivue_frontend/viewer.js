@@ -328,7 +328,8 @@ function show(view) {
   view.nv.drawScene();
 }
 
-// Full volumes load into spare views in the background, once the reader pauses (background_loads.js).
+// Full volumes and neighbours load into spare views in the background, once the reader pauses
+// (background_loads.js).
 const background = new BackgroundLoads({ now: () => performance.now(),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)) });
 for (const type of ["keydown", "wheel", "pointerdown"]) {
