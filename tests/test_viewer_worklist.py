@@ -54,6 +54,7 @@ from medclip_viewer.worklist_panel import (  # noqa: E402
     KEY_WORKLIST_CURRENT,
     KEY_WORKLIST_NEXT,
     KEY_WORKLIST_ORDER,
+    KEY_WORKLIST_POPOVER,
     KEY_WORKLIST_PREVIOUS,
 )
 
@@ -103,6 +104,10 @@ def ok(at: AppTest) -> AppTest:
 
 
 def worklist(at: AppTest):
+    """The worklist table, in its pop-over (opened as a click on it does: the table is built only while open)."""
+    if not at.session_state[KEY_WORKLIST_POPOVER]:
+        at.session_state[KEY_WORKLIST_POPOVER] = True
+        ok(at.run())
     return at.dataframe[0].value
 
 
@@ -118,6 +123,7 @@ def open_case(at: AppTest) -> str:
 
 
 def test_worklist_lists_every_case_by_score_and_opens_the_first(viewer):
+    assert not viewer.dataframe  # the table is built only once its pop-over opens (it would delay the image)
     table = worklist(viewer)
     assert list(table["case"]) == ["case 2", "case 3", "case 1"]  # identifiers hidden: by place in the folder
     assert list(table["score"]) == [0.75, 0.5, 0.25]
@@ -273,6 +279,7 @@ def test_a_neighbour_still_being_read_is_promised_as_a_file(fresh, results):
 
 
 def test_reading_order_by_name_keeps_the_open_case(viewer):
+    worklist(viewer)  # the order is chosen in the table's pop-over
     at = ok(viewer.selectbox(key=KEY_WORKLIST_ORDER).set_value("case name").run())
     assert list(worklist(at)["case"]) == ["case 1", "case 2", "case 3"]
     at = ok(at.toggle(key=KEY_SHOW_PATIENT).set_value(True).run())

@@ -102,10 +102,13 @@ def worklist_table(show_patient: bool) -> None:
                args=(-1,), help="Previous case (key P)")
     bar.button("Next", key=KEY_WORKLIST_NEXT, shortcut=NEXT_SHORTCUT, on_click=step_worklist, args=(1,),
                help="Next case (key N)")
-    table = bar.popover("Worklist table", key=KEY_WORKLIST_POPOVER)
+    # built only while open: the grid is the page's costliest element, and it would be drawn before the image
+    table = bar.popover("Worklist table", key=KEY_WORKLIST_POPOVER, on_change="rerun")
     text, _ = reviews_csv([row.folder for row in rows])
     bar.download_button("Export reviews (CSV)", text.encode("utf-8"), file_name="reviews.csv", mime="text/csv",
                         key=KEY_WORKLIST_EXPORT, on_click="ignore", disabled=reviewed == 0)
+    if not table.open:
+        return
     with table:
         st.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
         neutral = st.session_state.get(_KEY_NEUTRAL, {})
