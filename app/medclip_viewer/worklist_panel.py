@@ -20,7 +20,9 @@ from medclip_viewer.worklist import NOT_REVIEWED, ORDERS, SCORES_FILE, WorklistR
     ordered, read_row
 
 KEY_WORKLIST_CURRENT = "worklist.current"
+# Not a widget: the reading order, kept while the pop-over holding its select box is closed (not drawn).
 KEY_WORKLIST_ORDER = "worklist.order"
+KEY_WORKLIST_ORDER_CHOICE = "worklist.order_choice"
 KEY_WORKLIST_TABLE = "worklist.table"
 KEY_WORKLIST_NEXT = "worklist.next"
 KEY_WORKLIST_PREVIOUS = "worklist.previous"
@@ -68,6 +70,10 @@ def _order_label() -> str:
     return st.session_state.get(KEY_WORKLIST_ORDER, next(iter(ORDERS)))
 
 
+def _keep_order() -> None:
+    st.session_state[KEY_WORKLIST_ORDER] = st.session_state[KEY_WORKLIST_ORDER_CHOICE]
+
+
 def _row(folder: Path) -> WorklistRow:
     """Rows are re-read only when the case's scores.json or review.json changes."""
     return _cached_row(str(folder), _mtime(folder / SCORES_FILE), _mtime(folder / REVIEW_FILE))
@@ -110,7 +116,9 @@ def worklist_table(show_patient: bool) -> None:
     if not table.open:
         return
     with table:
-        st.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
+        labels = list(ORDERS)
+        st.selectbox("Reading order", labels, index=labels.index(_order_label()), key=KEY_WORKLIST_ORDER_CHOICE,
+                     on_change=_keep_order)
         neutral = st.session_state.get(_KEY_NEUTRAL, {})
         names = {row.folder: row.case if show_patient else neutral.get(row.folder, "case") for row in rows}
         st.dataframe([row.as_table_row(row.folder == current, names[row.folder]) for row in rows], hide_index=True,
