@@ -20,7 +20,7 @@ from medclip_viewer.access import exposure_warning, require_password
 from medclip_viewer.display_controls import default_threshold, intensity_controls, overlay_controls
 from medclip_viewer.findings_panel import findings_panel
 from medclip_viewer.launch import parse_launch_options
-from medclip_viewer.model_panel import model_panel, run_button
+from medclip_viewer.model_panel import model_section
 from medclip_viewer.open_panel import open_case_panel
 from medclip_viewer.niivue_viewer import STILL_PLACEHOLDERS
 from medclip_viewer.reading_view import reading_view
@@ -60,8 +60,7 @@ open_box, display_box, model_box, privacy_box = (st.sidebar.container() for _ in
 with open_box:
     open_case_panel(session, launch, show_patient)
 with model_box:
-    config, scoring = model_panel(launch.weights_dir, session.shown())
-    run_button(session, config, scoring, launch)
+    model_section(session, launch)
 with privacy_box:
     st.header("Privacy")
     st.toggle("Show patient identifiers", value=False, key=KEY_SHOW_PATIENT,

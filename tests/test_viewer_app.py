@@ -64,7 +64,9 @@ from medclip_viewer.state import (  # noqa: E402
     KEY_DOWNLOAD_OVERLAY,
     KEY_IMAGE_SIZE,
     KEY_INTENSITY_MODE,
+    KEY_LAYERS,
     KEY_METHOD,
+    KEY_MODEL_SECTION,
     KEY_PLANE,
     KEY_RUN,
     KEY_SCORED_PLANE,
@@ -140,6 +142,12 @@ def opened_case(viewer: AppTest, monkeypatch, case: Path, data_root: Path | None
     if tab is not None:
         viewer.session_state[KEY_SECTION] = tab
     return ok(viewer.run())
+
+
+def model_section(at: AppTest, open_: bool = True) -> AppTest:
+    """Open (or close) the sidebar's Model section, as a click on its header does, and rerun."""
+    at.session_state[KEY_MODEL_SECTION] = open_
+    return ok(at.run())
 
 
 def tables_with(at: AppTest, column: str) -> list:
@@ -323,10 +331,44 @@ def test_custom_window_comes_back_after_presets_and_percentiles(viewer, monkeypa
 
 
 def test_method_choices_fit_their_box(viewer, monkeypatch, generated):
-    at = opened_case(viewer, monkeypatch, generated["case"])
+    at = model_section(opened_case(viewer, monkeypatch, generated["case"]))
     method = at.selectbox(key=KEY_METHOD)
     assert max(len(label) for label in method.options) <= 12  # the sidebar's box shows about 25 characters
     assert "checkpoint's method" in method.help
+
+
+def test_model_section_is_built_only_while_open_and_keeps_its_settings(viewer, monkeypatch, generated):
+    at = opened_case(viewer, monkeypatch, generated["case"], tab=None)
+    # a scored case: the section starts closed and none of its controls is built (they delayed the image)
+    model_keys = {KEY_METHOD, KEY_CLIP_WEIGHTS, KEY_LAYERS, KEY_RUN, KEY_AGGREGATION}
+    assert not model_keys & {element.key for element in [*at.selectbox, *at.text_input, *at.button]}
+    # prefilled from the result's provenance while closed
+    assert at.session_state[KEY_CLIP_WEIGHTS] == "random:tiny" and at.session_state[KEY_METHOD] == "ensemble"
+    model_section(at)
+    assert at.selectbox(key=KEY_CLIP_WEIGHTS).value == "random:tiny"
+    at.selectbox(key=KEY_METHOD).select("anomalyclip")
+    at.text_input(key=KEY_LAYERS).input("3 6")
+    at.selectbox(key=KEY_AGGREGATION).select("mean")
+    ok(at.run())
+    model_section(at, open_=False)
+    assert not model_keys & {element.key for element in [*at.selectbox, *at.text_input, *at.button]}
+    ok(at.run())  # a second run with the section closed: Streamlit drops a hidden widget's value after one
+    model_section(at)
+    assert at.selectbox(key=KEY_METHOD).value == "anomalyclip" and at.text_input(key=KEY_LAYERS).value == "3 6"
+    assert at.selectbox(key=KEY_AGGREGATION).value == "mean"
+
+
+def test_model_section_opens_for_a_case_without_result(viewer, monkeypatch, generated):
+    monkeypatch.setenv(DATA_ROOT_ENV, str(generated["data_root"]))
+    at = ok(viewer.run())
+    assert at.selectbox(key=KEY_METHOD)  # nothing open yet: the section is open
+    model_section(at, open_=False)
+    assert not [box for box in at.selectbox if box.key == KEY_METHOD]
+    ok(at.radio(key=KEY_SOURCE).set_value(SOURCE_BROWSE).run())
+    at.selectbox(key=KEY_BROWSE).select("study/synthetic_ct.nii.gz")
+    ok(at.button(key=KEY_BROWSE_OPEN).click().run())
+    assert any("No results" in info.value for info in at.info)
+    assert at.button(key=KEY_RUN).label == "Run inference"  # opened by itself for the unscored case
 
 
 def test_threshold_hides_low_map_values_without_rescaling(viewer, monkeypatch, generated):

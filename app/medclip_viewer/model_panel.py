@@ -1,6 +1,11 @@
 """Sidebar "Model": which detector scores the open case, and the button that runs it in the background
 with a progress bar (the page stays usable; the result opens when it is ready).
 
+The section is built only while it is open: the browser draws every control on the thread that also
+starts the image viewer, and a reader of scored cases rarely needs it. It opens by itself when a case
+without a result opens. Streamlit forgets the value of a widget that is not drawn, so the settings are
+kept across runs in which the section is closed.
+
 CLIP weights and checkpoints are picked from a list: the built-in sources and the files of the
 `--weights-dir` chosen at launch. A visitor never types a server path, so no file the viewer did not
 offer (an uploaded TorchScript payload, say) can be loaded as a model.
@@ -44,6 +49,7 @@ from medclip_viewer.state import (
     KEY_IMAGE_SIZE,
     KEY_LAYERS,
     KEY_METHOD,
+    KEY_MODEL_SECTION,
     KEY_PROMPTS,
     KEY_RUN,
     KEY_SCORED_PLANE,
@@ -59,14 +65,54 @@ PATCH_PX = 14
 # How often a running inference job's progress is redrawn (seconds).
 PROGRESS_POLL_S = 1.0
 _KEY_PREFILLED = "model.prefilled_from"
+_KEY_OPENED_FOR = "model.section_opened_for"
+# The panel's widgets: their values outlive the runs in which the section is closed.
+SETTING_KEYS: tuple[str, ...] = (KEY_CLIP_WEIGHTS, KEY_PROMPTS, KEY_METHOD, KEY_DEVICE, KEY_IMAGE_SIZE, KEY_LAYERS,
+                                 KEY_SCORED_PLANE, KEY_AGGREGATION, KEY_TOP_K)
 
 
-def model_panel(weights_dir: Path | None, shown: CaseResult | None = None) -> tuple[DetectorConfig, CaseOptions]:
+def model_section(session: ViewerSession, launch: LaunchOptions) -> None:
+    """The sidebar's Model section: the settings and the run button while it is open, a running job's
+    progress either way. Finished jobs are collected first, so the page below shows their results."""
+    collect_finished(session)
+    _keep_settings()
+    offered = weight_files(launch.weights_dir)
+    _prefill(session.shown(), launch.weights_dir, offered)
+    _open_for_a_case_without_result(session)
+    section = st.expander("Model", key=KEY_MODEL_SECTION, on_change="rerun")
+    if not section.open:
+        running = next((key for key, job in session.jobs.items() if job.running), None)
+        if running is not None:
+            inference_progress(session, running)
+        return
+    with section:
+        config, scoring = model_panel(launch.weights_dir, offered)
+        run_button(session, config, scoring, launch)
+
+
+def _keep_settings() -> None:
+    """Writing a widget's value back makes it session state of the app's own, which Streamlit keeps while
+    the widget is not drawn (its documented way to keep a hidden widget's value)."""
+    for key in SETTING_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def _open_for_a_case_without_result(session: ViewerSession) -> None:
+    """A case that opens without a result needs the model to be chosen: the section opens for it (once,
+    so the reader can still close it)."""
+    if _KEY_OPENED_FOR in st.session_state and st.session_state[_KEY_OPENED_FOR] == session.case_key:
+        return
+    st.session_state[_KEY_OPENED_FOR] = session.case_key
+    if session.shown() is None:
+        st.session_state[KEY_MODEL_SECTION] = True
+
+
+def model_panel(weights_dir: Path | None, offered: list[str]) -> tuple[DetectorConfig, CaseOptions]:
     """The detector settings as a config (validated when the model loads, not while typing), and how
-    volumes are scored; they start from the model that made the `shown` result when one opens."""
-    st.header("Model")
-    offered = weight_files(weights_dir)
-    _prefill(shown, weights_dir, offered)
+    volumes are scored; `offered`: the weights folder's files."""
+    for line in st.session_state.get(f"{_KEY_PREFILLED}.missing", []):
+        st.caption(plain(f"The open result's model: {line}."))
     weights = st.selectbox("CLIP weights", [*BUILT_IN_WEIGHTS, *offered], key=KEY_CLIP_WEIGHTS,
                            help="openai (downloaded once), random:tiny (test only), or a file of the weights "
                                 "folder the viewer was started with (--weights-dir)")
@@ -99,8 +145,8 @@ def model_panel(weights_dir: Path | None, shown: CaseResult | None = None) -> tu
                                   "whole volume whichever plane is scored.")
         aggregation = st.selectbox("Volume score", AGGREGATIONS, key=KEY_AGGREGATION,
                                    help="From the slice scores: the highest, the mean of the top k, or the mean.")
-        top_k = st.number_input("k (top-k mean)", min_value=1, value=CaseOptions.top_k, key=KEY_TOP_K,
-                                disabled=aggregation != "topk_mean")
+        st.session_state.setdefault(KEY_TOP_K, CaseOptions.top_k)
+        top_k = st.number_input("k (top-k mean)", min_value=1, key=KEY_TOP_K, disabled=aggregation != "topk_mean")
     return config, scoring_options(plane, aggregation, int(top_k))
 
 
@@ -149,7 +195,7 @@ def _offered_choice(recorded: str, weights_dir: Path | None, offered: list[str])
 
 def _prefill(shown: CaseResult | None, weights_dir: Path | None, offered: list[str]) -> None:
     """When another result opens, the panel is set to the model that made it (an audit finding: re-running
-    a result must not silently use other settings)."""
+    a result must not silently use other settings), whether or not the section is open."""
     if shown is None:
         return
     identity = str(shown.folder)
@@ -158,8 +204,6 @@ def _prefill(shown: CaseResult | None, weights_dir: Path | None, offered: list[s
         choices, missing = provenance_choices(shown.document.get("model") or {}, weights_dir, offered)
         st.session_state.update(choices)
         st.session_state[f"{_KEY_PREFILLED}.missing"] = missing
-    for line in st.session_state.get(f"{_KEY_PREFILLED}.missing", []):
-        st.caption(plain(f"The open result's model: {line}."))
 
 
 def weight_files(weights_dir: Path | None) -> list[str]:
@@ -183,7 +227,6 @@ def _offered_path(weights_dir: Path | None, choice: str, offered: list[str]) -> 
 def run_button(session: ViewerSession, config: DetectorConfig, options: CaseOptions, launch: LaunchOptions) -> None:
     """Score the open case with `config` and `options` in the background, or show the cached result of an
     earlier identical run; while a job runs, its progress."""
-    collect_finished(session)
     if session.scan is None or session.case_key is None:
         return
     key = result_key(session.case_key, config, options)
