@@ -83,7 +83,7 @@ title = scan.name if show_patient else session.case_label
 with display_box:
     st.header("Display")
     mapping = intensity_controls(session, scan, result.document.get("intensity") if result else None)
-    style = overlay_controls(result.map_max, lambda: default_threshold(result.document, session.shown_map())) \
+    style = overlay_controls(result.map_max, lambda: default_threshold(result, scan)) \
         if result else None
 viewer_column, side_column = st.columns([3, 1])
 with side_column:

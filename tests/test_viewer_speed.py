@@ -102,6 +102,8 @@ def test_an_unchanged_case_is_shared_and_a_changed_one_read_again(scored, tmp_pa
     assert scan.array.dtype == np.int16 and np.array_equal(scan.array, scored["study"].volume_hu)  # as stored
     anomaly_map = case_cache.load_map_shared(result, scan)
     assert case_cache.load_map_shared(result, scan) is anomaly_map
+    start = case_cache.map_percentile_shared(result, scan, 90.0)  # the threshold's start, once per map version
+    assert start == pytest.approx(float(np.percentile(anomaly_map, 90.0)))
 
     document["score"] = 0.123  # infer run again into the same folder: new version, read afresh
     (case / "scores.json").write_text(json.dumps(document))
@@ -110,6 +112,7 @@ def test_an_unchanged_case_is_shared_and_a_changed_one_read_again(scored, tmp_pa
     image = nib.load(result.map_path)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 0.5, image.affine), result.map_path)
     assert np.allclose(case_cache.load_map_shared(changed_result, changed_scan), anomaly_map * 0.5, atol=1e-6)
+    assert case_cache.map_percentile_shared(changed_result, changed_scan, 90.0) == pytest.approx(start * 0.5, rel=1e-5)
 
 
 def test_volumes_are_kept_in_their_stored_type_and_scored_as_float32():

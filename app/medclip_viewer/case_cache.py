@@ -111,6 +111,7 @@ class OpenedCase:
 
 _cases: SharedTable[OpenedCase] = SharedTable(MAX_CACHED_CASES)
 _maps: SharedTable[np.ndarray] = SharedTable(MAX_CACHED_CASES)
+_map_percentiles: SharedTable[float | None] = SharedTable(4 * MAX_CACHED_CASES)
 def _lower_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_AHEAD_NICENESS)
@@ -163,6 +164,19 @@ def load_map_shared(result: CaseResult, scan: Scan) -> np.ndarray:
     """`load_map`, read once per map file and version for the whole server."""
     path = result.map_path
     return _maps.get((str(path.resolve()), file_version(path), scan.array.shape), lambda: load_map(result, scan))
+
+
+def map_percentile_shared(result: CaseResult, scan: Scan, percentile: float) -> float | None:
+    """A percentile of the map (None for an empty one), once per map file and version for the whole server:
+    it partitions the whole map (about 0.1 s for 256x256x120), which every new session would otherwise
+    redo before its first image."""
+    path = result.map_path
+
+    def compute() -> float | None:
+        anomaly_map = load_map_shared(result, scan)
+        return float(np.percentile(anomaly_map, percentile)) if anomaly_map.size else None
+
+    return _map_percentiles.get((str(path.resolve()), file_version(path), scan.array.shape, float(percentile)), compute)
 
 
 def on_read_ahead(hook: Callable[[tuple, OpenedCase], None]) -> None:

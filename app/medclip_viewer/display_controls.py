@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import streamlit as st
 from medclip_ad.inference.overlay import OverlayStyle
 from medclip_ad.io.intensity import CT_WINDOW_PRESETS, DEFAULT_CT_PRESET, IntensityMapping, resolve_window
 from medclip_ad.io.scan import Scan
 
+from medclip_viewer.case_cache import map_percentile_shared
+from medclip_viewer.cases import CaseResult
 from medclip_viewer.intensity import (
     MODE_LABELS,
     PERCENTILE_PRESETS,
@@ -120,15 +121,14 @@ def _mark_custom() -> None:
     st.session_state[KEY_WINDOW_PRESET] = CUSTOM_WINDOW
 
 
-def default_threshold(document: dict, anomaly_map: np.ndarray | None) -> float:
+def default_threshold(result: CaseResult, scan: Scan) -> float:
     """Where the threshold starts: the calibration's pixel threshold when the case has one, else the
     map's DEFAULT_THRESHOLD_PERCENTILE, so background (most of a scan) starts uncoloured."""
-    calibrated = (document.get("calibration") or {}).get("pixel_threshold")
+    calibrated = (result.document.get("calibration") or {}).get("pixel_threshold")
     if isinstance(calibrated, (int, float)):
         return float(calibrated)
-    if anomaly_map is None or anomaly_map.size == 0:
-        return OverlayStyle().threshold
-    return float(np.percentile(anomaly_map, DEFAULT_THRESHOLD_PERCENTILE))
+    start = map_percentile_shared(result, scan, DEFAULT_THRESHOLD_PERCENTILE)
+    return OverlayStyle().threshold if start is None else start
 
 
 def opening_threshold(map_max: float, start: float) -> float:

@@ -66,7 +66,7 @@ def opening_view(opened: OpenedCase) -> dict | None:
     top = result.document.get("top_slices") or []
     index = top[0] if top else scan.array.shape[layout.slice_axis] // 2
     low, high = opening_mapping(scan, result.document.get("intensity")).bounds or (0.0, 255.0)
-    threshold = opening_threshold(result.map_max, default_threshold(result.document, anomaly_map))
+    threshold = opening_threshold(result.map_max, default_threshold(result, scan))
     files = display_urls(scan_files(scan), map_files(result, anomaly_map, scan.affine, volume=True))
     return dict(case_id=viewer_case_id(key), **files, window=[float(low), float(high)], map_max=float(result.map_max),
                 threshold=float(threshold), plane=plane,
