@@ -112,6 +112,8 @@ class OpenedCase:
 _cases: SharedTable[OpenedCase] = SharedTable(MAX_CACHED_CASES)
 _maps: SharedTable[np.ndarray] = SharedTable(MAX_CACHED_CASES)
 _map_percentiles: SharedTable[float | None] = SharedTable(4 * MAX_CACHED_CASES)
+
+
 def _lower_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_AHEAD_NICENESS)
