@@ -53,7 +53,7 @@ from medclip_viewer.worklist import listed_folders, neighbour, ordered, read_row
 from medclip_viewer.worklist_panel import (  # noqa: E402
     KEY_WORKLIST_CURRENT,
     KEY_WORKLIST_NEXT,
-    KEY_WORKLIST_ORDER_CHOICE,
+    KEY_WORKLIST_ORDER,
     KEY_WORKLIST_POPOVER,
     KEY_WORKLIST_PREVIOUS,
 )
@@ -280,7 +280,7 @@ def test_a_neighbour_still_being_read_is_promised_as_a_file(fresh, results):
 
 def test_reading_order_by_name_keeps_the_open_case(viewer):
     worklist(viewer)  # the order is chosen in the table's pop-over
-    at = ok(viewer.selectbox(key=KEY_WORKLIST_ORDER_CHOICE).set_value("case name").run())
+    at = ok(viewer.selectbox(key=KEY_WORKLIST_ORDER).set_value("case name").run())
     assert list(worklist(at)["case"]) == ["case 1", "case 2", "case 3"]
     at.session_state[KEY_WORKLIST_POPOVER] = False  # closed, the order's select box is not drawn: the order stays
     at = ok(at.run())

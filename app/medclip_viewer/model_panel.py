@@ -55,6 +55,7 @@ from medclip_viewer.state import (
     KEY_SCORED_PLANE,
     KEY_TOP_K,
     ViewerSession,
+    keep_hidden_widget_values,
 )
 
 BUILT_IN_WEIGHTS: tuple[str, ...] = (DetectorConfig().clip_weights, "random:tiny")
@@ -75,9 +76,8 @@ def model_section(session: ViewerSession, launch: LaunchOptions) -> None:
     """The sidebar's Model section: the settings and the run button while it is open, a running job's
     progress either way. Finished jobs are collected first, so the page below shows their results."""
     collect_finished(session)
-    _keep_settings()
-    offered = weight_files(launch.weights_dir)
-    _prefill(session.shown(), launch.weights_dir, offered)
+    keep_hidden_widget_values(SETTING_KEYS)
+    _prefill(session.shown(), launch.weights_dir)
     _open_for_a_case_without_result(session)
     section = st.expander("Model", key=KEY_MODEL_SECTION, on_change="rerun")
     if not section.open:
@@ -86,16 +86,8 @@ def model_section(session: ViewerSession, launch: LaunchOptions) -> None:
             inference_progress(session, running)
         return
     with section:
-        config, scoring = model_panel(launch.weights_dir, offered)
+        config, scoring = model_panel(launch.weights_dir, weight_files(launch.weights_dir))
         run_button(session, config, scoring, launch)
-
-
-def _keep_settings() -> None:
-    """Writing a widget's value back makes it session state of the app's own, which Streamlit keeps while
-    the widget is not drawn (its documented way to keep a hidden widget's value)."""
-    for key in SETTING_KEYS:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
 
 
 def _open_for_a_case_without_result(session: ViewerSession) -> None:
@@ -193,7 +185,7 @@ def _offered_choice(recorded: str, weights_dir: Path | None, offered: list[str])
     return next((name for name in offered if (weights_dir / name).resolve() == real), None)
 
 
-def _prefill(shown: CaseResult | None, weights_dir: Path | None, offered: list[str]) -> None:
+def _prefill(shown: CaseResult | None, weights_dir: Path | None) -> None:
     """When another result opens, the panel is set to the model that made it (an audit finding: re-running
     a result must not silently use other settings), whether or not the section is open."""
     if shown is None:
@@ -201,7 +193,8 @@ def _prefill(shown: CaseResult | None, weights_dir: Path | None, offered: list[s
     identity = str(shown.folder)
     if st.session_state.get(_KEY_PREFILLED) != identity:
         st.session_state[_KEY_PREFILLED] = identity
-        choices, missing = provenance_choices(shown.document.get("model") or {}, weights_dir, offered)
+        choices, missing = provenance_choices(shown.document.get("model") or {}, weights_dir,
+                                              weight_files(weights_dir))
         st.session_state.update(choices)
         st.session_state[f"{_KEY_PREFILLED}.missing"] = missing
 

@@ -78,6 +78,15 @@ _SESSION_KEY = "viewer.session"
 WORKDIR_PREFIX = "medclip-ad-viewer-"
 
 
+def keep_hidden_widget_values(keys: tuple[str, ...]) -> None:
+    """For controls in a section built only while open: Streamlit drops the value of a widget not drawn in
+    a run, but keeps session state the app wrote itself, so writing the values back keeps them (Streamlit's
+    documented way). Called before the widgets, every run."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def slice_key(plane: str) -> str:
     """Each plane keeps its own slice, as in a three-pane viewer."""
     return f"{SLICE_KEY_PREFIX}{plane}"

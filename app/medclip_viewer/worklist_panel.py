@@ -16,13 +16,13 @@ from medclip_viewer.cases import Catalogue, ResultFolder
 from medclip_viewer.confinement import Scope
 from medclip_viewer.display_text import plain
 from medclip_viewer.review_capture import REVIEW_FILE, reviews_csv
+from medclip_viewer.state import keep_hidden_widget_values
 from medclip_viewer.worklist import NOT_REVIEWED, ORDERS, SCORES_FILE, WorklistRow, listed_folders, neighbour, \
     ordered, read_row
 
 KEY_WORKLIST_CURRENT = "worklist.current"
-# Not a widget: the reading order, kept while the pop-over holding its select box is closed (not drawn).
+# The reading order's select box, in the pop-over: its value is kept while the pop-over is closed (not drawn).
 KEY_WORKLIST_ORDER = "worklist.order"
-KEY_WORKLIST_ORDER_CHOICE = "worklist.order_choice"
 KEY_WORKLIST_TABLE = "worklist.table"
 KEY_WORKLIST_NEXT = "worklist.next"
 KEY_WORKLIST_PREVIOUS = "worklist.previous"
@@ -70,10 +70,6 @@ def _order_label() -> str:
     return st.session_state.get(KEY_WORKLIST_ORDER, next(iter(ORDERS)))
 
 
-def _keep_order() -> None:
-    st.session_state[KEY_WORKLIST_ORDER] = st.session_state[KEY_WORKLIST_ORDER_CHOICE]
-
-
 def _row(folder: Path) -> WorklistRow:
     """Rows are re-read only when the case's scores.json or review.json changes."""
     return _cached_row(str(folder), _mtime(folder / SCORES_FILE), _mtime(folder / REVIEW_FILE))
@@ -96,6 +92,7 @@ def worklist_table(show_patient: bool) -> None:
     on the first screen) and the review export, in one row; nothing when no worklist is open. While
     identifiers are hidden, cases are called by their place in the folder, never by their (file-derived)
     names."""
+    keep_hidden_widget_values((KEY_WORKLIST_ORDER,))
     rows: list[WorklistRow] | None = st.session_state.get(_KEY_ROWS)
     if not rows:
         return
@@ -116,9 +113,7 @@ def worklist_table(show_patient: bool) -> None:
     if not table.open:
         return
     with table:
-        labels = list(ORDERS)
-        st.selectbox("Reading order", labels, index=labels.index(_order_label()), key=KEY_WORKLIST_ORDER_CHOICE,
-                     on_change=_keep_order)
+        st.selectbox("Reading order", list(ORDERS), key=KEY_WORKLIST_ORDER)
         neutral = st.session_state.get(_KEY_NEUTRAL, {})
         names = {row.folder: row.case if show_patient else neutral.get(row.folder, "case") for row in rows}
         st.dataframe([row.as_table_row(row.folder == current, names[row.folder]) for row in rows], hide_index=True,
