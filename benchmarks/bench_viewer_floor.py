@@ -51,7 +51,7 @@ def display(folder: str) -> dict:
     top = result.document["top_slices"][0]
     return dict(scan=scan_files(scan), anomaly_map=map_files(result, anomaly_map, scan.affine, volume=True),
                 map_max=result.map_max,
-                threshold=default_threshold(result.document, anomaly_map), plane=result.document["slice_axis"],
+                threshold=default_threshold(result, scan), plane=result.document["slice_axis"],
                 focus_mm=peak_mm(anomaly_map, scan.affine, scan.slice_axis, top), focus_id=f"{folder}|{top}")
 
 

@@ -44,8 +44,11 @@ def test_bundle_path_prints_the_bundle_with_its_configs(capsys):
     assert (viewer_script().parent / "medclip_viewer" / "launch.py").is_file()
 
 
-def test_the_shipped_viewer_hides_streamlit_developer_options():
+def test_the_shipped_viewer_hides_streamlit_developer_options_and_watches_no_sources():
     """Streamlit reads the .streamlit/config.toml beside the script it runs, so the installed viewer (and a
-    checkout's) shows readers no Deploy button nor rerun/clear-cache entries."""
+    checkout's) shows readers no Deploy button nor rerun/clear-cache entries, and sets up no source watcher
+    (a developer's rerun-on-save, whose set-up after each new session's first run held the server for about
+    a second while the page waited for Streamlit's scripts)."""
     config = tomllib.loads((viewer_script().parent / ".streamlit" / "config.toml").read_text())
     assert config["client"]["toolbarMode"] in ("viewer", "minimal")
+    assert config["server"]["fileWatcherType"] == "none"

@@ -295,6 +295,8 @@ def test_reading_a_worklist_in_the_browser(server, browser, results_folder):
     body = main_text(browser)
     assert "Case score" in body and f"{document['score']:.4f}" in body and "RANDOM WEIGHTS" in body
     assert "Deploy" not in body and not truncated_texts(browser)
+    # the shipped config sets up no source watcher (its set-up after a new session's run held the server)
+    assert "Watcher created" not in log_path.read_text(errors="replace")
     browser.switch_to.frame(frame)
     canvas = wait.until(loaded_canvas)
     assert (marks(browser, "preview"), marks(browser, "upgraded")) == (1, 1)  # the preview first, then in its place
