@@ -169,10 +169,17 @@ def first_image(driver, url: str) -> float:
     """Seconds from opening the page to the canvas showing its loaded scan and map (at either resolution)."""
     from selenium.webdriver.common.by import By
 
+    def viewer_frames() -> list:
+        frames = driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']")
+        failed = [] if frames else driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
+        if failed:  # the page's script raised: say so at once rather than wait for a viewer that never comes
+            raise SystemExit(f"the page at {url} failed: {failed[0].text.splitlines()[0]}")
+        return frames
+
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": LONG_TASKS_RECORDER})
     start = time.monotonic()
     driver.get(url)
-    frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "iframe[title*='niivue_slices']"))[0]
+    frame = wait_for(viewer_frames)[0]
     driver.switch_to.frame(frame)
     wait_for(lambda: "|volumes/" in (driver.execute_script(
         "const c = document.getElementById('gl'); return c && c.dataset.ready") or ""))
